@@ -1,0 +1,50 @@
+"""Settings: where data lives and the knobs of the memory engine, passed in, never global."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+ENV_DATA_DIR = "CONTINUUM_DATA_DIR"
+ENV_MODEL_PATH = "CONTINUUM_MODEL_PATH"
+
+
+def default_data_dir() -> Path:
+    """The platform's per-user data directory (e.g. ~/.local/share/continuum-mcp on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("continuum-mcp", appauthor=False))
+
+
+class Settings(BaseModel):
+    """Everything the memory engine needs to know, with safe defaults."""
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    model_path: Path | None = Field(
+        default=None, description="A sentence-transformers model directory; None = bundled all-MiniLM-L6-v2.")
+    dedup_threshold: float = Field(
+        default=0.95, ge=0.0, le=1.0,
+        description="Cosine at or above which a new memory counts as a near-duplicate of an existing one.")
+    max_text_chars: int = Field(default=20_000, gt=0)
+    max_tags: int = Field(default=32, gt=0)
+    max_metadata_bytes: int = Field(default=16_384, gt=0)
+    ivf_threshold: int = Field(
+        default=200_000, gt=0,
+        description="Past this many memories the vector index becomes IVF (approximate) instead of exact.")
+    index_save_every: int = Field(
+        default=2_000, gt=0, description="Persist the derived vector index after this many changes.")
+
+    @classmethod
+    def from_env(cls, data_dir: str | Path | None = None, model_path: str | Path | None = None,
+                 **overrides: object) -> "Settings":
+        """Explicit arguments win over CONTINUUM_* environment variables, which win over defaults."""
+        values: dict[str, object] = dict(overrides)
+        dd = data_dir or os.environ.get(ENV_DATA_DIR)
+        if dd:
+            values["data_dir"] = Path(dd).expanduser()
+        mp = model_path or os.environ.get(ENV_MODEL_PATH)
+        if mp:
+            values["model_path"] = Path(mp).expanduser()
+        return cls(**values)  # type: ignore[arg-type]
