@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(data_dir=args.data_dir, model_path=args.model_path)
         if getattr(args, "raw_settings", False):
             return int(args.func(args, settings))
-        with open_store(settings) as store:
+        with open_store(settings, load_delay=None) as store:
             return int(args.func(args, store))
     except json.JSONDecodeError as exc:
         print(f"error: invalid_input: --metadata is not valid JSON ({exc})", file=sys.stderr)

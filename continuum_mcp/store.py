@@ -779,17 +779,20 @@ def _split_sql(script: str) -> list[str]:
     return out
 
 
-def open_store(settings: Settings, embedder: Embedder | None = None, *, load_delay: float = 0.0) -> MemoryStore:
+def open_store(settings: Settings, embedder: Embedder | None = None, *, load_delay: float | None = 0.0) -> MemoryStore:
     """Open the store with the configured (or given) embedder; the model loads in the background.
 
     ``load_delay`` postpones the background load a little, so that a server answers its
-    handshake before the model import competes with it for the interpreter.
+    handshake before the model import competes with it for the interpreter; ``None`` loads the
+    model only when something first needs it (a CLI listing never does).
     """
     from embeddings import SentenceTransformerEmbedder
 
     if embedder is None:
         st = SentenceTransformerEmbedder(settings.model_path)
-        if load_delay > 0:
+        if load_delay is None:
+            pass
+        elif load_delay > 0:
             timer = threading.Timer(load_delay, st.start)
             timer.daemon = True
             timer.start()
