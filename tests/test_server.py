@@ -193,3 +193,36 @@ def test_two_server_processes_share_one_data_dir(tmp_path: Path) -> None:
             hits = (await call(a, "recall", {"query": "cat called Miso", "k": 20}))["hits"]
             assert ra["memory"]["id"] not in [h["memory"]["id"] for h in hits]
     run(go)
+
+
+def test_streamable_http_transport(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "continuum_mcp.cli", "serve", "--transport", "streamable-http",
+                             "--port", str(port), "--data-dir", str(tmp_path / "m")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "server did not start listening"
+                time.sleep(0.1)
+
+        async def go() -> None:
+            async with Client(f"http://127.0.0.1:{port}/mcp") as c:
+                assert {t.name for t in (await c.list_tools()).tools} >= TOOLS
+                r = await call(c, "remember", {"text": "Spoken over streamable HTTP"})
+                hits = (await call(c, "recall", {"query": "streamable HTTP"}))["hits"]
+                assert hits[0]["memory"]["id"] == r["memory"]["id"]
+        run(go)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
