@@ -12,22 +12,32 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from continuum_mcp import __version__
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import ContinuumError
+from continuum_mcp.federation import (
+    AutoSyncSettings, ContributionResult, FederatedPattern, FederationStatus, JoinResult, LeaveResult, SyncResult,
+    VerifyResult, VoteResult,
+)
+from continuum_mcp.patterns import PatternPreview
+from continuum_mcp.protocol import CreditBalance
 from continuum_mcp.models import Memory, SearchMode
 from continuum_mcp.store import (
     Filters, ForgetResult, MemoryPage, MemoryStore, RecallResult, RememberResult, StoreStats, open_store,
 )
 from embeddings import Embedder
+
+if TYPE_CHECKING:
+    from continuum_mcp.federation import FederationClient
+    from continuum_mcp.generalize import Generalizer
 
 T = TypeVar("T")
 MODEL_LOAD_DELAY = 0.5  # seconds; a request that needs the model starts the load at once
@@ -40,6 +50,8 @@ Long-term memory for this user, stored privately on their machine.
   keeping across conversations. One self-contained statement per memory; add a few tags.
   Tag anything sensitive the user does not want shared as `private`.
 - Use `update_memory` to correct a memory and `forget` when the user asks to delete one.
+- The `federation_*` tools share anonymised patterns with other people's memories; use them only
+  when the user asks, and show `federation_contribute` with `dry_run` before contributing.
 """
 
 
@@ -50,6 +62,8 @@ class StoreHolder:
         self._settings, self._embedder = settings, embedder
         self._store: MemoryStore | None = None
         self._lock = threading.Lock()
+        self._federation: FederationClient | None = None
+        self._generalizer: Generalizer | None = None
 
     def get(self) -> MemoryStore:
         with self._lock:
@@ -57,7 +71,51 @@ class StoreHolder:
                 self._store = open_store(self._settings, self._embedder, load_delay=MODEL_LOAD_DELAY)
             return self._store
 
+    def federation(self) -> FederationClient:
+        """The federation client over this store, built on first use (creates the identity key)."""
+        store = self.get()
+        with self._lock:
+            if self._federation is None:
+                from continuum_mcp.federation import FederationClient
+
+                self._federation = FederationClient(store, self._settings)
+            return self._federation
+
+    def generalizer(self) -> Generalizer:
+        """The pattern pipeline for previews (no identity or federation needed)."""
+        store = self.get()
+        with self._lock:
+            if self._generalizer is None:
+                from continuum_mcp.generalize import Generalizer
+                from continuum_mcp.privacy_modes import default_policy
+                from continuum_mcp.scrub import Scrubber
+
+                self._generalizer = Generalizer(store.embedder, Scrubber(),
+                                                max_phrases=default_policy().max_phrases_per_pattern)
+            return self._generalizer
+
+    def resume_auto_sync(self) -> None:
+        """Start auto-sync again if this instance is a member and had it enabled."""
+        from continuum_mcp.federation import FEDERATION_DIR
+
+        if (self._settings.data_dir / FEDERATION_DIR / "membership.json").exists():
+            try:
+                self.federation().start_auto_sync()
+            except ContinuumError:
+                pass  # an unreadable membership is reported by federation_status, not at start-up
+
+    async def run_fed(self, fn: Callable[[FederationClient], T]) -> T:
+        """Run a federation call in a worker thread; core errors become tool errors."""
+        try:
+            return await anyio.to_thread.run_sync(lambda: fn(self.federation()))
+        except ContinuumError as exc:
+            raise ToolError(f"{exc.code}: {exc.message}") from exc
+
     def close(self) -> None:
+        with self._lock:
+            fed, self._federation = self._federation, None
+        if fed is not None:
+            fed.close()
         with self._lock:
             if self._store is not None:
                 self._store.close()
@@ -71,6 +129,19 @@ class StoreHolder:
             raise ToolError(f"{exc.code}: {exc.message}") from exc
 
 
+class RecallWithFederated(RecallResult):
+    """Recall hits, plus (when asked) federated patterns kept apart from the user's memories."""
+
+    federated: list[FederatedPattern] | None = Field(
+        default=None, description="Patterns from the federation's released knowledge (local cache), not the "
+                                  "user's memories; present only with include_federated.")
+
+
+class FederatedQueryResult(BaseModel):
+    query: str
+    patterns: list[FederatedPattern]
+
+
 def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPServer[StoreHolder]:
     """An MCP server over the memory in ``settings.data_dir``."""
     holder = StoreHolder(settings, embedder)
@@ -79,6 +150,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
     async def lifespan(_: MCPServer[StoreHolder]) -> AsyncIterator[StoreHolder]:
         # Opening SQLite is quick; the model keeps loading in the background meanwhile.
         await anyio.to_thread.run_sync(holder.get)
+        await anyio.to_thread.run_sync(holder.resume_auto_sync)
         try:
             yield holder
         finally:
@@ -116,10 +188,19 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         until: Annotated[datetime | None, Field(description="Only memories created at or before this ISO time.")] = None,
         min_score: Annotated[float | None, Field(description="Drop results whose cosine similarity "
                                                              "(BM25 score in keyword mode) is below this.")] = None,
-    ) -> RecallResult:
-        """Search the user's memories by meaning and keywords; best matches first."""
+        include_federated: Annotated[bool, Field(description="Also return matching patterns from the local cache "
+                                                             "of the federation's released patterns, in the "
+                                                             "separate 'federated' list (not the user's memories).")] = False,
+    ) -> RecallWithFederated:
+        """Search the user's memories by meaning and keywords; best matches first. With
+        include_federated, patterns learned from the federation are listed separately under
+        'federated', clearly not the user's own memories."""
         filters = Filters(tags_any=tags_any or [], tags_all=tags_all or [], since=since, until=until)
-        return await holder.run(lambda s: s.recall(query, k=k, mode=mode, filters=filters, min_score=min_score))
+        r = await holder.run(lambda s: s.recall(query, k=k, mode=mode, filters=filters, min_score=min_score))
+        out = RecallWithFederated(**r.model_dump())
+        if include_federated:
+            out.federated = await holder.run_fed(lambda f: f.search_cache(query, k))
+        return out
 
     @mcp.tool(
         title="Forget",
@@ -165,6 +246,125 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
     async def memory_stats() -> StoreStats:
         """How many memories there are, top tags, time span, model and storage size."""
         return await holder.run(lambda s: s.stats())
+
+    # ----- federation (opt-in; see DESIGN.md section 2) -------------------------------------
+    fed_open = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+
+    @mcp.tool(title="Join a federation", annotations=fed_open)
+    async def federation_join(
+        invite: Annotated[str, Field(description="The invite string 'continuum-invite:v1:...#...' from the "
+                                                 "federation's founder. Its key part never leaves this machine.")],
+        contribution_level: Annotated[Literal["minimal", "standard", "extensive"],
+                                      Field(description="How many patterns per round at most: minimal 20, "
+                                                        "standard 100, extensive 250.")] = "standard",
+        privacy_mode: Annotated[Literal["high", "balanced", "open"],
+                                Field(description="The user's own privacy mode; joining a federation that "
+                                                  "releases less privately is refused.")] = "high",
+    ) -> JoinResult:
+        """Join a federation of memories (only when the user asks to). Creates this instance's
+        identity if needed and admits it with the invite."""
+        return await holder.run_fed(lambda f: f.join(invite, contribution_level, privacy_mode))
+
+    @mcp.tool(title="Federation status", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
+    async def federation_status() -> FederationStatus:
+        """Membership, coordinator, contribution level, privacy mode, privacy budget left, credits,
+        auto-sync and the last round this instance took part in."""
+        return await holder.run_fed(lambda f: f.status())
+
+    @mcp.tool(title="Contribute patterns", annotations=fed_open)
+    async def federation_contribute(
+        min_confidence: Annotated[float, Field(description="Only patterns at least this confident (0-1).")] = 0.7,
+        domain: Annotated[str | None, Field(description="Only memories with this tag.")] = None,
+        dry_run: Annotated[bool, Field(description="Show exactly what would be shared, in plain text, "
+                                                   "and send nothing.")] = False,
+    ) -> ContributionResult:
+        """Share anonymised patterns (never raw memories) with the federation. Use dry_run first to
+        show the user what would leave. If the coordinator is down the contribution waits in the
+        local outbox; nothing is lost. Refused when the privacy budget is spent."""
+        return await holder.run_fed(lambda f: f.contribute(min_confidence=min_confidence, domain=domain,
+                                                           dry_run=dry_run))
+
+    @mcp.tool(title="Sync with the federation", annotations=fed_open)
+    async def federation_sync(
+        timeout_seconds: Annotated[float | None, Field(description="How long to take part in a running round "
+                                                                   "(default: from the federation's phase timeout).")] = None,
+    ) -> SyncResult:
+        """Send waiting contributions, take part in the current round's secure aggregation, and
+        refresh the local cache of released patterns."""
+        return await holder.run_fed(lambda f: f.sync(timeout_seconds=timeout_seconds))
+
+    @mcp.tool(title="Query the federation", annotations=fed_open)
+    async def federation_query(
+        query: Annotated[str, Field(description="What to ask the federation's collective knowledge.")],
+        min_confidence: Annotated[float, Field(description="Drop patterns below this confidence (0-1).")] = 0.8,
+        max_results: Annotated[int, Field(description="At most this many patterns (1-100).")] = 10,
+    ) -> FederatedQueryResult:
+        """Find patterns other members share, ranked and decrypted on this machine. Costs credits
+        (a few free queries a day). Results are anonymised patterns, not anybody's memories."""
+        return FederatedQueryResult(query=query, patterns=await holder.run_fed(
+            lambda f: f.query(query, min_confidence=min_confidence, max_results=max_results)))
+
+    @mcp.tool(title="Federation credits", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
+    async def federation_credits() -> CreditBalance:
+        """Credits available, earned and spent this month, pending, and free queries left today."""
+        return await holder.run_fed(lambda f: f.get_credits())
+
+    @mcp.tool(title="Verify a federated pattern", annotations=fed_open)
+    async def federation_verify(
+        pattern_id: Annotated[str, Field(description="Id of a released pattern from federation_query, e.g. 'p-12'.")],
+    ) -> VerifyResult:
+        """Confirm a released pattern that the user's own memory supports (earns credits). Refused
+        when no non-private memory is similar enough."""
+        return await holder.run_fed(lambda f: f.verify(pattern_id))
+
+    @mcp.tool(title="Vote on a federated pattern", annotations=fed_open)
+    async def federation_vote(
+        pattern_id: Annotated[str, Field(description="Id of a released pattern, e.g. 'p-12'.")],
+        up: Annotated[bool, Field(description="True: useful, good quality; false: poor.")],
+    ) -> VoteResult:
+        """Rate the quality of a released pattern (one vote per pattern; a new vote replaces it)."""
+        return await holder.run_fed(lambda f: f.vote(pattern_id, up))
+
+    @mcp.tool(title="Leave the federation",
+              annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
+                                          open_world_hint=True))
+    async def federation_leave(
+        force: Annotated[bool, Field(description="Forget the membership locally even if the coordinator "
+                                                 "cannot be reached.")] = False,
+    ) -> LeaveResult:
+        """Delete all of this instance's contributions from the federation, then forget the
+        federation key and membership. Only when the user asks to leave."""
+        return await holder.run_fed(lambda f: f.leave(force=force))
+
+    @mcp.tool(title="Federation auto-sync",
+              annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+                                          open_world_hint=True))
+    async def federation_auto_sync(
+        enabled: Annotated[bool, Field(description="Turn background sync on or off (persisted).")],
+        interval_minutes: Annotated[float, Field(description="Minutes between syncs.")] = 15,
+        contribute_on_sync: Annotated[bool, Field(description="Contribute when there are new patterns.")] = True,
+        query_on_sync: Annotated[bool, Field(description="Fetch newly released patterns into the local cache.")] = True,
+    ) -> AutoSyncSettings:
+        """Sync with the federation in the background while this server runs."""
+        if enabled:
+            return await holder.run_fed(lambda f: f.enable_auto_sync(interval_minutes, contribute_on_sync,
+                                                                     query_on_sync))
+        return await holder.run_fed(lambda f: f.disable_auto_sync())
+
+    @mcp.tool(title="Preview shareable patterns",
+              annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    async def preview_patterns(
+        min_confidence: Annotated[float, Field(description="Only patterns at least this confident (0-1).")] = 0.0,
+        exclude_ids: Annotated[list[int] | None, Field(description="Memory ids to hold back.")] = None,
+    ) -> PatternPreview:
+        """The anonymised patterns (scrubbed statements and key phrases) this memory would yield
+        for a federation, and which memories were held back. Local only: nothing is sent."""
+        from continuum_mcp.patterns import preview_patterns as _preview
+
+        def go(s: MemoryStore) -> PatternPreview:
+            return _preview(list(s.all_memories()), holder.generalizer(), min_confidence=min_confidence,
+                            exclude=exclude_ids or [])
+        return await holder.run(go)
 
     @mcp.resource("memory://stats", name="stats", title="Memory statistics", mime_type="application/json")
     async def stats_resource() -> str:

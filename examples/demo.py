@@ -1,0 +1,248 @@
+"""End-to-end demo: private memories, a federation, and proof of what left each machine.
+
+    ./dev.sh demo            (or: python examples/demo.py [--instances 6] [--keep DIR])
+
+What happens, all on 127.0.0.1:
+1. A coordinator starts (`continuum-mcp coordinator`, open mode, at least 3 contributors).
+2. The founder makes a federation key (it never goes to the coordinator) and one invite per member.
+3. N instances start, each its own `continuum-mcp serve` process with its own data directory,
+   driven through the `mcp` client over stdio exactly as Claude drives it. Each remembers
+   realistic memories full of personal data; some facts are shared by several users, in their own
+   words.
+4. Every instance joins; one previews (dry run) exactly what it would send; all contribute.
+5. The round is closed; the instances run secure aggregation; the coordinator releases what
+   enough members share.
+6. One instance asks the federation a question and gets useful patterns back.
+7. The demo prints the privacy spent and credits, then searches every byte the coordinator stored
+   for each personal value, each raw memory text and each instance's embeddings: none is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from mcp import Client, StdioServerParameters
+
+from continuum_mcp.crypto import Invite, generate_federation_key
+from continuum_mcp.protocol import ADMIN_TOKEN_HEADER
+
+FEDERATION_ID = "demo-federation"
+
+# Facts several users share, each in their own words (with their own personal details around them).
+SHARED = {
+    "uv": ["I use uv instead of pip to manage Python project dependencies because it is much faster",
+           "Switched our Python dependency management from pip to uv, installs are way faster",
+           "uv replaced pip for managing python dependencies in my projects, it is so much faster",
+           "For Python projects I manage dependencies with uv rather than pip since it's faster",
+           "Python dependencies: use uv, not pip, it resolves and installs much faster"],
+    "migrations": ["Always run the database migrations before deploying the backend service",
+                   "Run DB migrations first, then deploy the backend, otherwise the service crashes",
+                   "Deploy checklist: database migrations must run before the backend deploy",
+                   "Never deploy the backend before the database migrations have run"],
+    "standup": ["Daily standup meetings work best when kept under fifteen minutes",
+                "Keep the daily standup short, fifteen minutes at most",
+                "Our team limits the daily standup meeting to fifteen minutes"],
+}
+
+PERSONAL = [
+    ("Call Dana Whitfield at +44 20 7946 0958 about the Acme Corp renewal on 3 March", ["work"]),
+    ("My email is priya.natarajan@example.org and my manager is Tom Becker", ["work"]),
+    ("The staging API key is sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c", ["work"]),
+    ("We live at 42 Elm Street, Springfield; the alarm code is 7731", ["home"]),
+    ("My IBAN is GB82 WEST 1234 5698 7654 32 for the freelance invoices", ["finance"]),
+    ("Therapy sessions with Dr. Alvarez are on Thursdays", ["health", "private"]),
+    ("Project notes are in /home/jsmith/notes/acme-renewal.md", ["work"]),
+    ("Server 10.20.30.40 is the old build box, MAC 00:1A:2B:3C:4D:5E", ["infra"]),
+]
+PII_VALUES = ["Dana Whitfield", "+44 20 7946 0958", "Acme Corp", "priya.natarajan@example.org", "Tom Becker",
+              "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c", "42 Elm Street", "Springfield", "7731",
+              "GB82 WEST 1234 5698 7654 32", "Alvarez", "/home/jsmith", "10.20.30.40", "00:1A:2B:3C:4D:5E"]
+
+
+def memories_for(i: int) -> list[tuple[str, list[str]]]:
+    """Instance i's memories: some shared facts in its own words, plus personal ones."""
+    mine: list[tuple[str, list[str]]] = []
+    for topic, variants in SHARED.items():
+        if i < len(variants) + 1:
+            mine.append((variants[i % len(variants)], ["work"]))
+    mine += [PERSONAL[(i + k) % len(PERSONAL)] for k in range(3)]
+    return mine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text} " + "=" * max(0, 70 - len(text)))
+
+
+def start_coordinator(work: Path, admin_token: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "continuum_mcp.cli", "coordinator", "--host", "127.0.0.1", "--port", str(port),
+         "--storage", str(work / "coordinator"), "--min-contributors", "3", "--privacy-mode", "open",
+         "--federation-id", FEDERATION_ID, "--admin-token", admin_token, "--phase-timeout", "30"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"coordinator exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("coordinator did not start")
+
+
+async def tool(c: Client, name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    r = await c.call_tool(name, args or {})
+    if r.is_error:
+        raise SystemExit(f"{name} failed: {r.content[0].text}")  # type: ignore[union-attr]
+    return r.structured_content  # type: ignore[return-value]
+
+
+def scan_storage(storage: Path, needles: dict[str, bytes]) -> list[str]:
+    """Names of the needles found anywhere in the coordinator's files (database, WAL, everything)."""
+    blobs = [p.read_bytes() for p in storage.rglob("*") if p.is_file()]
+    return [name for name, needle in needles.items() if any(needle in b for b in blobs)]
+
+
+async def run_demo(work: Path, n: int) -> int:
+    admin_token = secrets.token_urlsafe(24)
+    banner("1. coordinator")
+    coord, url = start_coordinator(work, admin_token)
+    print(f"coordinator on {url} (open mode, min 3 contributors); storage {work / 'coordinator'}")
+    try:
+        banner("2. invites (the federation key stays with the members)")
+        key = generate_federation_key()
+        r = httpx.post(f"{url}/v1/admin/invites", json={"count": n}, headers={ADMIN_TOKEN_HEADER: admin_token})
+        r.raise_for_status()
+        invites = [Invite.build(url, FEDERATION_ID, t, key).format() for t in r.json()["admission_tokens"]]
+        print(f"{len(invites)} invites, e.g. {invites[0][:48]}...#<key>")
+
+        banner(f"3. {n} instances, each its own MCP server process")
+        async with AsyncExitStack() as stack:
+            clients: list[Client] = []
+            for i in range(n):
+                params = StdioServerParameters(command=sys.executable, env={**os.environ},
+                                               args=["-m", "continuum_mcp.cli", "serve", "--data-dir",
+                                                     str(work / f"instance-{i}")])
+                clients.append(await stack.enter_async_context(Client(params, read_timeout_seconds=600)))
+            for i, c in enumerate(clients):
+                for text, tags in memories_for(i):
+                    await tool(c, "remember", {"text": text, "tags": tags})
+                stats = await tool(c, "memory_stats")
+                print(f"instance {i}: {stats['count']} memories")
+
+            banner("4. join, preview, contribute")
+            ids = []
+            for c, invite in zip(clients, invites):
+                joined = await tool(c, "federation_join", {"invite": invite, "contribution_level": "minimal",
+                                                           "privacy_mode": "open"})
+                ids.append(joined["instance_id"])
+            print("members:", ", ".join(ids))
+            preview = await tool(clients[0], "federation_contribute", {"dry_run": True, "min_confidence": 0.5})
+            print(f"instance 0 would send (dry run, nothing sent): {preview['patterns']} patterns")
+            for p in preview["preview"]:
+                print(f"  slot {p['slot']:>3}  confidence {p['confidence']:.2f}  statement {p['statement']!r}")
+                print(f"           phrases {p['phrases']}")
+            print("  " + preview["what_leaves"])
+            for i, c in enumerate(clients):
+                res = await tool(c, "federation_contribute", {"min_confidence": 0.5})
+                print(f"instance {i}: contributed {res.get('patterns', res)} patterns to round {res.get('round_id')}")
+
+            banner("5. round: close, secure aggregation, release")
+            r = httpx.post(f"{url}/v1/admin/rounds/close", headers={ADMIN_TOKEN_HEADER: admin_token})
+            r.raise_for_status()
+            print("round", r.json()["round_id"], "->", r.json()["phase"])
+            results: list[dict[str, Any]] = [{}] * n
+
+            async def sync(i: int) -> None:
+                results[i] = await tool(clients[i], "federation_sync", {"timeout_seconds": 240})
+            async with anyio.create_task_group() as tg:
+                for i in range(n):
+                    tg.start_soon(sync, i)
+            for i, res in enumerate(results):
+                print(f"instance {i}: round {res.get('round_id')} phase {res.get('phase')} "
+                      f"released={res.get('released')} steps={res.get('steps_posted')}")
+
+            banner("6. query the federation")
+            asker = clients[n - 1]
+            q = "how should I manage python dependencies"
+            answer = await tool(asker, "federation_query", {"query": q, "min_confidence": 0.3})
+            print(f"instance {n - 1} asks: {q!r}")
+            for p in answer["patterns"]:
+                print(f"  - {p.get('summary')!r} phrases={p.get('phrases')} confidence={p.get('confidence')} "
+                      f"contributors~{p.get('contributor_count')}")
+            useful = bool(answer["patterns"])
+
+            banner("7. privacy spent and credits")
+            for i, c in enumerate(clients):
+                st = await tool(c, "federation_status")
+                cr = st.get("credits") or {}
+                print(f"instance {i}: privacy spent epsilon {st['privacy_spent_epsilon']:.2f} of "
+                      f"{st['privacy_budget_epsilon']:.0f} per 30 days (mode {st['federation_mode']}), "
+                      f"credits available {cr.get('available')}, earned this month {cr.get('earned_this_month')}")
+
+        banner("8. what reached the coordinator")
+        storage = work / "coordinator"
+        needles: dict[str, bytes] = {}
+        for v in PII_VALUES:
+            needles[f"PII {v!r}"] = v.encode()
+            needles[f"PII {v!r} (lower case)"] = v.lower().encode()
+        for i in range(n):
+            for text, _ in memories_for(i):
+                needles[f"memory text of instance {i}: {text[:40]!r}"] = text.encode()
+            db = sqlite3.connect(work / f"instance-{i}" / "memory.db")
+            for (blob,) in db.execute("SELECT embedding FROM memories"):
+                needles[f"an embedding of instance {i} ({len(needles)})"] = bytes(blob[:32])
+            db.close()
+        found = scan_storage(storage, needles)
+        total = sum(p.stat().st_size for p in storage.rglob("*") if p.is_file())
+        print(f"searched {total} bytes of coordinator storage for {len(needles)} values "
+              f"(PII, raw memory texts, embeddings): {len(found)} found")
+        for f in found:
+            print("  FOUND:", f)
+        return 0 if (useful and not found) else 1
+    finally:
+        coord.terminate()
+        coord.wait(timeout=30)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--instances", type=int, default=6)
+    p.add_argument("--keep", type=Path, help="keep all data in this directory (default: a temp dir, removed)")
+    args = p.parse_args()
+    if args.instances < 3:
+        p.error("a federation needs at least 3 instances")
+    work = args.keep or Path(tempfile.mkdtemp(prefix="continuum-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return anyio.run(run_demo, work, args.instances)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
