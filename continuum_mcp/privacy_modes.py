@@ -244,14 +244,14 @@ def default_policy() -> PrivacyPolicy:
                 budget_epsilon=20.0,
                 allocation=RoundAllocation(centroids=0.4, slots=0.2, phrases=0.2, statements=0.2),
                 phrases_released="DP-selected only",
-                statements_released="those that pass DP selection as a whole",
+                statements_released="never yet (whole-statement DP selection is not implemented)",
             ),
             PrivacyMode(
                 name="open",
                 epsilon_per_round=8.0,
                 budget_epsilon=30.0,
                 allocation=RoundAllocation(centroids=0.5, slots=0.25, phrases=0.25),
-                phrases_released="DP-selected",
+                phrases_released="those with at least min_contributors distinct contributors (a floor, not DP)",
                 statements_released="contributors' scrubbed statements of released slots (not DP for text)",
             ),
         ),
@@ -283,7 +283,10 @@ def privacy_table_markdown(policy: PrivacyPolicy | None = None) -> str:
     lines += [
         "",
         "Distinct contributors an item needs to be released in one round with probability 50 % / 95 % "
-        "(Gaussian thresholding), and with DP set union (policy Gaussian, 50 %, best case - worst case):",
+        "(Gaussian thresholding, what the coordinator runs in high and balanced mode), and with DP set union "
+        "(policy Gaussian, 50 %, best case - worst case). `open` mode does not threshold with noise: it "
+        "releases what at least `min_contributors` distinct members share (a floor, not DP); its rows show "
+        "what DP selection would need at epsilon 8:",
         "",
         "| mode | level (L) | slot | slot, set union | phrase | phrase, set union | statement |",
         "|---|---|---|---|---|---|---|",

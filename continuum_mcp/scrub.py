@@ -185,13 +185,20 @@ STREET_PREFIX = (
 
 @dataclass(frozen=True)
 class Gazetteers:
-    """Immutable word lists the word pass consults (all lower case)."""
+    """Immutable word lists the word pass consults (all lower case).
+
+    ``tech_terms``: technical vocabulary (config, kubectl, pytest...) that is never an unknown
+    word; ``name_collisions``: dictionary words that name lists also contain (file, mode, pip).
+    Both only change how LOWER-CASE words (and capitalised tech terms that are no name) are read.
+    """
 
     first_names: frozenset[str]
     last_names: frozenset[str]
     places: frozenset[str]
     demonyms: frozenset[str]
     common: frozenset[str]
+    tech_terms: frozenset[str] = frozenset()
+    name_collisions: frozenset[str] = frozenset()
 
     @property
     def max_place_words(self) -> int:
@@ -200,11 +207,14 @@ class Gazetteers:
     @classmethod
     def from_words(cls, *, first_names: Iterable[str] = (), last_names: Iterable[str] = (),
                    places: Iterable[str] = (), demonyms: Iterable[str] = (),
-                   common: Iterable[str] = ()) -> Gazetteers:
+                   common: Iterable[str] = (), tech_terms: Iterable[str] = (),
+                   name_collisions: Iterable[str] = ()) -> Gazetteers:
         def norm(items: Iterable[str]) -> frozenset[str]:
-            return frozenset(" ".join(i.lower().split()) for i in items if i.strip())
+            return frozenset(" ".join(i.lower().split()) for i in items
+                             if i.strip() and not i.lstrip().startswith("#"))
 
-        return cls(norm(first_names), norm(last_names), norm(places), norm(demonyms), norm(common))
+        return cls(norm(first_names), norm(last_names), norm(places), norm(demonyms), norm(common),
+                   norm(tech_terms), norm(name_collisions))
 
 
 @lru_cache(maxsize=1)
@@ -218,6 +228,7 @@ def default_gazetteers() -> Gazetteers:
     return Gazetteers.from_words(
         first_names=load("first_names.txt"), last_names=load("last_names.txt"),
         places=load("places.txt"), demonyms=load("demonyms.txt"), common=load("common_words.txt"),
+        tech_terms=load("tech_terms.txt"), name_collisions=load("name_collisions.txt"),
     )
 
 
@@ -250,7 +261,7 @@ _DETECTORS: list[tuple[str, int, re.Pattern[str], int]] = [
         r"|\bxox[abprse]-[A-Za-z0-9-]{10,255}|\bAIza[0-9A-Za-z_-]{30,40}"
         r"|\beyJ[A-Za-z0-9_-]{5,2000}\.[A-Za-z0-9_-]{5,2000}\.[A-Za-z0-9_-]{0,2000}"), 0),
     ("SECRET", 0, re.compile(
-        r"(?i)\b(?:" + _SECRET_KEYWORDS + r")\b[\"']?\s{0,3}(?:is|was|=|:|:=|=>|->)\s{0,3}[\"']?"
+        r"(?i)\b(?:" + _SECRET_KEYWORDS + r")\b[\"']?\s{0,3}(?:=|:|:=|=>|->)\s{0,3}[\"']?"
         r"([^\s\"',;]{1,200})"), 1),
     ("SECRET", 0, re.compile(r"(?i)\b(?:bearer|basic)\s{1,3}([A-Za-z0-9._~+/=-]{8,500})"), 1),
     ("EMAIL", 1, re.compile(
@@ -304,6 +315,27 @@ _DETECTORS: list[tuple[str, int, re.Pattern[str], int]] = [
         r"\b[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}\b|\b[A-Z]\d[A-Z] ?\d[A-Z]\d\b"), 0),  # UK / CA postcodes
     ("DIGITS", 6, re.compile(r"(?:\+|\(\+?)?\d[\d ()./-]{0,40}\d|\d"), 0),
 ]
+
+# "The wifi password at home is hunter2-Xk9!pQ", "the door code is 7731": a secret keyword, a
+# few words, a copula, then the value. The scan after each keyword is bounded (a few tokens), so
+# this stays linear. Values after "is"/"was" must not be ordinary words ("the token is expired").
+_SECRET_CONTEXT_RE = re.compile(
+    r"(?i)\b(?:" + _SECRET_KEYWORDS + r"|pin[ _-]?(?:code|number)|access[ _-]?code|wi-?fi[ _-]?key|"
+    r"(?:alarm|door|gate|garage|lock|safe|security|entry|building|locker|keypad|unlock|"
+    r"verification|confirmation|otp|2fa|mfa|one-time)[ _-]?(?:code|pin)|code|combination)s?\b")
+_CODE_KEYWORD_RE = re.compile(r"(?i)(?:code|combination|pin|number)s?$")
+# "error code", "zip code", "status code": a code, but not a secret (numbers are still scrubbed)
+_NON_SECRET_CODE_PREFIX = frozenset(
+    "error exit status return http response source zip postal post area country dialing dialling "
+    "promo promotional discount coupon qr bar morse dress machine byte op unicode ascii hex color "
+    "colour sort airport iata icao iso language currency country product item sku tax hs naics "
+    "sic bank swift bic routing branch".split())
+_SECRET_COPULAS = frozenset("is was are were = : := => -> equals reads".split())
+_SECRET_FILLERS = frozenset("now still just actually currently literally simply probably".split())
+_SECRET_TO_VERBS = frozenset("set changed change reset updated update rotated rotate switched".split())
+_SECRET_WINDOW = 6  # words allowed between the keyword and the copula
+_SCAN_TOKEN_RE = re.compile(r"\S{1,200}")
+
 
 _LOCATION_PREPOSITIONS = frozenset("in at from to near à en dans vers nach aus bei im zu desde hacia "
                                    "para em no na da do".split())
@@ -383,6 +415,7 @@ class _Tok:
     upper: bool
     initial: bool  # sentence-initial (case says nothing about proper-noun-ness)
     kind: str = ""  # "" keep, else entity hint: PERSON/LOCATION/ORG/NRP/NAME/DATE/HON/CAP
+    tech: bool = False  # a technical term that is no name (joins no entity on its own)
 
 
 class Scrubber:
@@ -397,6 +430,9 @@ class Scrubber:
         self._allow = frozenset(w.lower() for w in self.config.allow_words)
         self._deny = frozenset(w.lower() for w in self.config.deny_words)
         self._ordinary = g.common | STOP_WORDS | self._allow
+        self._tech = g.tech_terms
+        # lower-case words that are a name only in a name context ("call pip at", "mode said")
+        self._ambiguous = g.name_collisions | (g.tech_terms & self._names)
 
     # -- public --------------------------------------------------------------------------------
 
@@ -502,6 +538,7 @@ class Scrubber:
                     cands.append(_Cand(kind, s, e, prio))
                     continue
                 cands.append(_Cand(typ, s, e, prio))
+        self._context_secrets(text, mask, cands)
         # high-entropy tokens (secrets) last among pattern detectors but before the word pass
         cfg = self.config
         for m in _HIGH_ENTROPY_RE.finditer(text):
@@ -519,6 +556,82 @@ class Scrubber:
         cands.sort(key=lambda c: (c.prio, -(c.end - c.start), c.start))
         for c in cands:
             self._take(mask, accepted, c.type, c.start, c.end, c.prio)
+
+    def _context_secrets(self, text: str, mask: bytearray, cands: list[_Cand]) -> None:
+        """Values announced by a secret keyword a few words earlier ("the wifi password at home
+        is hunter2-Xk9!pQ", "the alarm code is 7731", "I changed the token to ...")."""
+        for m in _SECRET_CONTEXT_RE.finditer(text):
+            kw = m.group().lower()
+            code_like = _CODE_KEYWORD_RE.search(kw) is not None and not kw.startswith(
+                ("pass", "pwd", "secret", "token", "api", "access key", "credential"))
+            if kw.startswith("code") or kw.startswith("combination"):
+                k = m.start() - 1
+                while k >= 0 and text[k] in " -_":
+                    k -= 1
+                e_prev = k + 1
+                while k >= 0 and text[k].isalpha():
+                    k -= 1
+                if text[k + 1:e_prev].lower() in _NON_SECRET_CODE_PREFIX:
+                    continue
+            pos = m.end()
+            words = 0
+            prev_lw = ""
+            value: re.Match[str] | None = None
+            copula_seen = False
+            for w in _SCAN_TOKEN_RE.finditer(text, pos, min(len(text), pos + 400)):
+                if "\n" in text[pos:w.start()]:
+                    break
+                pos = w.end()
+                tok = w.group()
+                lw = tok.lower()
+                if copula_seen:
+                    if lw in _SECRET_FILLERS:
+                        continue
+                    value = w
+                    break
+                if lw in _SECRET_COPULAS or (lw == "to" and (prev_lw in _SECRET_TO_VERBS or (
+                        words == 0 and _SECRET_TO_VERBS & set(
+                            text[max(0, m.start() - 40):m.start()].lower().split())))):
+                    copula_seen = True
+                    continue
+                if len(tok) > 1 and tok.endswith(":") and tok[:-1].isalpha():
+                    copula_seen = True
+                    continue
+                words += 1
+                if words > _SECRET_WINDOW or tok[-1] in ".!?;," or PLACEHOLDER_RE.search(tok):
+                    break
+                prev_lw = lw
+            if value is None:
+                continue
+            s, e = value.span()
+            quoted = text[s] in "\"'“‘`"
+            while s < e and text[s] in "\"'“‘`(":
+                s += 1
+            while e > s and text[e - 1] in ".,;:!?)]}\"'”’`":
+                e -= 1
+            if e <= s or any(mask[s:e]):
+                continue
+            val = text[s:e]
+            if not self._secret_value(val, code_like, quoted):
+                continue
+            cands.append(_Cand("SECRET", s, e, 0))
+
+    def _secret_value(self, val: str, code_like: bool, quoted: bool) -> bool:
+        """Whether a token after a secret keyword and a copula looks like the secret itself."""
+        if PLACEHOLDER_RE.fullmatch(val):
+            return False
+        digits = sum(c.isdigit() for c in val)
+        if code_like:
+            return digits >= 3 or (digits >= 1 and len(val) >= 4 and val.isalnum()) or (
+                quoted and len(val) >= 3)
+        if quoted:
+            return True
+        if digits or not val.replace("'", "").isalpha():
+            return True  # hunter2, Xk9!pQ, correct-horse
+        if any(c.isupper() for c in val[1:]):
+            return True  # mixed case: hUnTeR
+        lw = val.lower()
+        return not (lw in self._ordinary or lw in self.gaz.tech_terms or self._variant_known(lw))
 
     # -- word pass -----------------------------------------------------------------------------
 
@@ -546,6 +659,39 @@ class Scrubber:
                 initial = initial or (j + 1 < len(text) and text[j + 1] == "\n")
             toks.append(_Tok(s, e, w, w.lower(), w[0].isupper(), len(w) > 1 and w.isupper(), initial))
         return toks
+
+    def _variant_known(self, lw: str, inflection_only: bool = False) -> bool:
+        """An inflected or prefixed form of an ordinary word or technical term (``configs``,
+        ``refactoring``, ``linters``, ``dependencies``, ``unpinned``): not a name.
+        ``inflection_only`` (for capitalised words, where made-up company names such as
+        "Estately" or "Recargo" are common): plural, -ed and -ing endings only."""
+        if len(lw) < 5 or not lw.isalpha():
+            return False
+        return any(self._base_known(c) for c in _stem_candidates(lw, inflection_only))
+
+    def _base_known(self, w: str) -> bool:
+        g = self.gaz
+        return len(w) >= 3 and w not in STOP_WORDS and w not in g.demonyms and (
+            w in self._ordinary or w in self._tech or w in g.name_collisions)
+
+    def _name_context(self, toks: list[_Tok], idx: int, text: str) -> bool:
+        """A lower-case word that is also a name is read as a name only where a name is
+        expected: after "call", "ask", "met"...; before "said", "told"...; coordinated with a
+        name ("mary and pip")."""
+        if idx > 0 and _joinable_gap(text[toks[idx - 1].end:toks[idx].start]):
+            prev = toks[idx - 1]
+            if prev.lw in _NAME_BEFORE:
+                return True
+            if prev.lw in ("and", "or", "&") and idx > 1 and toks[idx - 2].kind in ("PERSON", "HON"):
+                return True
+        if idx > 0 and toks[idx].start >= 9 and text[toks[idx].start - 13:toks[idx].start].rstrip(
+                ).endswith(("<PERSON> and", "<PERSON> or", "<PERSON>,")):
+            return True
+        if idx + 1 < len(toks) and _joinable_gap(text[toks[idx].end:toks[idx + 1].start]):
+            nxt = toks[idx + 1]
+            if nxt.lw in _NAME_AFTER:
+                return True
+        return False
 
     def _word_pass(self, text: str, mask: bytearray, accepted: list[_Cand]) -> None:
         toks = self._tokens(text, mask)
@@ -613,13 +759,17 @@ class Scrubber:
             in_names = lw in names
             in_places = lw in g.places
             known = lw in ordinary
+            # technical vocabulary and inflections of known words are not unknown words
+            soft = not known and (lw in self._tech or lw in self._ambiguous
+                                  or self._variant_known(lw, inflection_only=t.cap))
+            t.tech = lw in self._tech and not in_names and not in_places
             if t.upper and len(lw) <= 4 and not in_places:
                 continue  # acronym (AWS, SSN, IBAN, MAC): not a name by itself
             if t.cap:
                 if t.initial or uninformative[idx]:
                     if (in_names or in_places) and not known:
                         t.kind = "PERSON" if in_names else "LOCATION"
-                    elif not known and len(lw) >= 2:
+                    elif not known and not soft and len(lw) >= 2:
                         t.kind = "NAME"
                     elif in_names or in_places:
                         t.kind = "MAYBE"  # e.g. "Will", "Mark": joins a following name
@@ -628,7 +778,7 @@ class Scrubber:
                     else:
                         t.kind = "CAPWORD"
                 else:
-                    if known and not (in_names or in_places):
+                    if (known or soft) and not (in_names or in_places):
                         t.kind = "SUFFIX" if lw in ORG_SUFFIXES else "CAPWORD"
                     else:
                         t.kind = "PERSON" if in_names and not (in_places and idx > 0 and toks[idx - 1].lw in
@@ -636,11 +786,16 @@ class Scrubber:
                             "LOCATION" if in_places else "NAME")
             else:
                 if len(lw) >= 3 and in_names and not known:
-                    t.kind = "PERSON"
-                elif (self.config.scrub_unknown_words and len(lw) >= 4 and not known and not in_names
-                      and not in_places and lw.replace("'", "").isalpha()):
+                    # "pip", "mode", "file": a dictionary or technical word first; a name only
+                    # where a name is expected. Other lower-case names stay names anywhere.
+                    if soft and not self._name_context(toks, idx, text):
+                        t.kind = "LNAME"
+                    else:
+                        t.kind = "PERSON"
+                elif (self.config.scrub_unknown_words and len(lw) >= 4 and not known and not soft
+                      and not in_names and not in_places and lw.replace("'", "").isalpha()):
                     t.kind = "NAME"
-                elif len(lw) >= 3 and in_names:
+                elif len(lw) >= 3 and in_names and lw not in _NAME_AFTER:
                     t.kind = "LNAME"  # lower-case name that is also a word: joins a name
 
         self._places(text, toks, mask, accepted)
@@ -733,6 +888,9 @@ class Scrubber:
                         members.extend([j - 1, j])
                         continue
                 break
+            if all(toks[k].tech or toks[k].lw in CONNECTORS for k in members):
+                i = j + 1  # "Docker Compose", "GitHub Actions": product names, not PII
+                continue
             kinds = [toks[k].kind for k in members if toks[k].kind]
             caps = sum(1 for k in members if toks[k].kind in strong or toks[k].kind in ("MAYBE", "CAPWORD", "SUFFIX"))
             entity = any(k in strong for k in kinds) or toks[members[-1]].kind == "SUFFIX" and caps >= 2
@@ -743,8 +901,9 @@ class Scrubber:
                     i += 1
                     continue
             # trim leading sentence-initial ordinary words ("Call Dana" -> "Dana")
-            while len(members) > 1 and toks[members[0]].kind in ("CAPWORD", "SUFFIX", "LNAME") and (
-                    toks[members[0]].initial):
+            while len(members) > 1 and toks[members[0]].initial and (
+                    toks[members[0]].kind in ("CAPWORD", "SUFFIX", "LNAME") or (
+                        toks[members[0]].kind == "MAYBE" and toks[members[0]].lw in _NAME_BEFORE)):
                 members.pop(0)
             while len(members) > 1 and toks[members[-1]].lw in CONNECTORS:
                 members.pop()
@@ -781,6 +940,59 @@ class Scrubber:
         if all(lw in g.places for lw in lws if lw not in CONNECTORS):
             return "LOCATION"
         return "NAME"
+
+
+_NAME_BEFORE = frozenset(
+    """call called calling phone phoned ring rang text texted email emailed mail mailed message
+    messaged ping pinged dm ask asked asking tell told telling meet met meeting invite invited
+    remind reminded thank thanked visit visited dear hi hey hello cc bcc married dating date
+    uncle aunt cousin brother sister mum mom dad father mother son daughter wife husband
+    boyfriend girlfriend partner friend colleague boss neighbour neighbor""".split())
+_NAME_AFTER = frozenset(
+    """said says told asks asked wrote writes mentioned mentions replied replies thinks thought
+    suggested suggests texted emailed called phoned promised agreed reckons""".split())
+
+# (suffix, replacement) pairs for ``_stem_candidates``; longest first
+_SUFFIX_RULES: tuple[tuple[str, str], ...] = (
+    ("izations", "ize"), ("isations", "ise"), ("ization", "ize"), ("isation", "ise"),
+    ("ations", "e"), ("ations", ""), ("ation", "e"), ("ation", ""), ("ments", ""), ("ment", ""),
+    ("nesses", ""), ("ness", ""), ("ings", ""), ("ings", "e"), ("ing", ""), ("ing", "e"),
+    ("iers", "y"), ("ier", "y"), ("ies", "y"), ("ied", "y"), ("ers", ""), ("ers", "e"),
+    ("er", ""), ("er", "e"), ("ed", ""), ("ed", "e"), ("es", ""), ("s", ""), ("ly", ""),
+    ("able", ""), ("able", "e"), ("ability", "able"), ("ize", ""), ("ise", ""), ("ized", ""),
+    ("ised", ""), ("izing", ""), ("ising", ""), ("ful", ""), ("less", ""), ("ish", ""),
+)
+_INFLECTIONS: tuple[tuple[str, str], ...] = (
+    ("ings", ""), ("ings", "e"), ("ing", ""), ("ing", "e"), ("ies", "y"), ("ied", "y"),
+    ("ed", ""), ("ed", "e"), ("es", ""), ("s", ""),
+)
+_PREFIXES = ("re", "un", "pre", "non", "mis", "dis", "de", "sub", "auto", "multi", "over", "under")
+
+
+def _stem_candidates(lw: str, inflection_only: bool = False) -> list[str]:
+    """Possible base forms of an inflected or prefixed word (over-generation is harmless: a
+    candidate counts only if it is itself a known word of 3+ letters)."""
+    out: list[str] = []
+    rules = _INFLECTIONS if inflection_only else _SUFFIX_RULES
+
+    def suffixes(w: str) -> None:
+        for suf, rep in rules:
+            if w.endswith(suf) and len(w) - len(suf) >= 3:
+                base = w[: len(w) - len(suf)]
+                out.append(base + rep)
+                if (not rep and suf in ("ed", "ing", "ings", "er", "ers") and len(base) >= 4
+                        and base[-1] == base[-2] and base[-1] not in "aeiouy"):
+                    out.append(base[:-1])  # "mapped" -> "map", "bundling" handled by + "e"
+
+    suffixes(lw)
+    if inflection_only:
+        return out
+    for pre in _PREFIXES:
+        if lw.startswith(pre) and len(lw) - len(pre) >= 4:
+            rest = lw[len(pre):]
+            out.append(rest)
+            suffixes(rest)
+    return out
 
 
 _MAX_PASSES = 6

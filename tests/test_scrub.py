@@ -20,7 +20,7 @@ CASES: list[tuple[str, str]] = [
     ("Call Dana Whitfield at +44 20 7946 0958 about the Acme Corp renewal on 3 March.",
      "Call <PERSON> at <PHONE> about the <ORG> renewal on <DATE>."),
     ("My OpenAI key is sk-proj-4fG7hJ2kL9mN3pQ8rS1tV6wX0yZ5aB and the AWS key AKIAIOSFODNN7EXAMPLE.",
-     "My <NAME> key is <SECRET> and the AWS key <SECRET>."),
+     "My OpenAI key is <SECRET> and the AWS key <SECRET>."),  # vendor names are tech terms
     ("GitHub token ghp_1234567890abcdefghijABCDEFGHIJ123456 expires soon.",
      "GitHub token <SECRET> expires soon."),
     ("wifi password: hunter2", "wifi password: <SECRET>"),
@@ -52,6 +52,90 @@ CASES: list[tuple[str, str]] = [
     ("Mañana llamo a María García en Madrid.", "Mañana llamo a <PERSON> en <LOCATION>."),
     ("We are Polish and live in the United Kingdom.", "We are <NRP> and live in the <LOCATION>."),
 ]
+
+
+# Developer/assistant memories: technical vocabulary must come through; only real PII goes.
+DEV_MEMORIES: list[tuple[str, str]] = [
+    # issue 1: dictionary words that a first-name list also contains
+    ("I use uv instead of pip to manage Python dependencies",
+     "I use uv instead of pip to manage Python dependencies"),
+    ("Switch the editor to dark mode", "Switch the editor to dark mode"),
+    ("Save the file to memory before the agreement expires.",
+     "Save the file to memory before the agreement expires."),
+    # ... but still names where a name is expected, or when capitalised
+    ("call pip at 5pm", "call <PERSON> at <TIME>"),
+    ("I met with mary yesterday", "I met with <PERSON> yesterday"),
+    ("mary and frank said hello", "<PERSON> said hello"),
+    ("mary and pip went home", "<PERSON> went home"),
+    ("I told rose the build passed.", "I told <PERSON> the build passed."),
+    ("Pip reviewed the patch.", "<PERSON> reviewed the patch."),
+    # issue 2: technical vocabulary and its inflections
+    ("We refactor the config loader", "We refactor the config loader"),
+    ("We use kubernetes with a linter in the backend and frontend.",
+     "We use kubernetes with a linter in the backend and frontend."),
+    ("refactoring configs, repos and linters across datasets",
+     "refactoring configs, repos and linters across datasets"),
+    ("Prefer pnpm over npm for the frontend monorepo.",
+     "Prefer pnpm over npm for the frontend monorepo."),
+    ("Run pytest with -x before pushing to the main branch.",
+     "Run pytest with -x before pushing to the main branch."),
+    ("Deploy the backend with kubectl apply after the helm upgrade.",
+     "Deploy the backend with kubectl apply after the helm upgrade."),
+    ("Rebasing the feature branch onto main fixed the merge conflicts.",
+     "Rebasing the feature branch onto main fixed the merge conflicts."),
+    ("Use async handlers for the websocket endpoints.",
+     "Use async handlers for the websocket endpoints."),
+    ("The dataset loader caches embeddings in a sqlite database.",
+     "The dataset loader caches embeddings in a sqlite database."),
+    ("We store configs in yaml files, the api schema in json and run docker via the cli.",
+     "We store configs in yaml files, the api schema in json and run docker via the cli."),
+    ("We deploy on Kubernetes with Docker Compose and Terraform.",
+     "We deploy on Kubernetes with Docker Compose and Terraform."),
+    ("The token is expired, regenerate it from the dashboard.",
+     "The token is expired, regenerate it from the dashboard."),
+    ("The mode flag switches the formatter between check and fix.",
+     "The mode flag switches the formatter between check and fix."),
+    # technical memories that do carry PII
+    ("Ask Priya Raman to review the migration before Friday.",
+     "Ask <PERSON> to review the migration before <DATE>."),
+    ("Set the theme to dark mode and the font size to 14.",
+     "Set the theme to dark mode and the font size to <NUMBER>."),
+    ("The error code is 404 when the route is missing.",
+     "The error code is <NUMBER> when the route is missing."),
+    # issue 3: secrets announced a few words earlier, without a colon
+    ("The wifi password at home is hunter2-Xk9!pQ", "The wifi password at home is <SECRET>"),
+    ("the code is 7731", "the code is <SECRET>"),
+    ("My door code is 4821 and the alarm pin is 0613.",
+     "My door code is <SECRET> and the alarm pin is <SECRET>."),
+    ("The database password for prod is Tr0ub4dor&3 so keep it out of git.",
+     "The database password for prod is <SECRET> so keep it out of git."),
+    ("The staging API key is sk-live-9aXbQ72LmN04pRsT88vWq and expires monthly.",
+     "The staging API key is <SECRET> and expires monthly."),
+    ("I changed the router passphrase to 'blue-Otter-42' last week.",
+     "I changed the router passphrase to '<SECRET>' last week."),
+    ("The password is correct but the account is locked.",
+     "The password is correct but the account is locked."),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), DEV_MEMORIES)
+def test_developer_memories(scrubber: Scrubber, text: str, expected: str) -> None:
+    assert scrubber.scrub(text).text == expected
+
+
+def test_secret_after_context_words_is_typed_secret(scrubber: Scrubber) -> None:
+    text = "The wifi password at home is hunter2-Xk9!pQ."
+    res = scrubber.scrub(text)
+    assert [(s.type, text[s.start:s.end]) for s in res.spans] == [("SECRET", "hunter2-Xk9!pQ")]
+
+
+def test_tech_terms_do_not_hide_unknown_words() -> None:
+    # with the option on, a made-up lower-case word is still scrubbed; tech terms are kept
+    res = Scrubber().scrub("ask zorbiqan about the kubernetes linter")
+    assert res.text == "ask <NAME> about the kubernetes linter"
+    off = Scrubber(ScrubberConfig(scrub_unknown_words=False))
+    assert off.scrub("ask zorbiqan about the kubernetes linter").text == (
+        "ask zorbiqan about the kubernetes linter")
 
 
 @pytest.mark.parametrize(("text", "expected"), CASES)
