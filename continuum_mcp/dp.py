@@ -22,14 +22,21 @@ import os
 import secrets
 from fractions import Fraction
 from collections.abc import Callable, Hashable, Iterable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
-from scipy import optimize, special, stats
 
 from continuum_mcp.errors import InvalidInput
+
+
+def _scipy(name: str) -> Any:
+    """scipy submodules on first use: importing them costs about a second, which the MCP
+    server's start-up (handshake before the model loads) should not pay."""
+    import importlib
+
+    return importlib.import_module(f"scipy.{name}")
 
 K = TypeVar("K", bound=Hashable)
 
@@ -237,8 +244,8 @@ def gdp_delta(mu: float, epsilon: float) -> float:
         return 0.0
     a = -epsilon / mu + mu / 2.0
     b = -epsilon / mu - mu / 2.0
-    first = special.log_ndtr(a)
-    second = epsilon + special.log_ndtr(b)
+    first = _scipy("special").log_ndtr(a)
+    second = epsilon + _scipy("special").log_ndtr(b)
     if second >= first:
         return 0.0
     return float(math.exp(first) * -math.expm1(second - first))
@@ -257,7 +264,7 @@ def gdp_epsilon(mu: float, delta: float) -> float:
         hi *= 2.0
         if hi > 1e6:
             raise InvalidInput(f"mu={mu} is too large for delta={delta}")
-    return float(optimize.brentq(lambda e: gdp_delta(mu, e) - delta, 0.0, hi, xtol=1e-14, rtol=1e-15, maxiter=500))
+    return float(_scipy("optimize").brentq(lambda e: gdp_delta(mu, e) - delta, 0.0, hi, xtol=1e-14, rtol=1e-15, maxiter=500))
 
 
 def gdp_mu(epsilon: float, delta: float) -> float:
@@ -266,7 +273,7 @@ def gdp_mu(epsilon: float, delta: float) -> float:
     lo, hi = 1e-12, 1.0
     while gdp_delta(hi, epsilon) < delta:
         hi *= 2.0
-    return float(optimize.brentq(lambda m: gdp_delta(m, epsilon) - delta, lo, hi, xtol=1e-15, rtol=1e-15, maxiter=500))
+    return float(_scipy("optimize").brentq(lambda m: gdp_delta(m, epsilon) - delta, lo, hi, xtol=1e-15, rtol=1e-15, maxiter=500))
 
 
 def compose_gdp(mus: list[float] | tuple[float, ...] | NDArray[np.float64]) -> float:
@@ -410,7 +417,7 @@ def _smallest_n(prob: Callable[[int], float], target: float, limit: int = 10**9)
 
 def _gaussian_threshold(sigma: float, delta_threshold: float, partitions: int) -> float:
     """tau with P(some of L single-contributor partitions, each at count 1, passes) = delta_thr."""
-    return 1.0 + sigma * float(stats.norm.isf(_per_partition_delta(delta_threshold, partitions)))
+    return 1.0 + sigma * float(_scipy("stats").norm.isf(_per_partition_delta(delta_threshold, partitions)))
 
 
 def _policy_threshold(sigma: float, delta_threshold: float, partitions: int) -> float:
@@ -421,7 +428,7 @@ def _policy_threshold(sigma: float, delta_threshold: float, partitions: int) -> 
     """
     t = np.arange(1, partitions + 1, dtype=np.float64)
     per_item = -np.expm1(np.log1p(-delta_threshold) / t)
-    return float(np.max(1.0 / np.sqrt(t) + sigma * stats.norm.isf(per_item)))
+    return float(np.max(1.0 / np.sqrt(t) + sigma * _scipy("stats").norm.isf(per_item)))
 
 
 def _policy_worst_case_weight(n: int, partitions: int, cutoff: float) -> float:
@@ -489,7 +496,7 @@ def partition_selection(
         tau = _gaussian_threshold(sigma, (1.0 - frac) * delta, L)
 
         def prob(n: int) -> float:
-            return float(stats.norm.sf((tau - n) / sigma))
+            return float(_scipy("stats").norm.sf((tau - n) / sigma))
 
         p50, p95 = _smallest_n(prob, 0.5), _smallest_n(prob, 0.95)
         return PartitionSelection(
@@ -510,10 +517,10 @@ def partition_selection(
         cutoff = rho + policy_alpha * sigma
 
         def worst(n: int) -> float:
-            return float(stats.norm.sf((rho - _policy_worst_case_weight(n, L, cutoff)) / sigma))
+            return float(_scipy("stats").norm.sf((rho - _policy_worst_case_weight(n, L, cutoff)) / sigma))
 
         def best(n: int) -> float:
-            return float(stats.norm.sf((rho - min(float(n), cutoff)) / sigma))
+            return float(_scipy("stats").norm.sf((rho - min(float(n), cutoff)) / sigma))
 
         return PartitionSelection(
             mechanism=mechanism, epsilon=epsilon, delta=delta, max_partitions=L, noise=sigma,
@@ -527,7 +534,7 @@ def partition_selection(
 
 def _best_split(threshold_for: Callable[[float], float]) -> float:
     """Fraction of delta given to the noise that minimises the threshold (1-D bounded search)."""
-    res = optimize.minimize_scalar(threshold_for, bounds=(0.01, 0.99), method="bounded", options={"xatol": 1e-4})
+    res = _scipy("optimize").minimize_scalar(threshold_for, bounds=(0.01, 0.99), method="bounded", options={"xatol": 1e-4})
     return float(res.x)
 
 
@@ -616,7 +623,7 @@ def policy_gaussian_threshold(sigma: float, delta_threshold: float, max_partitio
 
 def contributors_needed_gaussian(threshold: float, sigma: float, probability: float) -> int:
     """Fewest contributors n with P(n + N(0, sigma^2) > threshold) >= probability."""
-    return _smallest_n(lambda n: float(stats.norm.sf((threshold - n) / sigma)), probability)
+    return _smallest_n(lambda n: float(_scipy("stats").norm.sf((threshold - n) / sigma)), probability)
 
 
 def contributors_needed_policy(
@@ -631,6 +638,6 @@ def contributors_needed_policy(
 
     def prob(n: int) -> float:
         w = _policy_worst_case_weight(n, max_partitions, cutoff) if worst_case else min(float(n), cutoff)
-        return float(stats.norm.sf((threshold - w) / sigma))
+        return float(_scipy("stats").norm.sf((threshold - w) / sigma))
 
     return _smallest_n(prob, probability)

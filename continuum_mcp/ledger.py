@@ -24,8 +24,6 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from dp_accounting.pld import common as pld_common
-from dp_accounting.pld import privacy_loss_distribution as pld
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from continuum_mcp.dp import compose_gdp, gdp_epsilon
@@ -136,6 +134,10 @@ def compose_epsilon(spends: list[PrivacySpend], delta: float) -> float:
         return gdp_epsilon(mu, budget_delta)
     if math.fsum(s.delta or 0.0 for s in approx) >= budget_delta:
         return math.inf
+    # dp-accounting is imported only here, for mixed spends: it is slow to import.
+    from dp_accounting.pld import common as pld_common
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
     dist: pld.PrivacyLossDistribution | None = None
     if mu > 0:
         dist = pld.from_gaussian_mechanism(1.0 / mu, value_discretization_interval=_PLD_DISCRETIZATION)

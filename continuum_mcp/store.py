@@ -435,14 +435,15 @@ class MemoryStore:
             batch_ids: list[int] = []
             with self._write():
                 index.sync(self._conn)  # see writes that committed while we were embedding
+                nearest_stored = index.nearest_batch(vecs)
                 now = _now()
-                for c, vec in zip(clean, vecs):
+                for c, vec, stored in zip(clean, vecs, nearest_stored):
                     h = content_hash(c["text"])
                     row = self._conn.execute("SELECT id FROM memories WHERE content_hash = ? LIMIT 1", (h,)).fetchone()
                     if row:
                         results.append(("duplicate", row[0], 1.0))
                         continue
-                    near = self._nearest(index, vec, batch_vecs, batch_ids)
+                    near = self._nearest(stored, vec, batch_vecs, batch_ids)
                     if near and near[1] >= self.settings.dedup_threshold:
                         results.append(("near_duplicate", near[0], near[1]))
                         continue
@@ -466,12 +467,9 @@ class MemoryStore:
                 for s, i, sim in results]
 
     @staticmethod
-    def _nearest(index: VectorIndex, vec: np.ndarray, batch_vecs: list[np.ndarray],
+    def _nearest(best: tuple[int, float] | None, vec: np.ndarray, batch_vecs: list[np.ndarray],
                  batch_ids: list[int]) -> tuple[int, float] | None:
-        best: tuple[int, float] | None = None
-        hits = index.search(vec, 1)
-        if hits:
-            best = hits[0]
+        """The closest of: the nearest stored memory, and the memories created earlier in this batch."""
         if batch_vecs:
             sims = np.stack(batch_vecs) @ vec
             j = int(np.argmax(sims))

@@ -198,6 +198,13 @@ class VectorIndex:
         scores, ids = self.index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
+    def nearest_batch(self, queries: np.ndarray) -> list[tuple[int, float] | None]:
+        """The nearest (id, cosine) of each query row: one FAISS call for a whole batch."""
+        if self.count == 0 or len(queries) == 0:
+            return [None] * len(queries)
+        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), 1)
+        return [(int(i), float(sc)) if i >= 0 else None for i, sc in zip(ids[:, 0], scores[:, 0])]
+
     def _nprobe(self) -> int:
         return int(faiss.downcast_index(self.index.index).nprobe)
 

@@ -1,0 +1,218 @@
+"""LoCoMo retrieval benchmark for the memory store (protocol: ``../shared/eval/README.md``).
+
+For each of the 10 LoCoMo conversations a fresh store is filled with one memory per dialogue
+turn (``"[8 May, 2023] Caroline: ..."``), then every question of categories 1-4 that names
+evidence turns is asked through :meth:`MemoryStore.recall` in each mode, and we score whether the
+evidence turns come back: Recall@5, Recall@10, hit@10 and nDCG@10, per category (by number, as
+the official ``task_eval/evaluation.py`` numbers them) and overall.
+
+Why ``dedup_threshold=1.0``: the store normally folds near-duplicates (cosine >= 0.95) into the
+existing memory; a benchmark must keep every turn, so only texts whose embeddings are identical
+(and exact duplicates by content hash, which the store always folds) share a memory. Each
+dia_id maps to the memory id that ``remember_many`` returned for it, so a folded turn still
+counts as found when its twin is retrieved.
+
+Run:  .venv/bin/python benchmarks/bench_locomo.py            (all 10 conversations)
+      .venv/bin/python benchmarks/bench_locomo.py --quick    (first conversation only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from continuum_mcp.config import Settings
+from continuum_mcp.models import SearchMode
+from continuum_mcp.store import MemoryInput, MemoryStore
+from embeddings import Embedder, SentenceTransformerEmbedder
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "locomo10.json"
+MODES: tuple[SearchMode, ...] = ("semantic", "keyword", "hybrid")
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+# Published plain all-MiniLM-L6-v2 dense retrieval on LoCoMo (MTEB task): nDCG@10, Recall@10.
+# Copied from ../shared/eval/README.md so the table can sit next to it; never used in scoring.
+REFERENCE = {1: (0.209, 0.290), 2: (0.359, 0.515), 3: (0.179, 0.311), 4: (0.360, 0.539)}
+_EVIDENCE_RE = re.compile(r"D:?(\d+):(\d+)")
+_DATE_RE = re.compile(r"(\d{1,2}):(\d{2})\s*([ap]m)\s+on\s+(\d{1,2} \w+, \d{4})", re.IGNORECASE)
+
+
+@dataclass
+class Scores:
+    """Per-question metric values, summed so they can be averaged per category and overall."""
+
+    n: int = 0
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, values: dict[str, float]) -> None:
+        self.n += 1
+        for key, v in values.items():
+            self.sums[key] += v
+
+    def mean(self, key: str) -> float:
+        return self.sums[key] / self.n if self.n else float("nan")
+
+
+def repair_evidence(raw: list[Any]) -> list[str]:
+    """Normalise evidence ids: split 'D8:6; D9:17' / 'D9:1 D4:4', fix 'D:11:26' and 'D30:05'."""
+    out: list[str] = []
+    for item in raw:
+        for sess, turn in _EVIDENCE_RE.findall(str(item)):
+            did = f"D{int(sess)}:{int(turn)}"
+            if did not in out:
+                out.append(did)
+    return out
+
+
+def session_date(stamp: str) -> tuple[str, datetime | None]:
+    """'1:56 pm on 8 May, 2023' -> ('8 May, 2023', datetime) ; unknown formats keep the raw text."""
+    m = _DATE_RE.search(stamp)
+    if not m:
+        return stamp.strip(), None
+    hour, minute, ampm, day = int(m.group(1)), int(m.group(2)), m.group(3).lower(), m.group(4)
+    hour = hour % 12 + (12 if ampm == "pm" else 0)
+    try:
+        when = datetime.strptime(day, "%d %B, %Y").replace(hour=hour, minute=minute, tzinfo=timezone.utc)
+    except ValueError:
+        when = None
+    return day, when
+
+
+def turn_memories(conversation: dict[str, Any]) -> list[tuple[str, MemoryInput]]:
+    """One (dia_id, MemoryInput) per turn; a shared photo's caption is part of what was said."""
+    out: list[tuple[str, MemoryInput]] = []
+    sessions = sorted((int(k.split("_")[1]), v) for k, v in conversation.items()
+                      if re.fullmatch(r"session_\d+", k) and isinstance(v, list))
+    for num, turns in sessions:
+        day, when = session_date(str(conversation.get(f"session_{num}_date_time", "")))
+        for t in turns:
+            text = str(t.get("text", "")).strip()
+            if t.get("blip_caption"):
+                text = f"{text} [shares {t['blip_caption']}]".strip()
+            out.append((t["dia_id"], MemoryInput(text=f"[{day}] {t['speaker']}: {text}", created_at=when,
+                                                 metadata={"dia_id": t["dia_id"]}, source="locomo")))
+    return out
+
+
+def score(ranked: list[int], relevant: set[int]) -> dict[str, float]:
+    """Recall@5/@10 (fraction of evidence found), hit@10 and binary nDCG@10 for one question."""
+    top10 = ranked[:10]
+    dcg = sum(1.0 / math.log2(i + 2) for i, mid in enumerate(top10) if mid in relevant)
+    idcg = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), 10)))
+    found10 = len(relevant & set(top10))
+    return {"r5": len(relevant & set(ranked[:5])) / len(relevant), "r10": found10 / len(relevant),
+            "hit10": float(found10 > 0), "ndcg10": dcg / idcg}
+
+
+def run_sample(sample: dict[str, Any], embedder: Embedder, modes: tuple[SearchMode, ...],
+               results: dict[str, dict[int, Scores]], counts: dict[str, int], batch: int,
+               max_questions: int | None = None) -> None:
+    """Fill a fresh store with one conversation and score its questions in every mode."""
+    with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
+        store = MemoryStore(Settings(data_dir=Path(tmp), dedup_threshold=1.0), embedder)
+        try:
+            turns = turn_memories(sample["conversation"])
+            dia_to_mem: dict[str, int] = {}
+            t0 = time.perf_counter()
+            for start in range(0, len(turns), batch):
+                chunk = turns[start:start + batch]
+                for (did, _), res in zip(chunk, store.remember_many([m for _, m in chunk])):
+                    dia_to_mem[did] = res.memory.id
+                    counts["folded"] += res.status != "created"
+            counts["fill_s"] += time.perf_counter() - t0  # type: ignore[assignment]
+            counts["turns"] += len(turns)
+            t0 = time.perf_counter()
+            qas = sample["qa"]
+            if max_questions and len(qas) > max_questions:  # evenly spaced, so every category shows up
+                qas = qas[::math.ceil(len(qas) / max_questions)]
+            for qa in qas:
+                cat = qa.get("category")
+                if cat not in CATEGORIES:
+                    continue
+                evidence = repair_evidence(qa.get("evidence") or [])
+                relevant = {dia_to_mem[d] for d in evidence if d in dia_to_mem}
+                counts["missing_ids"] += sum(d not in dia_to_mem for d in evidence)
+                if not relevant:
+                    counts["skipped"] += 1
+                    continue
+                for mode in modes:
+                    hits = store.recall(str(qa["question"]), k=10, mode=mode).hits
+                    results[mode][cat].add(score([h.memory.id for h in hits], relevant))
+                counts["questions"] += 1
+            counts["query_s"] += time.perf_counter() - t0  # type: ignore[assignment]
+        finally:
+            store.close()
+
+
+def table(results: dict[str, dict[int, Scores]], modes: tuple[SearchMode, ...]) -> str:
+    """The README table: one row per mode and category, with the published reference beside it."""
+    lines = ["| mode | category | n | Recall@5 | Recall@10 | hit@10 | nDCG@10 | published nDCG@10 / Recall@10 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode in modes:
+        overall = Scores()
+        for cat in sorted(CATEGORIES):
+            s = results[mode][cat]
+            overall.n += s.n
+            for key, v in s.sums.items():
+                overall.sums[key] += v
+            ref = f"{REFERENCE[cat][0]:.3f} / {REFERENCE[cat][1]:.3f}" if mode == "semantic" else ""
+            lines.append(f"| {mode} | {cat} {CATEGORIES[cat]} | {s.n} | {s.mean('r5'):.3f} | {s.mean('r10'):.3f} "
+                         f"| {s.mean('hit10'):.3f} | {s.mean('ndcg10'):.3f} | {ref} |")
+        lines.append(f"| {mode} | **overall (1-4)** | {overall.n} | **{overall.mean('r5'):.3f}** | "
+                     f"**{overall.mean('r10'):.3f}** | **{overall.mean('hit10'):.3f}** | "
+                     f"**{overall.mean('ndcg10'):.3f}** | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="path to locomo10.json")
+    ap.add_argument("--samples", type=int, default=None, help="use only the first N conversations")
+    ap.add_argument("--quick", action="store_true", help="first conversation, first 40 questions (smoke test)")
+    ap.add_argument("--max-questions", type=int, default=None, help="score at most N evenly spaced questions per conversation")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of semantic,keyword,hybrid")
+    ap.add_argument("--batch", type=int, default=256, help="memories per remember_many call")
+    args = ap.parse_args(argv)
+    modes = tuple(m for m in args.modes.split(",") if m)
+    if not set(modes) <= set(MODES):
+        ap.error(f"--modes must be drawn from {', '.join(MODES)}")
+    if not args.data.is_file():
+        ap.error(f"{args.data} not found (the LoCoMo file from ../shared/eval/)")
+    samples = json.loads(args.data.read_text())
+    limit = 1 if args.quick else args.samples
+    max_q = 40 if args.quick and args.max_questions is None else args.max_questions
+    if limit is not None:
+        samples = samples[:limit]
+
+    embedder = SentenceTransformerEmbedder()
+    embedder.wait()
+    results: dict[str, dict[int, Scores]] = {m: defaultdict(Scores) for m in modes}
+    counts: dict[str, int] = defaultdict(int)
+    t0 = time.perf_counter()
+    for sample in samples:
+        run_sample(sample, embedder, modes, results, counts, args.batch, max_q)
+        print(f"  {sample['sample_id']}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    print(f"LoCoMo retrieval, {len(samples)} conversation(s), {counts['turns']} turns stored as memories "
+          f"({counts['folded']} folded into an identical twin), {counts['questions']} questions of categories "
+          f"1-4 scored ({counts['skipped']} without usable evidence skipped, {counts['missing_ids']} evidence ids "
+          f"not in the conversation dropped).")
+    print(f"Model {embedder.model_id}; store dedup_threshold=1.0; fill {counts['fill_s']:.1f} s, "
+          f"queries {counts['query_s']:.1f} s ({len(modes)} mode(s)).")
+    print("Published reference: plain all-MiniLM-L6-v2 dense retrieval, MTEB LoCoMo task.\n")
+    print(table(results, modes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

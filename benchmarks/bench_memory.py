@@ -1,0 +1,384 @@
+"""Performance of the local memory engine on this machine.
+
+Prints, with the machine named (CPU model, cores, RAM):
+1. time from spawning ``continuum-mcp serve`` over stdio (via the ``mcp`` client) to the answer of
+   ``tools/list`` (target < 1 s: it must not wait for the model) and to the first ``remember``
+   answer (which does wait for the model), median of several runs, fresh data dir each run;
+2. ``remember`` throughput, one call per memory and ``remember_many`` in batches (memories/s),
+   with the real embedding model and de-duplication on, as a user gets it;
+3. ``recall`` latency p50/p95 per mode at each store size, each call embedding its query text for
+   real (target: semantic/hybrid p50 < 20 ms at 10k);
+4. peak RSS of this process and of the spawned servers.
+
+Texts are realistic and varied: every LoCoMo dialogue turn (``../shared/eval/locomo10.json``)
+followed by templated personal-memory sentences from a seeded generator; queries are the LoCoMo
+questions. Filling the big stores goes through ``remember_many`` in batches with real embeddings
+by default; ``--fill precomputed`` embeds the texts with the same model first and passes the
+vectors to ``remember_many(items, vectors=...)`` (same vectors, so recall measures the same
+thing; the fill rate printed then excludes embedding).
+
+Run:  .venv/bin/python benchmarks/bench_memory.py                 (sizes 10000,100000)
+      .venv/bin/python benchmarks/bench_memory.py --quick         (smoke: size 1000, few runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCOMO = ROOT.parent / "shared" / "eval" / "locomo10.json"
+MODES = ("semantic", "keyword", "hybrid")
+
+
+# --------------------------------------------------------------------------------------------
+# The machine
+# --------------------------------------------------------------------------------------------
+def machine() -> str:
+    """CPU model, cores and RAM, read from /proc (Linux) with portable fallbacks."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB"
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores, {ram} RAM, Python {platform.python_version()}, {platform.system()}"
+
+
+def load() -> str:
+    """The 1-minute load average: figures taken on a busy machine are not comparable."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
+
+
+def rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident set size in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(who).ru_maxrss
+    return peak / (1024 ** 2 if sys.platform == "darwin" else 1024)
+
+
+# --------------------------------------------------------------------------------------------
+# Realistic, varied texts
+# --------------------------------------------------------------------------------------------
+NAMES = ["Alice", "Bob", "Carmen", "Deepak", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Liam",
+         "Mei", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Uma", "Victor", "Wen", "Yusuf", "Zoe"]
+RELATIONS = ["sister", "brother", "manager", "landlord", "dentist", "neighbour", "cousin", "colleague", "coach",
+             "daughter", "son", "partner", "accountant", "mentor", "flatmate"]
+PLACES = ["Lisbon", "Osaka", "Toronto", "Nairobi", "Oslo", "Lyon", "Austin", "Porto", "Krakow", "Seoul", "Lima",
+          "Dublin", "Hanoi", "Zurich", "Cape Town", "Bologna", "Tbilisi", "Montreal", "Perth", "Valencia"]
+FOODS = ["peanuts", "shellfish", "gluten", "lactose", "sesame", "kiwi", "eggs", "soy", "mustard", "celery"]
+DRINKS = ["green tea", "espresso", "oat-milk latte", "sparkling water", "rooibos", "cold brew", "chai", "matcha"]
+HOBBIES = ["bouldering", "sourdough baking", "birdwatching", "chess", "salsa dancing", "woodworking",
+           "trail running", "watercolour painting", "film photography", "kayaking", "pottery", "astronomy"]
+PROJECTS = ["Atlas", "Beacon", "Cobalt", "Driftwood", "Ember", "Falcon", "Granite", "Harbor", "Iris", "Juniper",
+            "Kestrel", "Lumen", "Mosaic", "Nimbus", "Orchid", "Pioneer"]
+COMPONENTS = ["billing service", "login page", "search API", "mobile app", "data pipeline", "admin dashboard",
+              "onboarding flow", "notification system", "export job", "payment webhook"]
+TECH = ["PostgreSQL", "SQLite", "Redis", "Kafka", "FastAPI", "React", "Rust", "Go", "Terraform", "Kubernetes",
+        "GraphQL", "gRPC", "DuckDB", "Svelte"]
+REASONS = ["it is simpler to operate", "the team already knows it", "latency matters most here",
+           "licensing is cleaner", "it scales better for writes", "the old one kept timing out",
+           "we need strong consistency", "it costs less to host"]
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]
+ITEMS = ["a standing desk", "running shoes", "a espresso grinder", "noise-cancelling headphones", "a road bike",
+         "a tent", "a mechanical keyboard", "winter boots", "a rice cooker", "a drawing tablet"]
+TEMPLATES = [
+    "{name}'s {relation} lives in {place} and is allergic to {food}.",
+    "I prefer {drink} in the morning and {drink2} after {hour} pm.",
+    "Meeting with {name} about project {project} moved to {weekday} {day} {month} at {hour}:{minute}.",
+    "For the {project} {component} we chose {tech} because {reason}.",
+    "My {relation} {name} took up {hobby} after moving to {place} in {year}.",
+    "The {project} {component} deadline is {day} {month} {year}; {name} owns the rollout.",
+    "Bought {item} in {place} for {price} euros on {weekday}.",
+    "{name} recommended a {hobby} club near {place}; it meets every {weekday} at {hour}.",
+    "Remember to call {name} ({relation}) about the {component} invoice #{num}.",
+    "Flight to {place} on {day} {month}, seat {seat}, booking reference {ref}.",
+    "{name} said the {component} bug #{num} only happens with {tech} {version}.",
+    "Do not schedule anything on {weekday} mornings: {hobby} with {name} until {hour}.",
+    "Gift idea for {name}: {item}, budget about {price} euros, birthday on {day} {month}.",
+    "The wifi password at the {place} office changed to {ref}{num}.",
+    "{name} is vegetarian and avoids {food}; book the {place} restaurant for {people} people.",
+]
+
+
+def template_texts(seed: int) -> Iterator[str]:
+    """An endless stream of distinct personal-memory sentences (seeded, reproducible)."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    while True:
+        tpl = rng.choice(TEMPLATES)
+        text = tpl.format(
+            name=rng.choice(NAMES), relation=rng.choice(RELATIONS), place=rng.choice(PLACES),
+            food=rng.choice(FOODS), drink=rng.choice(DRINKS), drink2=rng.choice(DRINKS),
+            hobby=rng.choice(HOBBIES), project=rng.choice(PROJECTS), component=rng.choice(COMPONENTS),
+            tech=rng.choice(TECH), reason=rng.choice(REASONS), weekday=rng.choice(WEEKDAYS),
+            month=rng.choice(MONTHS), item=rng.choice(ITEMS), day=rng.randint(1, 28), year=rng.randint(2015, 2026),
+            hour=rng.randint(1, 12), minute=f"{rng.randrange(0, 60, 5):02d}", price=rng.randint(5, 2500),
+            num=rng.randint(100, 99999), seat=f"{rng.randint(1, 40)}{rng.choice('ABCDEF')}",
+            ref="".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(6)),
+            version=f"{rng.randint(1, 17)}.{rng.randint(0, 20)}", people=rng.randint(2, 12))
+        if text not in seen:
+            seen.add(text)
+            yield text
+
+
+def locomo() -> tuple[list[str], list[str]]:
+    """(every LoCoMo turn as '[date] Speaker: text', every LoCoMo question) — or empty lists."""
+    if not LOCOMO.is_file():
+        return [], []
+    turns: list[str] = []
+    questions: list[str] = []
+    for sample in json.loads(LOCOMO.read_text()):
+        conv = sample["conversation"]
+        for key, value in conv.items():
+            if key.startswith("session_") and isinstance(value, list):
+                day = str(conv.get(f"{key}_date_time", "")).split(" on ")[-1]
+                turns += [f"[{day}] {t['speaker']}: {t['text']}" for t in value]
+        questions += [str(q["question"]) for q in sample["qa"]]
+    return list(dict.fromkeys(turns)), list(dict.fromkeys(questions))
+
+
+def text_stream(turns: list[str], seed: int = 7) -> Iterator[str]:
+    """LoCoMo turns first (real chat), then templated memories, never repeating a text."""
+    return itertools.chain(turns, template_texts(seed))
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Server start-up over stdio
+# --------------------------------------------------------------------------------------------
+async def _one_startup(data_dir: Path) -> tuple[float, float, int]:
+    """Seconds from spawning the server to the tools/list answer and to the first remember answer."""
+    from mcp import Client, StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable,
+                                   args=["-m", "continuum_mcp.cli", "serve", "--data-dir", str(data_dir)])
+    t0 = time.perf_counter()
+    async with Client(params) as client:
+        tools = await client.list_tools()
+        t_list = time.perf_counter() - t0
+        result = await client.call_tool("remember", {"text": "The benchmark started the server once more."})
+        t_remember = time.perf_counter() - t0
+        if result.is_error:
+            raise RuntimeError(f"remember failed: {result.content}")
+    return t_list, t_remember, len(tools.tools)
+
+
+def import_seconds(module: str, runs: int) -> float:
+    """Median wall time of a fresh interpreter importing ``module``: the floor under start-up."""
+    import subprocess
+
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_startup(runs: int) -> dict[str, Any]:
+    lists, remembers, ntools = [], [], 0
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+            t_list, t_rem, ntools = asyncio.run(_one_startup(Path(tmp)))
+        lists.append(t_list)
+        remembers.append(t_rem)
+    imports = {m: import_seconds(m, runs) for m in ("continuum_mcp.cli", "continuum_mcp.server")}
+    return {"runs": runs, "tools": ntools, "imports": imports, "list_median": statistics.median(lists), "list_all": lists,
+            "remember_median": statistics.median(remembers), "remember_all": remembers,
+            "server_peak_rss": rss_mib(resource.RUSAGE_CHILDREN)}
+
+
+# --------------------------------------------------------------------------------------------
+# 2-3. In-process store: throughput and recall latency
+# --------------------------------------------------------------------------------------------
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def bench_throughput(store: Any, texts: Iterator[str], single: int, batched: int, batch: int) -> dict[str, Any]:
+    """Memories per second through remember() one by one and remember_many() in batches."""
+    from continuum_mcp.store import MemoryInput
+
+    created = 0
+    t0 = time.perf_counter()
+    for _ in range(single):
+        created += store.remember(next(texts), tags=["bench"], source="bench").status == "created"
+    single_rate = single / (time.perf_counter() - t0)
+    single_created = created
+    created = 0
+    t0 = time.perf_counter()
+    done = 0
+    while done < batched:
+        n = min(batch, batched - done)
+        items = [MemoryInput(text=next(texts), tags=["bench"], source="bench") for _ in range(n)]
+        created += sum(r.status == "created" for r in store.remember_many(items))
+        done += n
+    batch_rate = batched / (time.perf_counter() - t0)
+    return {"single": single, "single_rate": single_rate, "single_created": single_created,
+            "batched": batched, "batch": batch, "batch_rate": batch_rate, "batch_created": created}
+
+
+def fill(store: Any, embedder: Any, texts: Iterator[str], target: int, batch: int, precomputed: bool) -> dict[str, Any]:
+    """Grow the store to ``target`` memories; returns the rate and how many texts were folded as duplicates."""
+    from continuum_mcp.store import MemoryInput
+
+    count = store.stats().count
+    offered = folded = 0
+    spent = 0.0
+    last_report = time.perf_counter()
+    while count < target:
+        n = min(batch, target - count)
+        chunk = [next(texts) for _ in range(n)]
+        items = [MemoryInput(text=t, tags=[f"t{(count + i) % 20}"], source="bench") for i, t in enumerate(chunk)]
+        vectors = embedder.encode(chunk) if precomputed else None
+        t0 = time.perf_counter()
+        results = store.remember_many(items, vectors=vectors)
+        spent += time.perf_counter() - t0
+        made = sum(r.status == "created" for r in results)
+        count += made
+        offered += n
+        folded += n - made
+        if time.perf_counter() - last_report > 30:
+            print(f"  filling: {count}/{target} ({offered / spent:.0f}/s)", file=sys.stderr, flush=True)
+            last_report = time.perf_counter()
+    return {"count": count, "offered": offered, "folded": folded, "rate": offered / spent if spent else float("nan")}
+
+
+def bench_recall(store: Any, queries: list[str], n: int, k: int) -> dict[str, tuple[float, float, float]]:
+    """p50, p95 and mean latency (ms) of recall per mode, query embedding included."""
+    out: dict[str, tuple[float, float, float]] = {}
+    for mode in MODES:
+        for q in queries[:5]:  # warm-up: caches, first FAISS/FTS calls
+            store.recall(q, k=k, mode=mode)
+        lat: list[float] = []
+        for q in itertools.islice(itertools.cycle(queries[5:]), n):
+            t0 = time.perf_counter()
+            store.recall(q, k=k, mode=mode)
+            lat.append((time.perf_counter() - t0) * 1000)
+        out[mode] = (pct(lat, 50), pct(lat, 95), statistics.fmean(lat))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000,100000", help="comma-separated store sizes for recall latency")
+    ap.add_argument("--quick", action="store_true", help="smoke run: size 500, 1 start-up, few queries")
+    ap.add_argument("--startup-runs", type=int, default=5)
+    ap.add_argument("--queries", type=int, default=300, help="timed recall calls per mode and size")
+    ap.add_argument("--k", type=int, default=10, help="results per recall")
+    ap.add_argument("--batch", type=int, default=256, help="remember_many batch size")
+    ap.add_argument("--fill", choices=("embed", "precomputed"), default="embed",
+                    help="how to fill the big stores (see the module docstring)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        sizes, args.startup_runs, args.queries, single, batched = [500], 1, 20, 20, 256
+        if "--sizes" in (argv if argv is not None else sys.argv[1:]):
+            sizes = [int(s) for s in args.sizes.split(",") if s]
+    else:
+        sizes, single, batched = [int(s) for s in args.sizes.split(",") if s], 300, 4096
+    sizes = sorted(sizes)
+
+    print(f"Machine: {machine()}; load average {load()}", flush=True)
+    load_start = load()
+
+    # 1. First, before this process loads the model, so the server has the CPU to itself.
+    st = bench_startup(args.startup_runs)
+    print(f"Start-up over stdio ({st['runs']} runs, fresh data dir): tools/list "
+          f"{st['list_median'] * 1000:.0f} ms median {[round(x * 1000) for x in st['list_all']]}; first remember "
+          f"{st['remember_median'] * 1000:.0f} ms median ({st['tools']} tools); fresh-interpreter import "
+          + ", ".join(f"{m} {v * 1000:.0f} ms" for m, v in st["imports"].items()), flush=True)
+
+    from continuum_mcp.config import Settings
+    from continuum_mcp.store import MemoryStore
+    from embeddings import SentenceTransformerEmbedder
+
+    t0 = time.perf_counter()
+    embedder = SentenceTransformerEmbedder()
+    embedder.wait()
+    load_s = time.perf_counter() - t0
+    turns, questions = locomo()
+    queries = questions or [f"What did {n} say about {p}?" for n in NAMES for p in PROJECTS]
+    texts = text_stream(turns)
+
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        store = MemoryStore(Settings(data_dir=Path(tmp)), embedder)
+        try:
+            # 2. Throughput on a fresh store.
+            tp = bench_throughput(store, texts, single, batched, args.batch)
+            print(f"remember: one by one {tp['single_rate']:.0f}/s ({tp['single']} calls), remember_many "
+                  f"{tp['batch_rate']:.0f}/s ({tp['batched']} in batches of {tp['batch']}); "
+                  f"model load {load_s:.1f} s", flush=True)
+            # 3. Recall latency at each size.
+            rows: list[tuple[int, dict[str, Any], dict[str, tuple[float, float, float]], str]] = []
+            for size in sizes:
+                fl = fill(store, embedder, texts, size, args.batch, args.fill == "precomputed")
+                lat = bench_recall(store, queries, args.queries, args.k)
+                kind = store.stats().index_kind
+                rows.append((size, fl, lat, kind))
+                print(f"size {fl['count']}: fill {fl['rate']:.0f}/s ({fl['folded']} near-/exact duplicates folded), "
+                      f"index {kind}; " + "; ".join(f"{m} p50 {v[0]:.1f} ms p95 {v[1]:.1f} ms" for m, v in lat.items()),
+                      flush=True)
+        finally:
+            store.close()
+    peak = rss_mib()
+
+    print("\n## Benchmark results\n")
+    import torch
+
+    print(f"Machine: {machine()}; 1-min load average {load_start} at start, {load()} at end "
+          f"(other work on the machine slows every figure). Model: {embedder.model_id} on CPU, "
+          f"{torch.get_num_threads()} torch thread(s). "
+          f"Fill: {'remember_many with pre-computed embeddings of the same texts' if args.fill == 'precomputed' else 'remember_many, real embeddings'}, "
+          f"batches of {args.batch}, de-duplication on (threshold 0.95). Recall: k={args.k}, {args.queries} LoCoMo "
+          f"questions per mode and size, query embedding included.\n")
+    print("| measure | value |")
+    print("|---|---|")
+    print(f"| start-up to `tools/list` answer (stdio, median of {st['runs']}) | {st['list_median'] * 1000:.0f} ms |")
+    print(f"| start-up to first `remember` answer (model load included) | {st['remember_median'] * 1000:.0f} ms |")
+    for mod, sec in st["imports"].items():
+        print(f"| for comparison: a fresh interpreter importing `{mod}` | {sec * 1000:.0f} ms |")
+    print(f"| `remember` one by one | {tp['single_rate']:.0f} memories/s |")
+    print(f"| `remember_many`, batches of {tp['batch']} | {tp['batch_rate']:.0f} memories/s |")
+    for size, fl, lat, kind in rows:
+        print(f"| fill rate up to {size:,} memories ({args.fill}) | {fl['rate']:.0f} memories/s |")
+        for mode in MODES:
+            p50, p95, _ = lat[mode]
+            print(f"| recall `{mode}` at {size:,} ({kind}) p50 / p95 | {p50:.1f} / {p95:.1f} ms |")
+    print(f"| peak RSS, benchmark process (model + {sizes[-1]:,} memories) | {peak:.0f} MiB |")
+    print(f"| peak RSS, `continuum-mcp serve` after first remember | {st['server_peak_rss']:.0f} MiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
