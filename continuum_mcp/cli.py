@@ -140,11 +140,11 @@ def cmd_export(args: argparse.Namespace, store: MemoryStore) -> int:
     if args.output == "-":
         n = store.export_jsonl(sys.stdout)
     else:
-        from continuum_mcp.vector_index import atomic_write_bytes
+        from continuum_mcp.durable import atomic_write
         import io
         buf = io.StringIO()
         n = store.export_jsonl(buf)
-        atomic_write_bytes(Path(args.output), buf.getvalue().encode("utf-8"))
+        atomic_write(Path(args.output), buf.getvalue().encode("utf-8"))
     print(f"exported {n} memories", file=sys.stderr)
     return 0
 

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from continuum_mcp import durable
 from continuum_mcp.errors import BadInvite, Conflict, InvalidInput
 from continuum_mcp.protocol import PatternSubmission
 
@@ -202,13 +203,8 @@ class CoordinatorStore:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.dir / DB_NAME
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn = durable.connect(self.path, timeout=busy_timeout_s)
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         with self._lock:
             self._conn.executescript(_SCHEMA)
 
@@ -216,18 +212,9 @@ class CoordinatorStore:
         with self._lock:
             self._conn.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """An IMMEDIATE transaction (write lock taken before any read), committed on success."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
+        return durable.immediate(self._conn, self._lock)
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

@@ -28,8 +28,8 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -38,6 +38,7 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from continuum_mcp import durable
 from continuum_mcp.codebook import Codebook
 from continuum_mcp.config import Settings
 from continuum_mcp.crypto import FederationCipher, Invite
@@ -296,21 +297,6 @@ def federated_confidence(similarity: float, noisy_contributors: float, min_contr
     return round(relevance * support, 4)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Atomic write of a 0600 file (temp file created 0600, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -337,9 +323,7 @@ class _SQLite:
 
     def __init__(self, path: Path, schema: str) -> None:
         self.path = path
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn = durable.connect(path)
         self._lock = threading.RLock()
         with self.tx() as c:
             for stmt in schema.split(";"):
@@ -347,17 +331,8 @@ class _SQLite:
                     c.execute(stmt)
         os.chmod(path, 0o600)
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return durable.immediate(self._conn, self._lock)
 
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -479,7 +454,7 @@ class FederationClient:
 
     def _save(self, m: Membership) -> None:
         with self._lock:
-            _write_private(self._membership_path, m.model_dump_json(indent=2).encode("utf-8"))
+            durable.atomic_write(self._membership_path, m.model_dump_json(indent=2).encode("utf-8"), mode=0o600)
 
     def _update(self, **changes: Any) -> Membership:
         with self._lock:

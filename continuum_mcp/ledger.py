@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from continuum_mcp import durable
 from continuum_mcp.dp import compose_gdp, gdp_epsilon
 from continuum_mcp.errors import InvalidInput, PrivacyBudgetExceeded
 
@@ -190,10 +191,9 @@ class PrivacyLedger:
         self.warn_fraction = float(warn_fraction)
         self._clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        # synchronous=FULL: a spend that was recorded must survive a power cut, or the budget
+        # would be under-counted.
+        self._conn = durable.connect(self.path, timeout=busy_timeout_s)
         with self._transaction():
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
@@ -210,17 +210,9 @@ class PrivacyLedger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """An IMMEDIATE transaction: takes the write lock before reading, so check+spend is atomic."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        else:
-            self._conn.execute("COMMIT")
+        return durable.immediate(self._conn)
 
     def _now(self) -> datetime:
         now = self._clock()

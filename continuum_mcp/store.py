@@ -17,14 +17,14 @@ import sqlite3
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from continuum_mcp import durable
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import InvalidInput, ModelMismatch, NotFound, StoreCorrupt
 from continuum_mcp.models import Memory, SearchMode
@@ -230,12 +230,10 @@ class MemoryStore:
     def _connect(self) -> sqlite3.Connection:
         path = self.data_dir / DB_FILE
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn = durable.connect(path)
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreCorrupt(f"{path}: could not switch to WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             with self._write(conn):
                 for statement in _split_sql(_SCHEMA):
@@ -258,18 +256,8 @@ class MemoryStore:
                                f"{rows['schema_version']}); upgrade continuum-mcp to open it.")
         return rows["model_id"], int(rows["dim"])
 
-    @contextmanager
-    def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
-        """One write transaction; BEGIN IMMEDIATE so concurrent writers queue instead of failing."""
-        c = conn or self._conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        else:
-            c.execute("COMMIT")
+    def _write(self, conn: sqlite3.Connection | None = None) -> AbstractContextManager[sqlite3.Connection]:
+        return durable.immediate(conn or self._conn)
 
     def close(self) -> None:
         with self._lock:

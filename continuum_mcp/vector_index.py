@@ -13,14 +13,14 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sqlite3
-import tempfile
 from pathlib import Path
 
 import faiss
 import numpy as np
 from pydantic import BaseModel
+
+from continuum_mcp.durable import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +35,6 @@ class Manifest(BaseModel):
     seq: int
     kind: str
     sha256: str
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` holds either the old or the new content, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class VectorIndex:
@@ -128,8 +105,8 @@ class VectorIndex:
         data = faiss.serialize_index(self.index).tobytes()
         manifest = Manifest(model_id=self.model_id, dim=self.dim, count=self.count, seq=self.seq,
                             kind=self.kind, sha256=hashlib.sha256(data).hexdigest())
-        atomic_write_bytes(self.directory / INDEX_FILE, data)
-        atomic_write_bytes(self.directory / MANIFEST_FILE, manifest.model_dump_json().encode())
+        atomic_write(self.directory / INDEX_FILE, data)
+        atomic_write(self.directory / MANIFEST_FILE, manifest.model_dump_json().encode())
         self.saved_seq = self.seq
 
     # ----- keeping up with SQLite ---------------------------------------------------------
