@@ -1,0 +1,421 @@
+"""Load benchmark of the federation coordinator: N concurrent clients against one coordinator.
+
+Setup (all on 127.0.0.1, one machine):
+- ONE coordinator started as its own process with ``python -m continuum_mcp.cli coordinator``
+  (so the load generator does not share its interpreter): privacy mode ``open``,
+  ``min_contributors`` 3, the full 256 x 384 codebook layout, ``--no-require-contribution`` (queries
+  cost no credits, so thousands of queries are not refused with 402 once the free tier is used up),
+  and the per-identity rate limit RAISED from the default 1200 to 1,000,000 requests per minute
+  (``--rate-limit``), so the benchmark measures the service and not its throttle.
+- A release first: 5 seed members contribute patterns sharing 12 slots, the round is closed with
+  the admin route and the four secure-aggregation phases run over HTTP with the real
+  ``SecAggClient`` state machines, so queries below hit released patterns (phrases and statements).
+- Load: N admitted identities (each joined with its own admission token) run concurrently in one
+  asyncio process with httpx; every request carries the real Ed25519 signature headers of
+  ``Identity.sign_request`` (fresh nonce each time). Each client does a fixed number of
+  ``POST /v1/query`` (16 padded slots, the released ones among them) and then a fixed number of
+  ``POST /v1/contributions`` (20 patterns with 4 phrase tokens + ciphertexts and a statement
+  ciphertext each; bodies are built and encrypted before the clock starts, signed at send time).
+
+Measured: query latency p50/p95 and queries per second; contributions (accepted submissions, HTTP
+202) per second with latency p50/p95; errors (non-2xx by status, transport failures by type). The
+load generator competes with the coordinator for the same 2 cores, so figures are conservative.
+
+Usage:
+    python benchmarks/bench_federation_load.py                    # N = 10, 50, 200
+    python benchmarks/bench_federation_load.py --clients 10,50 --queries 20 --contributions 5
+    python benchmarks/bench_federation_load.py --quick            # smoke test (N = 5, 10)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from continuum_mcp.crypto import FederationCipher, generate_federation_key
+from continuum_mcp.identity import Identity
+from continuum_mcp.protocol import (
+    ADMIN_TOKEN_HEADER,
+    ContributionRequest,
+    InviteRequest,
+    JoinRequest,
+    PatternSubmission,
+    PhraseSubmission,
+    QueryRequest,
+    QueryResponse,
+    RoundState,
+    SecAggPost,
+    SlotsResponse,
+)
+from continuum_mcp.secagg import (
+    KeyRoster,
+    SecAggClient,
+    SecAggParams,
+    ShareInbox,
+    SurvivorList,
+)
+
+FED = "fed-load-bench"
+ADMIN = "load-bench-admin-token"
+SLOTS, DIM = 256, 384
+RATE_LIMIT = 1_000_000  # requests per minute per identity (the default is 1200)
+SEED_MEMBERS = 5
+SHARED_SLOTS = list(range(12))
+PATTERNS_PER_CONTRIBUTION = 20
+PHRASES_PER_PATTERN = 4
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def rss_mb(pid: int) -> str:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return f"{int(line.split()[1]) / 1024:.0f} MB"
+    except OSError:
+        pass
+    return "?"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    xs = sorted(values)
+    k = max(0, min(len(xs) - 1, round(q * (len(xs) - 1))))
+    return xs[k]
+
+
+# ------------------------------------------------------------------------------------------ sync part
+
+
+class Signed:
+    """Synchronous signed requests for setup (joins, the seed round)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(timeout=120)
+
+    def call(self, ident: Identity, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
+        raw = b"" if body is None else body.model_dump_json().encode()
+        headers = ident.sign_request(method, path, raw)
+        if raw:
+            headers["content-type"] = "application/json"
+        r = self.http.request(method, self.url + path, content=raw, headers=headers)
+        if r.status_code != expect:
+            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:300]}")
+        return r.json()
+
+    def admin(self, path: str, body: Any = None) -> Any:
+        raw = b"" if body is None else body.model_dump_json().encode()
+        r = self.http.post(self.url + path, content=raw,
+                           headers={ADMIN_TOKEN_HEADER: ADMIN, "content-type": "application/json"})
+        if r.status_code != 200:
+            raise RuntimeError(f"POST {path} -> {r.status_code}: {r.text[:300]}")
+        return r.json()
+
+    def tokens(self, n: int) -> list[str]:
+        out: list[str] = []
+        while len(out) < n:
+            k = min(1000, n - len(out))
+            out += self.admin("/v1/admin/invites", InviteRequest(count=k))["admission_tokens"]
+        return out
+
+    def wait_phase(self, ident: Identity, round_id: int, phases: Sequence[str], timeout: float = 120) -> RoundState:
+        end = time.monotonic() + timeout
+        while True:
+            st = RoundState.model_validate(self.call(ident, "GET", f"/v1/rounds/{round_id}"))
+            if st.phase in phases:
+                return st
+            if time.monotonic() > end:
+                raise RuntimeError(f"round {round_id} stuck in {st.phase}")
+            time.sleep(0.05)
+
+
+def start_coordinator(storage: Path, port: int) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "continuum_mcp.cli", "coordinator", "--host", "127.0.0.1", "--port", str(port),
+           "--storage", str(storage), "--min-contributors", "3", "--privacy-mode", "open",
+           "--no-require-contribution", "--federation-id", FED, "--admin-token", ADMIN,
+           "--rate-limit", str(RATE_LIMIT), "--phase-timeout", "120", "--slots", str(SLOTS), "--dim", str(DIM),
+           "--log-level", "WARNING"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"the coordinator exited with {proc.returncode}: {err[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the coordinator did not answer /v1/health within 60 s")
+
+
+def seed_release(api: Signed, cipher: FederationCipher, rng: np.random.Generator) -> int:
+    """Five members share 12 slots; one round is aggregated (real secagg over HTTP) and released.
+    Returns the number of released pattern slots."""
+    members = [Identity.generate() for _ in range(SEED_MEMBERS)]
+    for ident, tok in zip(members, api.tokens(SEED_MEMBERS)):
+        api.call(ident, "POST", "/v1/join", JoinRequest(admission_token=tok, contribution_level="standard",
+                                                        privacy_mode="open"))
+    centres = {s: rng.standard_normal(DIM) for s in SHARED_SLOTS}
+    vectors: dict[str, np.ndarray] = {}
+    for k, ident in enumerate(members):
+        subs = []
+        vec = np.zeros(SLOTS * DIM)
+        for s in SHARED_SLOTS:
+            phrases = [f"shared topic {s}", f"common phrase {s}", f"member {k} wording {s}"]
+            subs.append(PatternSubmission(
+                slot=s, confidence=0.9,
+                phrases=[PhraseSubmission(token=cipher.phrase_token(s, p), ciphertext=b64(cipher.encrypt(s, 0, p)))
+                         for p in phrases],
+                statement_ciphertext=b64(cipher.encrypt(s, 0, f"statement about topic {s} from member {k}"))))
+            e = centres[s] + 0.3 * rng.standard_normal(DIM)
+            vec[s * DIM:(s + 1) * DIM] = e / np.linalg.norm(e)
+        vectors[ident.instance_id] = vec
+        api.call(ident, "POST", "/v1/contributions", ContributionRequest(round_id=0, patterns=subs), expect=202)
+    st = RoundState.model_validate(api.admin("/v1/admin/rounds/close"))
+    if st.phase != "advertise":
+        raise RuntimeError(f"seed round did not close: {st.phase}")
+    params = SecAggParams.model_validate(st.params)
+    clients = {i.instance_id: SecAggClient(i, params) for i in members}
+    base = "/v1/rounds/0/secagg"
+
+    def post(ident: Identity, kind: str, msg: Any) -> None:
+        api.call(ident, "POST", f"{base}/{kind}", SecAggPost(message=msg.model_dump(mode="json")))
+
+    for i in members:
+        post(i, "advertise", clients[i.instance_id].advertise_keys())
+    api.wait_phase(members[0], 0, ["share_keys"])
+    for i in members:
+        kr = KeyRoster.model_validate(api.call(i, "GET", f"{base}/roster"))
+        post(i, "share_keys", clients[i.instance_id].share_keys(kr))
+    api.wait_phase(members[0], 0, ["masked_input"])
+    for i in members:
+        inbox = ShareInbox.model_validate(api.call(i, "GET", f"{base}/inbox"))
+        v = vectors[i.instance_id]
+        post(i, "masked_input", clients[i.instance_id].masked_input(inbox, v * params.clip_norm / np.linalg.norm(v)))
+    api.wait_phase(members[0], 0, ["unmask"])
+    for i in members:
+        sl = SurvivorList.model_validate(api.call(i, "GET", f"{base}/survivors"))
+        post(i, "unmask", clients[i.instance_id].unmask(sl))
+    st = api.wait_phase(members[0], 0, ["released", "aborted"])
+    if st.phase != "released":
+        raise RuntimeError(f"seed round ended {st.phase}")
+    q = QueryResponse.model_validate(api.call(members[0], "POST", "/v1/query", QueryRequest(slots=SHARED_SLOTS)))
+    return len(q.patterns)
+
+
+# ------------------------------------------------------------------------------------------ load
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    ok: int = 0
+    wall: float = 0.0
+
+
+async def _send(http: httpx.AsyncClient, url: str, ident: Identity, method: str, path: str, body: bytes,
+                expect: int, stats: Stats) -> None:
+    headers = ident.sign_request(method, path, body)
+    headers["content-type"] = "application/json"
+    t = time.perf_counter()
+    try:
+        r = await http.request(method, url + path, content=body, headers=headers)
+    except httpx.TransportError as exc:
+        stats.errors[f"transport {type(exc).__name__}"] += 1
+        return
+    stats.latencies.append(time.perf_counter() - t)
+    if r.status_code == expect:
+        stats.ok += 1
+    else:
+        stats.errors[f"HTTP {r.status_code}"] += 1
+
+
+async def run_phase(url: str, jobs: Sequence[tuple[Identity, list[bytes]]], method: str, path: str,
+                    expect: int) -> Stats:
+    """All clients at once; each sends its own requests one after the other."""
+    stats = Stats()
+    limits = httpx.Limits(max_connections=len(jobs) + 4, max_keepalive_connections=len(jobs) + 4)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        async def client(ident: Identity, bodies: list[bytes]) -> None:
+            for body in bodies:
+                await _send(http, url, ident, method, path, body, expect, stats)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(client(i, b) for i, b in jobs))
+        stats.wall = time.perf_counter() - t
+    return stats
+
+
+def contribution_body(cipher: FederationCipher, round_id: int, rnd: random.Random) -> bytes:
+    slots = rnd.sample(range(SLOTS), PATTERNS_PER_CONTRIBUTION)
+    subs = []
+    for s in slots:
+        phrases = [f"load phrase {rnd.randrange(50)} in {s}" for _ in range(PHRASES_PER_PATTERN)]
+        phrases = list(dict.fromkeys(phrases))
+        subs.append(PatternSubmission(
+            slot=s, confidence=round(rnd.uniform(0.5, 1.0), 3),
+            phrases=[PhraseSubmission(token=cipher.phrase_token(s, p), ciphertext=b64(cipher.encrypt(s, round_id, p)))
+                     for p in phrases],
+            statement_ciphertext=b64(cipher.encrypt(s, round_id, f"a scrubbed statement about slot {s}"))))
+    return ContributionRequest(round_id=round_id, patterns=subs).model_dump_json().encode()
+
+
+def query_body(released: Sequence[int], rnd: random.Random) -> bytes:
+    """Top-4 wanted slots padded with decoys to 16, as FederationClient.query does."""
+    wanted = rnd.sample(list(released), min(4, len(released)))
+    rest = [s for s in range(SLOTS) if s not in wanted]
+    slots = wanted + rnd.sample(rest, 16 - len(wanted))
+    rnd.shuffle(slots)
+    return QueryRequest(slots=slots).model_dump_json().encode()
+
+
+def fmt_errors(*stats: Stats) -> str:
+    c: Counter[str] = Counter()
+    for s in stats:
+        c.update(s.errors)
+    return ", ".join(f"{k}: {v}" for k, v in sorted(c.items())) or "0"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", default="10,50,200", help="concurrent clients per run, comma-separated")
+    ap.add_argument("--queries", type=int, default=10, help="queries per client")
+    ap.add_argument("--contributions", type=int, default=3, help="contributions per client")
+    ap.add_argument("--quick", action="store_true", help="N = 5, 10; 3 queries and 1 contribution per client")
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args(argv)
+    if args.quick:
+        sizes, nq, nc = [5, 10], 3, 1
+    else:
+        sizes, nq, nc = [int(x) for x in args.clients.split(",") if x.strip()], args.queries, args.contributions
+    t_all = time.perf_counter()
+    rnd = random.Random(args.seed)
+    rng = np.random.default_rng(args.seed)
+    cipher = FederationCipher(generate_federation_key(), FED)
+    print(f"Machine: {machine()}", flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="fed-load-"))
+    port = free_port()
+    proc = start_coordinator(work / "coord", port)
+    url = f"http://127.0.0.1:{port}"
+    api = Signed(url)
+    rows: list[dict[str, Any]] = []
+    try:
+        t = time.perf_counter()
+        n_released = seed_release(api, cipher, rng)
+        slots = SlotsResponse.model_validate(api.call(_join_one(api), "GET", "/v1/slots"))
+        released = sorted(s.slot for s in slots.slots if s.released_at_round >= 0)
+        print(f"Seed release: {SEED_MEMBERS} members, real secure aggregation over HTTP, {n_released} patterns "
+              f"released ({len(released)} released slots) in {time.perf_counter() - t:.1f} s", flush=True)
+
+        n_max = max(sizes)
+        t = time.perf_counter()
+        idents = [Identity.generate() for _ in range(n_max)]
+        for ident, tok in zip(idents, api.tokens(n_max)):
+            api.call(ident, "POST", "/v1/join", JoinRequest(admission_token=tok, contribution_level="extensive",
+                                                            privacy_mode="open"))
+        print(f"{n_max} load identities joined (sequentially) in {time.perf_counter() - t:.1f} s", flush=True)
+        round_id = RoundState.model_validate(api.call(idents[0], "GET", "/v1/rounds/current")).round_id
+
+        for n in sizes:
+            group = idents[:n]
+            q_jobs = [(i, [query_body(released, rnd) for _ in range(nq)]) for i in group]
+            qs = asyncio.run(run_phase(url, q_jobs, "POST", "/v1/query", 200))
+            c_jobs = [(i, [contribution_body(cipher, round_id, rnd) for _ in range(nc)]) for i in group]
+            cs = asyncio.run(run_phase(url, c_jobs, "POST", "/v1/contributions", 202))
+            row = {
+                "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000, "q_p95": pct(qs.latencies, 0.95) * 1000,
+                "q_rate": qs.ok / qs.wall if qs.wall else 0.0, "contribs": n * nc,
+                "c_p50": pct(cs.latencies, 0.5) * 1000, "c_p95": pct(cs.latencies, 0.95) * 1000,
+                "c_rate": cs.ok / cs.wall if cs.wall else 0.0, "errors": fmt_errors(qs, cs),
+                "q_ok": qs.ok, "c_ok": cs.ok,
+            }
+            rows.append(row)
+            print(f"  N={n}: queries {qs.ok}/{n * nq} ok, p50 {row['q_p50']:.1f} ms, p95 {row['q_p95']:.1f} ms, "
+                  f"{row['q_rate']:.0f}/s; contributions {cs.ok}/{n * nc} ok, {row['c_rate']:.1f}/s; "
+                  f"errors {row['errors']}", flush=True)
+        rss = rss_mb(proc.pid)
+    finally:
+        api.http.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print(f"Federation coordinator under load: one coordinator process (`python -m continuum_mcp.cli coordinator`, "
+          f"uvicorn, SQLite WAL, synchronous=FULL) and one load-generator process (asyncio + httpx, every request "
+          f"Ed25519-signed) on the same machine, 127.0.0.1. Rate limit raised to {RATE_LIMIT:,} requests/min per "
+          f"identity (default 1,200); --no-require-contribution (queries cost no credits); privacy mode open, "
+          f"min_contributors 3, codebook {SLOTS} x {DIM}. Each client sends {nq} queries (16 padded slots) and then "
+          f"{nc} contributions ({PATTERNS_PER_CONTRIBUTION} patterns x {PHRASES_PER_PATTERN} phrases + statement), "
+          f"one request at a time; all N clients at once. Coordinator RSS at the end: {rss}.")
+    print()
+    print("| concurrent clients | queries | query p50 | query p95 | queries/s | contributions | contribution p50 "
+          "| contribution p95 | contributions/s | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']} | {r['queries']} | {r['q_p50']:.1f} ms | {r['q_p95']:.1f} ms | {r['q_rate']:.0f} | "
+              f"{r['contribs']} | {r['c_p50']:.0f} ms | {r['c_p95']:.0f} ms | {r['c_rate']:.1f} | {r['errors']} |")
+    print()
+    print(f"Total time {time.perf_counter() - t_all:.0f} s.")
+    return 0
+
+
+def _join_one(api: Signed) -> Identity:
+    """A fresh admitted member (reads /v1/slots for the load generator)."""
+    ident = Identity.generate()
+    api.call(ident, "POST", "/v1/join", JoinRequest(admission_token=api.tokens(1)[0], contribution_level="minimal",
+                                                    privacy_mode="open"))
+    return ident
+
+
+if __name__ == "__main__":
+    sys.exit(main())
