@@ -70,7 +70,7 @@ PERSONAL = [
 ]
 PII_VALUES = ["Dana Whitfield", "+44 20 7946 0958", "Acme Corp", "priya.natarajan@example.org", "Tom Becker",
               "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c", "42 Elm Street", "Springfield", "7731",
-              "GB82 WEST 1234 5698 7654 32", "Alvarez", "/home/jsmith", "10.20.30.40", "00:1A:2B:3C:4D:5E"]
+              "GB82 WEST 1234 5698 7654 32", "Dr. Alvarez", "/home/jsmith", "10.20.30.40", "00:1A:2B:3C:4D:5E"]
 
 
 def memories_for(i: int) -> list[tuple[str, list[str]]]:
@@ -206,7 +206,8 @@ async def run_demo(work: Path, n: int) -> int:
         banner("8. what reached the coordinator")
         storage = work / "coordinator"
         needles: dict[str, bytes] = {}
-        for v in PII_VALUES:
+        # Values of 6+ characters: a 4-digit code turns up by chance in megabytes of ciphertext.
+        for v in (v for v in PII_VALUES if len(v) >= 6):
             needles[f"PII {v!r}"] = v.encode()
             needles[f"PII {v!r} (lower case)"] = v.lower().encode()
         for i in range(n):
