@@ -106,10 +106,7 @@ class StoreHolder:
 
     async def run_fed(self, fn: Callable[[FederationClient], T]) -> T:
         """Run a federation call in a worker thread; core errors become tool errors."""
-        try:
-            return await anyio.to_thread.run_sync(lambda: fn(self.federation()))
-        except ContinuumError as exc:
-            raise ToolError(f"{exc.code}: {exc.message}") from exc
+        return await _in_thread(lambda: fn(self.federation()))
 
     def close(self) -> None:
         with self._lock:
@@ -122,11 +119,16 @@ class StoreHolder:
                 self._store = None
 
     async def run(self, fn: Callable[[MemoryStore], T]) -> T:
-        """Run a store call in a worker thread and turn core errors into tool errors."""
-        try:
-            return await anyio.to_thread.run_sync(lambda: fn(self.get()))
-        except ContinuumError as exc:
-            raise ToolError(f"{exc.code}: {exc.message}") from exc
+        """Run a store call in a worker thread; core errors become tool errors."""
+        return await _in_thread(lambda: fn(self.get()))
+
+
+async def _in_thread(call: Callable[[], T]) -> T:
+    """Blocking core work off the event loop; a typed core error becomes an MCP tool error."""
+    try:
+        return await anyio.to_thread.run_sync(call)
+    except ContinuumError as exc:
+        raise ToolError(f"{exc.code}: {exc.message}") from exc
 
 
 class RecallWithFederated(RecallResult):
