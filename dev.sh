@@ -39,6 +39,8 @@ case "${1:-}" in
          "$PY" benchmarks/bench_memory.py "$@"
          "$PY" benchmarks/bench_locomo.py
          "$PY" benchmarks/bench_scrub.py
-         "$PY" benchmarks/bench_secagg.py ;;
+         "$PY" benchmarks/bench_secagg.py
+         "$PY" benchmarks/bench_federation_load.py
+         "$PY" benchmarks/bench_privacy_utility.py ;;
   *) echo "usage: ./dev.sh setup|demo|test|bench" >&2; exit 2 ;;
 esac
