@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import os
-import platform
 import random
 import shutil
 import socket
@@ -72,6 +70,7 @@ from continuum_mcp.secagg import (
     ShareInbox,
     SurvivorList,
 )
+from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 FED = "fed-load-bench"
 ADMIN = "load-bench-admin-token"
@@ -81,18 +80,6 @@ SEED_MEMBERS = 5
 SHARED_SLOTS = list(range(12))
 PATTERNS_PER_CONTRIBUTION = 20
 PHRASES_PER_PATTERN = 4
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def rss_mb(pid: int) -> str:

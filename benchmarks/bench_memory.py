@@ -28,7 +28,6 @@ import asyncio
 import itertools
 import json
 import os
-import platform
 import random
 import resource
 import statistics
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCOMO = ROOT.parent / "shared" / "eval" / "locomo10.json"
@@ -49,28 +49,6 @@ MODES = ("semantic", "keyword", "hybrid")
 # --------------------------------------------------------------------------------------------
 # The machine
 # --------------------------------------------------------------------------------------------
-def machine() -> str:
-    """CPU model, cores and RAM, read from /proc (Linux) with portable fallbacks."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB"
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores, {ram} RAM, Python {platform.python_version()}, {platform.system()}"
-
-
 def load() -> str:
     """The 1-minute load average: figures taken on a busy machine are not comparable."""
     try:

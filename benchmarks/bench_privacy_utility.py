@@ -65,7 +65,6 @@ import base64
 import logging
 import math
 import os
-import platform
 import re
 import shutil
 import sys
@@ -115,6 +114,7 @@ from continuum_mcp.secagg import (
 )
 from continuum_mcp.store import MemoryStore
 from embeddings import SentenceTransformerEmbedder
+from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 FED = "fed-privacy-utility"
 ADMIN = "bench-admin-token"
@@ -700,18 +700,6 @@ def baseline(members: Sequence[Member], embedder: CachingEmbedder) -> float:
 
 
 # ------------------------------------------------------------------------------------------ main
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
