@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+from mcp_calls import call, error
 
 from continuum_mcp.config import Settings
 from continuum_mcp.coordinator import FederationCoordinator
@@ -277,19 +278,6 @@ def test_join_refusals(fed: Fed) -> None:
 # ------------------------------------------------------------------------------------------ MCP
 
 
-async def _call(c: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    r = await c.call_tool(tool, args)
-    assert not r.is_error, r.content
-    assert isinstance(r.structured_content, dict)
-    return r.structured_content
-
-
-async def _error(c: Client, tool: str, args: dict[str, Any]) -> str:
-    r = await c.call_tool(tool, args)
-    assert r.is_error, f"{tool}({args}) should have failed"
-    return r.content[0].text  # type: ignore[union-attr]
-
-
 def test_mcp_tools_join_status_preview_query_and_errors(fed: Fed, embedder: SentenceTransformerEmbedder) -> None:
     fed.start()
     settings = Settings(data_dir=fed.tmp / "mcp")
@@ -308,32 +296,32 @@ def test_mcp_tools_join_status_preview_query_and_errors(fed: Fed, embedder: Sent
             assert tools["federation_query"].annotations.open_world_hint is True
             assert tools["preview_patterns"].annotations.open_world_hint is False
 
-            st = await _call(c, "federation_status", {})
+            st = await call(c, "federation_status", {})
             assert st["joined"] is False
-            assert "not_joined" in await _error(c, "federation_query", {"query": "x"})
+            assert "not_joined" in await error(c, "federation_query", {"query": "x"})
             for text in SHARED + PERSONAL["a"]:
-                await _call(c, "remember", {"text": text})
-            prev = await _call(c, "preview_patterns", {"min_confidence": 0.6})
+                await call(c, "remember", {"text": text})
+            prev = await call(c, "preview_patterns", {"min_confidence": 0.6})
             assert any("dark theme" in p["statement"] for p in prev["patterns"])
 
-            j = await _call(c, "federation_join", {"invite": invite, "contribution_level": "minimal",
+            j = await call(c, "federation_join", {"invite": invite, "contribution_level": "minimal",
                                                    "privacy_mode": "open"})
             assert j["instance_id"].startswith("fed-")
-            dry = await _call(c, "federation_contribute", {"min_confidence": 0.6, "dry_run": True})
+            dry = await call(c, "federation_contribute", {"min_confidence": 0.6, "dry_run": True})
             assert dry["status"] == "dry_run" and dry["patterns"] >= 1
             assert fed.coord is not None and fed.coord.engine.state(None).submissions == 0
-            st = await _call(c, "federation_status", {})
+            st = await call(c, "federation_status", {})
             assert st["joined"] and st["federation_mode"] == "open" and st["coordinator_reachable"] is True
-            assert (await _call(c, "federation_query", {"query": "editor theme", "min_confidence": 0.0}))["patterns"] == []
-            assert "invalid_input" in await _error(c, "federation_query", {"query": "x", "min_confidence": 3})
-            assert "invalid_input" in await _error(c, "federation_contribute", {"min_confidence": -1})
-            rec = await _call(c, "recall", {"query": "editor theme", "include_federated": True})
+            assert (await call(c, "federation_query", {"query": "editor theme", "min_confidence": 0.0}))["patterns"] == []
+            assert "invalid_input" in await error(c, "federation_query", {"query": "x", "min_confidence": 3})
+            assert "invalid_input" in await error(c, "federation_contribute", {"min_confidence": -1})
+            rec = await call(c, "recall", {"query": "editor theme", "include_federated": True})
             assert rec["hits"] and rec.get("federated") == []
 
             fed.stop()
-            msg = await _error(c, "federation_credits", {})
+            msg = await error(c, "federation_credits", {})
             assert "coordinator_unavailable" in msg
-            queued = await _call(c, "federation_contribute", {"min_confidence": 0.6})
+            queued = await call(c, "federation_contribute", {"min_confidence": 0.6})
             assert queued["status"] == "queued"
 
     anyio.run(go)

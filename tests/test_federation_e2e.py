@@ -26,6 +26,7 @@ import anyio.to_thread
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp_calls import call
 
 from continuum_mcp.config import Settings
 from continuum_mcp.crypto import Invite, generate_federation_key
@@ -134,12 +135,6 @@ def coordinator(tmp_path: Path) -> Iterator[CoordinatorProcess]:
         c.proc.wait(timeout=30)
 
 
-async def tool(c: Client, name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    r = await c.call_tool(name, args or {})
-    assert not r.is_error, (name, r.content)
-    return r.structured_content  # type: ignore[return-value]
-
-
 def sync_until_released(client: FederationClient, stop: threading.Event) -> None:
     """A member that keeps taking part, riding out a coordinator that is down for a while."""
     while not stop.is_set():
@@ -175,19 +170,19 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             for i in range(13):
                 for text, tags in memories_for(i):
                     if i in mcp:
-                        await tool(mcp[i], "remember", {"text": text, "tags": tags})
+                        await call(mcp[i], "remember", {"text": text, "tags": tags})
                     else:
                         stores[i].remember(text, tags=tags)
             ids: dict[int, str] = {}
             for i in range(13):
                 if i in mcp:
-                    ids[i] = (await tool(mcp[i], "federation_join", {
+                    ids[i] = (await call(mcp[i], "federation_join", {
                         "invite": invites[i], "contribution_level": "minimal", "privacy_mode": "open"}))["instance_id"]
                 else:
                     ids[i] = clients[i].join(invites[i], "minimal", "open").instance_id
             assert len(set(ids.values())) == 13
 
-            preview = await tool(mcp[0], "federation_contribute", {"dry_run": True, "min_confidence": 0.0})
+            preview = await call(mcp[0], "federation_contribute", {"dry_run": True, "min_confidence": 0.0})
             assert preview["status"] == "dry_run"
             sent_text = " ".join(p["statement"] or "" for p in preview["preview"]) + " ".join(
                 " ".join(p["phrases"]) for p in preview["preview"])
@@ -197,7 +192,7 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             contributed: dict[int, int] = {}
             for i in range(N_MEMBERS):
                 if i in mcp:
-                    r = await tool(mcp[i], "federation_contribute", {"min_confidence": 0.0})
+                    r = await call(mcp[i], "federation_contribute", {"min_confidence": 0.0})
                     assert r["status"] == "sent"
                     contributed[i] = r["patterns"]
                 else:
@@ -236,13 +231,13 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
 
             # No acknowledged contribution was lost: every survivor earned a credit per pattern.
             for i in range(N_MEMBERS):
-                credits = (await tool(mcp[i], "federation_credits")) if i in mcp else \
+                credits = (await call(mcp[i], "federation_credits")) if i in mcp else \
                     clients[i].get_credits().model_dump()
                 if i in DROPOUTS:
                     assert credits["earned_this_month"] == 0  # their submissions wait for the next round
                 else:
                     assert credits["earned_this_month"] == contributed[i], i
-            status = await tool(mcp[0], "federation_status")
+            status = await call(mcp[0], "federation_status")
             assert status["privacy_spent_epsilon"] > 0
             assert status["privacy_spent_epsilon"] <= status["privacy_budget_epsilon"]
 
@@ -256,7 +251,7 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             for text in FACT_B:  # two contributors < min_contributors: never served
                 for p in consumer.query(text, min_confidence=0.0):
                     assert "ridge" not in (p.summary + " ".join(p.phrases + p.statements)).lower()
-            mcp_answer = await tool(mcp[1], "federation_query", {
+            mcp_answer = await call(mcp[1], "federation_query", {
                 "query": "deploying the backend and database migrations", "min_confidence": 0.3})
             assert any("migration" in p["summary"].lower() for p in mcp_answer["patterns"])
 
@@ -307,9 +302,9 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             # --- deletion and leaving -------------------------------------------------------------
             deleted = clients[5].delete_contributions()
             assert deleted.deleted_submissions >= 1
-            left = await tool(mcp[2], "federation_leave")
+            left = await call(mcp[2], "federation_leave")
             assert left["forgot_federation_key"] is True
-            assert (await tool(mcp[2], "federation_status"))["joined"] is False
+            assert (await call(mcp[2], "federation_status"))["joined"] is False
 
     try:
         anyio.run(scenario)

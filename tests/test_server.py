@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 from mcp import Client, StdioServerParameters
+from mcp_calls import call, error
 
 from continuum_mcp.config import Settings
 from continuum_mcp.server import build_server
@@ -21,19 +22,6 @@ TOOLS = {"remember", "recall", "forget", "update_memory", "list_memories", "memo
 def stdio_params(data_dir: Path) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable,
                                  args=["-m", "continuum_mcp.cli", "serve", "--data-dir", str(data_dir)])
-
-
-async def call(c: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    r = await c.call_tool(tool, args)
-    assert not r.is_error, r.content
-    assert isinstance(r.structured_content, dict)
-    return r.structured_content
-
-
-async def error(c: Client, tool: str, args: dict[str, Any]) -> str:
-    r = await c.call_tool(tool, args)
-    assert r.is_error, f"{tool}({args}) should have failed"
-    return r.content[0].text  # type: ignore[union-attr]
 
 
 def run(fn: Any, *args: Any) -> Any:
