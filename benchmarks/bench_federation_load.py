@@ -1,7 +1,7 @@
 """Load benchmark of the federation coordinator: N concurrent clients against one coordinator.
 
 Setup (all on 127.0.0.1, one machine):
-- ONE coordinator started as its own process with ``python -m continuum_mcp.cli coordinator``
+- ONE coordinator started as its own process with ``python -m continuum_mcp.cli.main coordinator``
   (so the load generator does not share its interpreter): privacy mode ``open``,
   ``min_contributors`` 3, the full 256 x 384 codebook layout, ``--no-require-contribution`` (queries
   cost no credits, so thousands of queries are not refused with 402 once the free tier is used up),
@@ -48,9 +48,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from continuum_mcp.crypto import FederationCipher, generate_federation_key
-from continuum_mcp.identity import Identity
-from continuum_mcp.protocol import (
+from continuum_mcp.crypto.cipher import FederationCipher, generate_federation_key
+from continuum_mcp.crypto.identity import Identity
+from continuum_mcp.federation.protocol import (
     ADMIN_TOKEN_HEADER,
     ContributionRequest,
     InviteRequest,
@@ -63,7 +63,7 @@ from continuum_mcp.protocol import (
     SecAggPost,
     SlotsResponse,
 )
-from continuum_mcp.secagg import (
+from continuum_mcp.secagg._core import (
     KeyRoster,
     SecAggClient,
     SecAggParams,
@@ -157,7 +157,7 @@ class Signed:
 
 
 def start_coordinator(storage: Path, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "continuum_mcp.cli", "coordinator", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--host", "127.0.0.1", "--port", str(port),
            "--storage", str(storage), "--min-contributors", "3", "--privacy-mode", "open",
            "--no-require-contribution", "--federation-id", FED, "--admin-token", ADMIN,
            "--rate-limit", str(RATE_LIMIT), "--phase-timeout", "120", "--slots", str(SLOTS), "--dim", str(DIM),
@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"Federation coordinator under load: one coordinator process (`python -m continuum_mcp.cli coordinator`, "
+    print(f"Federation coordinator under load: one coordinator process (`python -m continuum_mcp.cli.main coordinator`, "
           f"uvicorn, SQLite WAL, synchronous=FULL) and one load-generator process (asyncio + httpx, every request "
           f"Ed25519-signed) on the same machine, 127.0.0.1. Rate limit raised to {RATE_LIMIT:,} requests/min per "
           f"identity (default 1,200); --no-require-contribution (queries cost no credits); privacy mode open, "

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from continuum_mcp.config import Settings
-from continuum_mcp.models import SearchMode
-from continuum_mcp.store import MemoryInput, MemoryStore
+from continuum_mcp.memory.models import SearchMode
+from continuum_mcp.memory.store import MemoryInput, MemoryStore
 from embeddings import Embedder, SentenceTransformerEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]

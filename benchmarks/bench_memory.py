@@ -159,7 +159,7 @@ async def _one_startup(data_dir: Path) -> tuple[float, float, int]:
     from mcp import Client, StdioServerParameters
 
     params = StdioServerParameters(command=sys.executable,
-                                   args=["-m", "continuum_mcp.cli", "serve", "--data-dir", str(data_dir)])
+                                   args=["-m", "continuum_mcp.cli.main", "serve", "--data-dir", str(data_dir)])
     t0 = time.perf_counter()
     async with Client(params) as client:
         tools = await client.list_tools()
@@ -190,7 +190,7 @@ def bench_startup(runs: int) -> dict[str, Any]:
             t_list, t_rem, ntools = asyncio.run(_one_startup(Path(tmp)))
         lists.append(t_list)
         remembers.append(t_rem)
-    imports = {m: import_seconds(m, runs) for m in ("continuum_mcp.cli", "continuum_mcp.server")}
+    imports = {m: import_seconds(m, runs) for m in ("continuum_mcp.cli.main", "continuum_mcp.server")}
     return {"runs": runs, "tools": ntools, "imports": imports, "list_median": statistics.median(lists), "list_all": lists,
             "remember_median": statistics.median(remembers), "remember_all": remembers,
             "server_peak_rss": rss_mib(resource.RUSAGE_CHILDREN)}
@@ -205,7 +205,7 @@ def pct(values: list[float], q: float) -> float:
 
 def bench_throughput(store: Any, texts: Iterator[str], single: int, batched: int, batch: int) -> dict[str, Any]:
     """Memories per second through remember() one by one and remember_many() in batches."""
-    from continuum_mcp.store import MemoryInput
+    from continuum_mcp.memory.store import MemoryInput
 
     created = 0
     t0 = time.perf_counter()
@@ -228,7 +228,7 @@ def bench_throughput(store: Any, texts: Iterator[str], single: int, batched: int
 
 def fill(store: Any, embedder: Any, texts: Iterator[str], target: int, batch: int, precomputed: bool) -> dict[str, Any]:
     """Grow the store to ``target`` memories; returns the rate and how many texts were folded as duplicates."""
-    from continuum_mcp.store import MemoryInput
+    from continuum_mcp.memory.store import MemoryInput
 
     count = store.stats().count
     offered = folded = 0
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{m} {v * 1000:.0f} ms" for m, v in st["imports"].items()), flush=True)
 
     from continuum_mcp.config import Settings
-    from continuum_mcp.store import MemoryStore
+    from continuum_mcp.memory.store import MemoryStore
     from embeddings import SentenceTransformerEmbedder
 
     t0 = time.perf_counter()

@@ -82,17 +82,17 @@ import httpx
 import numpy as np
 from pydantic import BaseModel
 
-from continuum_mcp.codebook import Codebook
+from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.config import Settings
-from continuum_mcp.coordinator import FederationCoordinator
-from continuum_mcp.crypto import FederationCipher, Invite, generate_federation_key
-from continuum_mcp.federation import FederationClient, _pattern_text
-from continuum_mcp.generalize import Generalizer
-from continuum_mcp.identity import Identity
-from continuum_mcp.models import Memory
-from continuum_mcp.patterns import preview_patterns
-from continuum_mcp.privacy_modes import default_policy
-from continuum_mcp.protocol import (
+from continuum_mcp.federation.coordinator.http import FederationCoordinator
+from continuum_mcp.crypto.cipher import FederationCipher, Invite, generate_federation_key
+from continuum_mcp.federation.client._client import FederationClient, _pattern_text
+from continuum_mcp.privacy.generalize import Generalizer
+from continuum_mcp.crypto.identity import Identity
+from continuum_mcp.memory.models import Memory
+from continuum_mcp.privacy.preview import preview_patterns
+from continuum_mcp.privacy.modes import default_policy
+from continuum_mcp.federation.protocol import (
     ContributionRequest,
     JoinRequest,
     PatternSubmission,
@@ -101,8 +101,8 @@ from continuum_mcp.protocol import (
     SecAggPost,
     slot_vector_layout,
 )
-from continuum_mcp.scrub import Scrubber
-from continuum_mcp.secagg import (
+from continuum_mcp.privacy.scrub import Scrubber
+from continuum_mcp.secagg._core import (
     AggregateResult,
     KeyRoster,
     SecAggClient,
@@ -112,7 +112,7 @@ from continuum_mcp.secagg import (
     discrete_gaussian,
     quantise,
 )
-from continuum_mcp.store import MemoryStore
+from continuum_mcp.memory.store import MemoryStore
 from embeddings import SentenceTransformerEmbedder
 from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 

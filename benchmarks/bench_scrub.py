@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from continuum_mcp.scrub import STOP_WORDS, Scrubber  # noqa: E402
+from continuum_mcp.privacy.scrub import STOP_WORDS, Scrubber  # noqa: E402
 
 TOKEN_RE = re.compile(r"[^\W_]+")
 
@@ -92,8 +92,8 @@ def print_table(m: dict) -> None:
 def bench_generalize(locomo: Path, scrubber: Scrubber) -> None:
     from datetime import datetime, timezone
 
-    from continuum_mcp.generalize import Generalizer
-    from continuum_mcp.models import Memory
+    from continuum_mcp.privacy.generalize import Generalizer
+    from continuum_mcp.memory.models import Memory
     from embeddings import SentenceTransformerEmbedder
 
     sample = json.loads(locomo.read_text())[0]

@@ -1,6 +1,6 @@
 """Secure aggregation costs: per-client and server CPU time, bytes sent, for d = 384 x 32 slots.
 
-Runs the real client and server state machines in one process (``continuum_mcp.secagg.simulate``);
+Runs the real client and server state machines in one process (``continuum_mcp.secagg._core.simulate``);
 every message is serialised to JSON and parsed back as a transport would. CPU time is
 ``time.process_time`` around each party's own protocol steps (parsing of *received* messages by the
 simulated transport is not attributed to anyone). Bytes are the sizes of the JSON messages each
@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 
-from continuum_mcp.dp import gaussian_sigma
-from continuum_mcp.identity import Identity, MemoryReplayGuard, Verifier
-from continuum_mcp.secagg import SecAggParams, simulate
+from continuum_mcp.privacy.dp import gaussian_sigma
+from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
+from continuum_mcp.secagg._core import SecAggParams, simulate
 
 
 def make_params(roster: list[str], dim: int, epsilon: float, delta: float) -> SecAggParams:
@@ -70,8 +70,8 @@ def bench_shamir(n: int, repeats: int = 20) -> None:
     """Shamir costs at the secure-aggregation shape: 2 secrets to n holders, t = ceil(2n/3)."""
     import os
 
-    from continuum_mcp.secagg import threshold_for
-    from continuum_mcp.shamir import Reconstructor, ShamirDealer
+    from continuum_mcp.secagg._core import threshold_for
+    from continuum_mcp.crypto.shamir import Reconstructor, ShamirDealer
 
     t = threshold_for(n)
     dealer = ShamirDealer(n, t)

@@ -23,21 +23,21 @@ from pydantic import BaseModel, Field
 from continuum_mcp import __version__
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import ContinuumError
-from continuum_mcp.federation import (
+from continuum_mcp.federation.client._client import (
     AutoSyncSettings, ContributionResult, FederatedPattern, FederationStatus, JoinResult, LeaveResult, SyncResult,
     VerifyResult, VoteResult,
 )
-from continuum_mcp.patterns import PatternPreview
-from continuum_mcp.protocol import CreditBalance
-from continuum_mcp.models import Memory, SearchMode
-from continuum_mcp.store import (
+from continuum_mcp.privacy.preview import PatternPreview
+from continuum_mcp.federation.protocol import CreditBalance
+from continuum_mcp.memory.models import Memory, SearchMode
+from continuum_mcp.memory.store import (
     Filters, ForgetResult, MemoryPage, MemoryStore, RecallResult, RememberResult, StoreStats, open_store,
 )
 from embeddings import Embedder
 
 if TYPE_CHECKING:
-    from continuum_mcp.federation import FederationClient
-    from continuum_mcp.generalize import Generalizer
+    from continuum_mcp.federation.client._client import FederationClient
+    from continuum_mcp.privacy.generalize import Generalizer
 
 T = TypeVar("T")
 MODEL_LOAD_DELAY = 0.5  # seconds; a request that needs the model starts the load at once
@@ -76,7 +76,7 @@ class StoreHolder:
         store = self.get()
         with self._lock:
             if self._federation is None:
-                from continuum_mcp.federation import FederationClient
+                from continuum_mcp.federation.client._client import FederationClient
 
                 self._federation = FederationClient(store, self._settings)
             return self._federation
@@ -86,9 +86,9 @@ class StoreHolder:
         store = self.get()
         with self._lock:
             if self._generalizer is None:
-                from continuum_mcp.generalize import Generalizer
-                from continuum_mcp.privacy_modes import default_policy
-                from continuum_mcp.scrub import Scrubber
+                from continuum_mcp.privacy.generalize import Generalizer
+                from continuum_mcp.privacy.modes import default_policy
+                from continuum_mcp.privacy.scrub import Scrubber
 
                 self._generalizer = Generalizer(store.embedder, Scrubber(),
                                                 max_phrases=default_policy().max_phrases_per_pattern)
@@ -96,7 +96,7 @@ class StoreHolder:
 
     def resume_auto_sync(self) -> None:
         """Start auto-sync again if this instance is a member and had it enabled."""
-        from continuum_mcp.federation import FEDERATION_DIR
+        from continuum_mcp.federation.client._client import FEDERATION_DIR
 
         if (self._settings.data_dir / FEDERATION_DIR / "membership.json").exists():
             try:
@@ -361,7 +361,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
     ) -> PatternPreview:
         """The anonymised patterns (scrubbed statements and key phrases) this memory would yield
         for a federation, and which memories were held back. Local only: nothing is sent."""
-        from continuum_mcp.patterns import preview_patterns as _preview
+        from continuum_mcp.privacy.preview import preview_patterns as _preview
 
         def go(s: MemoryStore) -> PatternPreview:
             return _preview(list(s.all_memories()), holder.generalizer(), min_confidence=min_confidence,

@@ -37,8 +37,8 @@ import anyio
 import httpx
 from mcp import Client, StdioServerParameters
 
-from continuum_mcp.crypto import Invite, generate_federation_key
-from continuum_mcp.protocol import ADMIN_TOKEN_HEADER
+from continuum_mcp.crypto.cipher import Invite, generate_federation_key
+from continuum_mcp.federation.protocol import ADMIN_TOKEN_HEADER
 
 FEDERATION_ID = "demo-federation"
 
@@ -96,7 +96,7 @@ def banner(text: str) -> None:
 def start_coordinator(work: Path, admin_token: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "continuum_mcp.cli", "coordinator", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--host", "127.0.0.1", "--port", str(port),
          "--storage", str(work / "coordinator"), "--min-contributors", "3", "--privacy-mode", "open",
          "--federation-id", FEDERATION_ID, "--admin-token", admin_token, "--phase-timeout", "30"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -144,7 +144,7 @@ async def run_demo(work: Path, n: int) -> int:
             clients: list[Client] = []
             for i in range(n):
                 params = StdioServerParameters(command=sys.executable, env={**os.environ},
-                                               args=["-m", "continuum_mcp.cli", "serve", "--data-dir",
+                                               args=["-m", "continuum_mcp.cli.main", "serve", "--data-dir",
                                                      str(work / f"instance-{i}")])
                 clients.append(await stack.enter_async_context(Client(params, read_timeout_seconds=600)))
             for i, c in enumerate(clients):

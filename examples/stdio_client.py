@@ -17,7 +17,7 @@ from mcp import Client, StdioServerParameters
 
 async def main(data_dir: str) -> None:
     server = StdioServerParameters(command=sys.executable,
-                                   args=["-m", "continuum_mcp.cli", "serve", "--data-dir", data_dir])
+                                   args=["-m", "continuum_mcp.cli.main", "serve", "--data-dir", data_dir])
     async with Client(server) as client:
         tools = await client.list_tools()
         print("tools:", ", ".join(t.name for t in tools.tools))

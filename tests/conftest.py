@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from continuum_mcp.config import Settings
-from continuum_mcp.store import MemoryStore
+from continuum_mcp.memory.store import MemoryStore
 from embeddings import SentenceTransformerEmbedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

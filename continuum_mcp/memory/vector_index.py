@@ -1,0 +1,195 @@
+"""The FAISS index: a cache derived from SQLite, never the source of truth.
+
+Every write to the store appends to a ``changes`` log in the same SQLite transaction. An index
+knows the last change it reflects (``seq``); before a search it replays newer changes, so several
+processes on one data directory each keep an up-to-date index without talking to each other. The
+index is persisted atomically (temp file, fsync, rename) with a manifest (model id, dimension,
+count, seq, checksum) and rebuilt from SQLite whenever the file is missing, stale or corrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import sqlite3
+from pathlib import Path
+
+import faiss
+import numpy as np
+from pydantic import BaseModel
+
+from continuum_mcp._sqlite import atomic_write
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "vectors.faiss"
+MANIFEST_FILE = "vectors.manifest.json"
+
+
+class Manifest(BaseModel):
+    model_id: str
+    dim: int
+    count: int
+    seq: int
+    kind: str
+    sha256: str
+
+
+class VectorIndex:
+    """An inner-product FAISS index over unit vectors, keyed by memory id."""
+
+    def __init__(self, directory: Path, model_id: str, dim: int, *, ivf_threshold: int) -> None:
+        self.directory = directory
+        self.model_id = model_id
+        self.dim = dim
+        self.ivf_threshold = ivf_threshold
+        self.index: faiss.Index = self._new_flat()
+        self.seq = 0
+        self.saved_seq = -1
+
+    # ----- construction -------------------------------------------------------------------
+    def _new_flat(self) -> faiss.Index:
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    def _new_ivf(self, train: np.ndarray) -> faiss.Index:
+        nlist = max(16, int(4 * math.sqrt(len(train))))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = train if len(train) <= 64 * nlist else train[np.random.default_rng(0).choice(len(train), 64 * nlist, replace=False)]
+        ivf.train(sample)
+        ivf.nprobe = min(nlist, 32)
+        return faiss.IndexIDMap2(ivf)
+
+    @property
+    def kind(self) -> str:
+        return "ivf" if isinstance(faiss.downcast_index(self.index.index), faiss.IndexIVF) else "flat"
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    # ----- persistence --------------------------------------------------------------------
+    def load_or_rebuild(self, conn: sqlite3.Connection) -> str:
+        """Load the saved index if it is intact and ours, else rebuild; then catch up. Returns how."""
+        how = "loaded"
+        try:
+            self._load()
+        except (OSError, ValueError, RuntimeError) as exc:
+            how = f"rebuilt ({exc})"
+            self.rebuild(conn)
+        self.sync(conn)
+        return how
+
+    def _load(self) -> None:
+        mpath, ipath = self.directory / MANIFEST_FILE, self.directory / INDEX_FILE
+        if not mpath.exists() or not ipath.exists():
+            raise ValueError("no saved index")
+        manifest = Manifest.model_validate_json(mpath.read_bytes())
+        if manifest.model_id != self.model_id or manifest.dim != self.dim:
+            raise ValueError("saved index belongs to another model")
+        data = ipath.read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest.sha256:
+            raise ValueError("index checksum mismatch")
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if index.d != self.dim or index.ntotal != manifest.count:
+            raise ValueError("index does not match its manifest")
+        self.index = index
+        self.seq = self.saved_seq = manifest.seq
+
+    def save(self) -> None:
+        """Persist atomically: index first, then the manifest that vouches for it."""
+        if self.saved_seq == self.seq:
+            return
+        data = faiss.serialize_index(self.index).tobytes()
+        manifest = Manifest(model_id=self.model_id, dim=self.dim, count=self.count, seq=self.seq,
+                            kind=self.kind, sha256=hashlib.sha256(data).hexdigest())
+        atomic_write(self.directory / INDEX_FILE, data)
+        atomic_write(self.directory / MANIFEST_FILE, manifest.model_dump_json().encode())
+        self.saved_seq = self.seq
+
+    # ----- keeping up with SQLite ---------------------------------------------------------
+    def rebuild(self, conn: sqlite3.Connection) -> None:
+        """Rebuild from the embeddings in SQLite (the source of truth)."""
+        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+        rows = conn.execute("SELECT id, embedding FROM memories WHERE model_id = ? ORDER BY id",
+                            (self.model_id,)).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim) \
+            if rows else np.zeros((0, self.dim), dtype=np.float32)
+        self.index = self._new_ivf(vecs) if len(rows) > self.ivf_threshold else self._new_flat()
+        if len(rows):
+            self.index.add_with_ids(vecs, ids)
+        self.seq = seq
+        log.debug("vector index rebuilt: %d vectors (%s)", len(rows), self.kind)
+
+    def sync(self, conn: sqlite3.Connection) -> int:
+        """Replay changes newer than ``seq``; rebuild if the log no longer reaches back that far."""
+        head = conn.execute("SELECT COALESCE(MAX(seq), 0), MIN(seq) FROM changes").fetchone()
+        latest, oldest = head[0], head[1]
+        if latest == self.seq:
+            return 0
+        if latest < self.seq or (oldest is not None and oldest > self.seq + 1 and self.seq > 0) or \
+                (oldest is not None and self.seq == 0 and oldest > 1):
+            self.rebuild(conn)
+            return -1
+        changed = [r[0] for r in conn.execute(
+            "SELECT DISTINCT memory_id FROM changes WHERE seq > ? AND seq <= ?", (self.seq, latest))]
+        self.apply(conn, changed)
+        self.seq = latest
+        if self.kind == "flat" and self.count > self.ivf_threshold:
+            self.rebuild(conn)
+        return len(changed)
+
+    def apply(self, conn: sqlite3.Connection, memory_ids: list[int]) -> None:
+        """Make the index agree with SQLite for these ids (added, updated or deleted)."""
+        if not memory_ids:
+            return
+        ids = np.asarray(memory_ids, dtype=np.int64)
+        self.index.remove_ids(ids)
+        present: list[tuple[int, bytes]] = []
+        for chunk in range(0, len(memory_ids), 900):
+            part = memory_ids[chunk:chunk + 900]
+            q = ",".join("?" * len(part))
+            present += conn.execute(
+                f"SELECT id, embedding FROM memories WHERE model_id = ? AND id IN ({q})",
+                (self.model_id, *part)).fetchall()
+        if present:
+            vecs = np.frombuffer(b"".join(r[1] for r in present), dtype=np.float32).reshape(len(present), self.dim)
+            self.index.add_with_ids(vecs, np.fromiter((r[0] for r in present), dtype=np.int64, count=len(present)))
+
+    # ----- queries ------------------------------------------------------------------------
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top-k (id, cosine) for one unit query, optionally restricted to ``allowed`` ids."""
+        if self.count == 0 or k <= 0:
+            return []
+        k = min(k, self.count)
+        params = None
+        if allowed is not None:
+            if len(allowed) == 0:
+                return []
+            sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=self._nprobe()) if self.kind == "ivf" \
+                else faiss.SearchParameters(sel=sel)
+        scores, ids = self.index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def nearest_batch(self, queries: np.ndarray) -> list[tuple[int, float] | None]:
+        """The nearest (id, cosine) of each query row: one FAISS call for a whole batch."""
+        if self.count == 0 or len(queries) == 0:
+            return [None] * len(queries)
+        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), 1)
+        return [(int(i), float(sc)) if i >= 0 else None for i, sc in zip(ids[:, 0], scores[:, 0])]
+
+    def _nprobe(self) -> int:
+        return int(faiss.downcast_index(self.index.index).nprobe)
+
+
+def manifest_info(directory: Path) -> dict[str, object] | None:
+    """The saved manifest, for stats (None when there is none)."""
+    path = directory / MANIFEST_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

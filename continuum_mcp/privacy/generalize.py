@@ -1,0 +1,235 @@
+"""From one instance's memories to anonymised patterns (DESIGN section 2, steps 1-3 and 5).
+
+Pipeline: select (drop ``private``-tagged and excluded memories) -> scrub -> normalise (case,
+placeholders, first/second person, filler) -> embed the *scrubbed, normalised* text -> greedy
+centroid clustering on cosine -> per cluster: medoid statement, support, cohesion, confidence,
+key phrases, and the medoid's embedding. Raw text is never embedded and never leaves this module
+inside a pattern.
+
+Confidence (documented in ``docs/patterns.md``)::
+
+    support_score = 1 - 2 ** (-support)          # 1 -> 0.5, 2 -> 0.75, 3 -> 0.875, ...
+    confidence    = support_score * (0.5 + 0.5 * cohesion)
+
+where ``cohesion`` is the mean cosine of the members to the medoid (1.0 for a single statement),
+clipped to [0, 1]. A lone statement therefore scores 0.5; agreement between several differently
+worded memories raises it towards 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from continuum_mcp.errors import InvalidInput
+from continuum_mcp.memory.models import Memory
+from continuum_mcp.privacy.scrub import PLACEHOLDER_RE, STOP_WORDS, Scrubber
+from embeddings.base import Embedder
+
+PRIVATE_TAG = "private"
+
+# First/second person -> neutral "user" (longest forms first; matched on word boundaries).
+_PERSON_MAP: list[tuple[str, str]] = [
+    (r"i am|i'm|im|you are|you're|we are|we're", "user is"),
+    (r"i was|you were|we were", "user was"),
+    (r"i have|i've|you have|you've|we have|we've", "user has"),
+    (r"i do|you do|we do", "user does"),
+    (r"i'll|you'll|we'll", "user will"),
+    (r"i'd|you'd|we'd", "user would"),
+    (r"myself|yourself|ourselves|yourselves", "user"),
+    (r"my|mine|your|yours|our|ours", "user's"),
+    (r"i|me|you|we|us", "user"),
+]
+_PERSON_RES = [(re.compile(rf"(?<![\w<])(?:{pat})(?![\w>])"), rep) for pat, rep in _PERSON_MAP]
+
+FILLER = (
+    r"um+|uh+|erm|hmm+|oh|wow|lol|haha|btw|anyway|anyways|basically|actually|literally|honestly|"
+    r"really|just|totally|kind of|sort of|you know|i mean|i think|i guess|i believe|please|okay|ok|"
+    r"well|so yeah|yeah|hey|hi|hello"
+)
+_FILLER_RE = re.compile(rf"(?<![\w<])(?:{FILLER})(?![\w>])[,!]?")
+_WORD_RE = re.compile(r"<[A-Z_]+>|[^\W_]+(?:['’-][^\W_]+)*")
+PHRASE_STOP = STOP_WORDS | {"user", "user's", "users", "also", "get", "got", "one", "thing", "things"}
+
+
+class Pattern(BaseModel):
+    """A cluster of similar scrubbed statements of one instance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pattern_id: str = Field(description="Stable hash of the statement and phrases.")
+    statement: str = Field(description="Scrubbed, normalised medoid statement.")
+    phrases: list[str] = Field(description="Key phrases: 1-4 word n-grams without stop words.")
+    confidence: float = Field(ge=0.0, le=1.0)
+    support: int = Field(ge=1, description="Number of memories in the cluster.")
+    cohesion: float = Field(ge=0.0, le=1.0, description="Mean cosine of members to the medoid.")
+    embedding: list[float] = Field(default_factory=list, exclude=True, repr=False,
+                                   description="Unit embedding of the scrubbed statement (not dumped).")
+    source_memory_ids: list[int]
+
+
+def confidence_score(support: int, cohesion: float) -> float:
+    """Confidence in [0, 1] from support (how many memories) and cohesion (how alike they are)."""
+    support_score = 1.0 - 2.0 ** (-max(1, support))
+    c = min(1.0, max(0.0, cohesion))
+    return round(support_score * (0.5 + 0.5 * c), 4)
+
+
+def is_private(memory: Memory) -> bool:
+    return any(t.strip().lower() == PRIVATE_TAG for t in memory.tags)
+
+
+class Selection(BaseModel):
+    """Which memories may take part, and which were held back and why."""
+
+    included: list[Memory]
+    private_ids: list[int]
+    excluded_ids: list[int]
+
+
+def select_memories(memories: Sequence[Memory], exclude: Collection[int] = ()) -> Selection:
+    """Step 1: memories tagged ``private`` (any case) or listed in ``exclude`` never take part."""
+    excl = set(exclude)
+    inc: list[Memory] = []
+    priv: list[int] = []
+    ex: list[int] = []
+    for m in memories:
+        if is_private(m):
+            priv.append(m.id)
+        elif m.id in excl:
+            ex.append(m.id)
+        else:
+            inc.append(m)
+    return Selection(included=inc, private_ids=sorted(priv), excluded_ids=sorted(ex))
+
+
+def normalize_statement(scrubbed: str) -> str:
+    """Lower-case (placeholders kept), neutral person, filler removed, whitespace collapsed."""
+    parts: list[str] = []
+    pos = 0
+    for m in PLACEHOLDER_RE.finditer(scrubbed):
+        parts.append(scrubbed[pos:m.start()].lower())
+        parts.append(m.group())
+        pos = m.end()
+    parts.append(scrubbed[pos:].lower())
+    text = "".join(parts).replace("’", "'")
+    text = _FILLER_RE.sub(" ", text)
+    for rx, rep in _PERSON_RES:
+        text = rx.sub(rep, text)
+    text = re.sub(r"\s+", " ", text).strip(" ,;-")
+    text = re.sub(r"\s+([,.!?;:])", r"\1", text)
+    text = re.sub(r"([!?.])[!?.]+", r"\1", text)
+    text = re.sub(r"[,;]+\s*([.!?])", r"\1", text)
+    text = re.sub(r"([,;])[,;]+", r"\1", text)
+    return text
+
+
+def key_phrases(statements: Sequence[str], max_phrases: int) -> list[str]:
+    """Rank 1-4 word n-grams without stop words or placeholders by how many statements share
+    them (longer n-grams slightly preferred); ties broken alphabetically for determinism."""
+    df: dict[str, int] = {}
+    for st in statements:
+        seen: set[str] = set()
+        for chunk in re.split(r"[,.;:!?()\[\]\"]", st):
+            words = _WORD_RE.findall(chunk)
+            for n in range(1, 5):
+                for i in range(len(words) - n + 1):
+                    gram = words[i:i + n]
+                    if any(w in PHRASE_STOP or w.startswith("<") or len(w) < 2 or w.isdigit()
+                           for w in gram):
+                        continue
+                    seen.add(" ".join(gram))
+        for g in seen:
+            df[g] = df.get(g, 0) + 1
+    ranked = sorted(df, key=lambda g: (-(df[g] * (1 + 0.3 * g.count(" "))), -g.count(" "), g))
+    return ranked[:max_phrases]
+
+
+class Generalizer:
+    """Turns one instance's memories into :class:`Pattern` objects."""
+
+    def __init__(self, embedder: Embedder, scrubber: Scrubber, *, similarity_threshold: float = 0.6,
+                 max_phrases: int = 8) -> None:
+        if not 0.0 < similarity_threshold <= 1.0:
+            raise InvalidInput("similarity_threshold must be in (0, 1]")
+        if max_phrases < 1:
+            raise InvalidInput("max_phrases must be at least 1")
+        self.embedder = embedder
+        self.scrubber = scrubber
+        self.similarity_threshold = similarity_threshold
+        self.max_phrases = max_phrases
+
+    def statement(self, text: str) -> str:
+        """Scrubbed and normalised form of one memory text."""
+        return normalize_statement(self.scrubber.scrub(text).text)
+
+    def generalize(self, memories: Sequence[Memory], *, exclude: Collection[int] = ()) -> list[Pattern]:
+        """Patterns of the selected memories, strongest first (confidence, then support)."""
+        selected = select_memories(memories, exclude).included
+        ids: list[int] = []
+        stmts: list[str] = []
+        for m in sorted(selected, key=lambda m: m.id):
+            st = self.statement(m.text)
+            if _WORD_RE.search(PLACEHOLDER_RE.sub(" ", st)) is None:
+                continue  # nothing but PII or punctuation: no knowledge to share
+            ids.append(m.id)
+            stmts.append(st)
+        if not stmts:
+            return []
+        vecs = np.asarray(self.embedder.encode(stmts), dtype=np.float32)
+        clusters = self._cluster(vecs)
+        patterns = [self._pattern(members, ids, stmts, vecs) for members in clusters]
+        patterns.sort(key=lambda p: (-p.confidence, -p.support, p.source_memory_ids[0]))
+        return patterns
+
+    def _cluster(self, vecs: np.ndarray) -> list[list[int]]:
+        """Greedy centroid clustering, then one reassignment pass. Deterministic (input order =
+        memory id order); O(n * clusters * dim)."""
+        thr = self.similarity_threshold
+        sums: list[np.ndarray] = []
+        centroids = np.zeros((0, vecs.shape[1]), dtype=np.float32)
+        assign: list[int] = []
+        for v in vecs:
+            if len(sums):
+                sims = centroids @ v
+                best = int(np.argmax(sims))
+                if sims[best] >= thr:
+                    sums[best] = sums[best] + v
+                    centroids[best] = sums[best] / max(np.linalg.norm(sums[best]), 1e-12)
+                    assign.append(best)
+                    continue
+            sums.append(v.copy())
+            centroids = np.vstack([centroids, v[None, :]])
+            assign.append(len(sums) - 1)
+        # reassignment: each statement to its closest centroid if that one passes the threshold
+        sims = vecs @ centroids.T
+        final: dict[int, list[int]] = {}
+        for i, a in enumerate(assign):
+            best = int(np.argmax(sims[i]))
+            tgt = best if sims[i, best] >= thr and sims[i, best] > sims[i, a] else a
+            final.setdefault(tgt, []).append(i)
+        return [sorted(m) for _, m in sorted(final.items(), key=lambda kv: min(kv[1]))]
+
+    def _pattern(self, members: list[int], ids: list[int], stmts: list[str], vecs: np.ndarray) -> Pattern:
+        sub = vecs[members]
+        sim = sub @ sub.T
+        if len(members) == 1:
+            medoid_local, cohesion = 0, 1.0
+        else:
+            medoid_local = int(np.argmax(sim.sum(axis=1)))  # first max = smallest id on ties
+            others = np.delete(sim[medoid_local], medoid_local)
+            cohesion = float(np.clip(others.mean(), 0.0, 1.0))
+        medoid = members[medoid_local]
+        statement = stmts[medoid]
+        phrases = key_phrases([stmts[i] for i in members], self.max_phrases)
+        pid = hashlib.sha256(("\x1f".join([statement, *phrases])).encode("utf-8")).hexdigest()[:24]
+        return Pattern(
+            pattern_id=pid, statement=statement, phrases=phrases,
+            confidence=confidence_score(len(members), cohesion), support=len(members),
+            cohesion=round(cohesion, 4), embedding=[float(x) for x in vecs[medoid]],
+            source_memory_ids=sorted(ids[i] for i in members),
+        )

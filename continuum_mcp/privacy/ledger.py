@@ -1,0 +1,375 @@
+"""Persistent per-identity privacy ledger over a rolling window.
+
+Why a ledger: every contribution round releases something about the user, and DP guarantees only
+hold for the *composition* of everything released. The ledger records each round's spend in
+SQLite (WAL, one transaction per spend, ``BEGIN IMMEDIATE`` so that two processes cannot both read
+"enough budget left" and both spend), composes the spends of the last ``window`` exactly, warns at
+``warn_fraction`` of the budget and refuses past it, saying when budget returns.
+
+Composition:
+- Gaussian releases (described by their noise multiplier sigma / L2-sensitivity, i.e.
+  mu = 1/multiplier in Gaussian DP) compose exactly: mu adds in quadrature (Dong, Roth & Su).
+  A Gaussian release may carry an ``extra_delta`` (e.g. the threshold-failure probability of a
+  partition selection); those add up and are taken off the budget's delta.
+- Spends given as (epsilon, delta) are composed with the Gaussian part by dp-accounting's
+  privacy-loss-distribution (PLD) accountant (pessimistic, so a safe upper bound).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from continuum_mcp import _sqlite as durable
+from continuum_mcp.privacy.dp import compose_gdp, gdp_epsilon
+from continuum_mcp.errors import InvalidInput, PrivacyBudgetExceeded
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS privacy_spends (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity TEXT NOT NULL,
+    round_id TEXT NOT NULL,
+    spent_at REAL NOT NULL,
+    noise_multiplier REAL,
+    epsilon REAL,
+    delta REAL,
+    extra_delta REAL NOT NULL DEFAULT 0,
+    UNIQUE (identity, round_id)
+);
+CREATE INDEX IF NOT EXISTS privacy_spends_identity_time ON privacy_spends (identity, spent_at);
+"""
+
+# Spends that land within this much of the budget still fit (root-finder round-off only).
+_TOLERANCE = 1e-9
+_PLD_DISCRETIZATION = 1e-4
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class PrivacySpend(BaseModel):
+    """One release: either a Gaussian mechanism (noise_multiplier = sigma / L2 sensitivity, plus an
+    optional extra_delta) or a generic (epsilon, delta)-DP release."""
+
+    model_config = ConfigDict(frozen=True)
+
+    noise_multiplier: float | None = Field(default=None, gt=0)
+    epsilon: float | None = Field(default=None, ge=0)
+    delta: float | None = Field(default=None, ge=0, lt=1)
+    extra_delta: float = Field(default=0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PrivacySpend:
+        gaussian = self.noise_multiplier is not None
+        approx = self.epsilon is not None or self.delta is not None
+        if gaussian == approx:
+            raise ValueError("give either noise_multiplier or (epsilon, delta), not both or neither")
+        if approx and (self.epsilon is None or self.delta is None):
+            raise ValueError("an (epsilon, delta) spend needs both epsilon and delta")
+        if approx and self.extra_delta:
+            raise ValueError("extra_delta only applies to Gaussian spends; fold it into delta")
+        return self
+
+    @classmethod
+    def gaussian(cls, noise_multiplier: float, extra_delta: float = 0.0) -> PrivacySpend:
+        return cls(noise_multiplier=noise_multiplier, extra_delta=extra_delta)
+
+    @classmethod
+    def approx_dp(cls, epsilon: float, delta: float) -> PrivacySpend:
+        return cls(epsilon=epsilon, delta=delta)
+
+    @property
+    def mu(self) -> float | None:
+        return None if self.noise_multiplier is None else 1.0 / self.noise_multiplier
+
+
+class LedgerEntry(BaseModel):
+    """A recorded spend, as shown by :meth:`PrivacyLedger.history`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    identity: str
+    round_id: str
+    spent_at: datetime
+    spend: PrivacySpend
+    in_window: bool
+    leaves_window_at: datetime
+
+
+class LedgerStatus(BaseModel):
+    """The budget as it stands, or would stand after a proposed spend."""
+
+    model_config = ConfigDict(frozen=True)
+
+    identity: str
+    budget_epsilon: float
+    delta: float
+    spent_epsilon: float
+    epsilon_after: float
+    remaining_epsilon: float
+    allowed: bool
+    warning: bool
+    already_spent: bool = False
+    returns_at: datetime | None = None
+    message: str
+
+
+def compose_epsilon(spends: list[PrivacySpend], delta: float) -> float:
+    """Epsilon at ``delta`` of the composition of ``spends`` (exact GDP, PLD when mixed)."""
+    if not spends:
+        return 0.0
+    extra = math.fsum(s.extra_delta for s in spends)
+    approx = [s for s in spends if s.noise_multiplier is None]
+    budget_delta = delta - extra
+    if budget_delta <= 0:
+        return math.inf
+    mu = compose_gdp([s.mu for s in spends if s.mu is not None])
+    if not approx:
+        return gdp_epsilon(mu, budget_delta)
+    if math.fsum(s.delta or 0.0 for s in approx) >= budget_delta:
+        return math.inf
+    # dp-accounting is imported only here, for mixed spends: it is slow to import.
+    from dp_accounting.pld import common as pld_common
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
+    dist: pld.PrivacyLossDistribution | None = None
+    if mu > 0:
+        dist = pld.from_gaussian_mechanism(1.0 / mu, value_discretization_interval=_PLD_DISCRETIZATION)
+    for s in approx:
+        assert s.epsilon is not None and s.delta is not None
+        part = pld.from_privacy_parameters(
+            pld_common.DifferentialPrivacyParameters(s.epsilon, s.delta),
+            value_discretization_interval=_PLD_DISCRETIZATION,
+        )
+        dist = part if dist is None else dist.compose(part)
+    assert dist is not None
+    return float(max(0.0, dist.get_epsilon_for_delta(budget_delta)))
+
+
+class PrivacyLedger:
+    """Per-identity privacy budget over a rolling window, persistent in SQLite.
+
+    Several processes may open the same file; each spend is one ``BEGIN IMMEDIATE`` transaction,
+    so check-and-record is atomic and the budget is never exceeded. A spend is idempotent per
+    ``round_id``: a retried round is recorded once.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        identity: str = "local",
+        budget_epsilon: float = 10.0,
+        delta: float = 1e-6,
+        window: timedelta = timedelta(days=30),
+        warn_fraction: float = 0.8,
+        clock: Callable[[], datetime] = _utc_now,
+        busy_timeout_s: float = 60.0,
+    ) -> None:
+        if not (budget_epsilon > 0 and math.isfinite(budget_epsilon)):
+            raise InvalidInput(f"budget_epsilon must be positive, got {budget_epsilon}")
+        if not (0 < delta < 1):
+            raise InvalidInput(f"delta must be in (0, 1), got {delta}")
+        if window <= timedelta(0):
+            raise InvalidInput("window must be positive")
+        if not (0 < warn_fraction <= 1):
+            raise InvalidInput(f"warn_fraction must be in (0, 1], got {warn_fraction}")
+        if not identity:
+            raise InvalidInput("identity must not be empty")
+        self.path = Path(path)
+        self.identity = identity
+        self.budget_epsilon = float(budget_epsilon)
+        self.delta = float(delta)
+        self.window = window
+        self.warn_fraction = float(warn_fraction)
+        self._clock = clock
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # synchronous=FULL: a spend that was recorded must survive a power cut, or the budget
+        # would be under-counted.
+        self._conn = durable.connect(self.path, timeout=busy_timeout_s)
+        with self._transaction():
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    self._conn.execute(stmt)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> PrivacyLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """An IMMEDIATE transaction: takes the write lock before reading, so check+spend is atomic."""
+        return durable.immediate(self._conn)
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise InvalidInput("the ledger clock must return timezone-aware datetimes")
+        return now
+
+    @staticmethod
+    def _row_spend(row: tuple[object, ...]) -> PrivacySpend:
+        nm, eps, dl, extra = row
+        if nm is not None:
+            return PrivacySpend(noise_multiplier=float(nm), extra_delta=float(extra))  # type: ignore[arg-type]
+        return PrivacySpend(epsilon=float(eps), delta=float(dl))  # type: ignore[arg-type]
+
+    def _window_rows(self, conn: sqlite3.Connection, now: datetime) -> list[tuple[float, PrivacySpend]]:
+        start = (now - self.window).timestamp()
+        rows = conn.execute(
+            "SELECT spent_at, noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
+            "WHERE identity = ? AND spent_at > ? ORDER BY spent_at, id",
+            (self.identity, start),
+        ).fetchall()
+        return [(float(r[0]), self._row_spend(r[1:])) for r in rows]
+
+    def _find_round(self, conn: sqlite3.Connection, round_id: str) -> PrivacySpend | None:
+        row = conn.execute(
+            "SELECT noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
+            "WHERE identity = ? AND round_id = ?",
+            (self.identity, round_id),
+        ).fetchone()
+        return None if row is None else self._row_spend(row)
+
+    def _status(
+        self, window: list[tuple[float, PrivacySpend]], proposed: PrivacySpend | None, already: bool = False
+    ) -> LedgerStatus:
+        spends = [s for _, s in window]
+        spent = compose_epsilon(spends, self.delta)
+        after = spent if proposed is None or already else compose_epsilon(spends + [proposed], self.delta)
+        allowed = after <= self.budget_epsilon + _TOLERANCE
+        warning = after >= self.warn_fraction * self.budget_epsilon
+        returns_at: datetime | None = None
+        if not allowed and proposed is not None:
+            returns_at = self._return_time(window, proposed)
+        if already:
+            message = "this round was already recorded; nothing new was spent"
+        elif not allowed:
+            message = self._refusal_message(after, returns_at)
+        elif warning:
+            message = (
+                f"privacy budget {after:.2f} of {self.budget_epsilon:g} (epsilon at delta {self.delta:g}) "
+                f"over the last {self.window.days} days: at or above {self.warn_fraction:.0%}"
+            )
+        else:
+            message = f"privacy budget {after:.2f} of {self.budget_epsilon:g} used"
+        return LedgerStatus(
+            identity=self.identity,
+            budget_epsilon=self.budget_epsilon,
+            delta=self.delta,
+            spent_epsilon=spent,
+            epsilon_after=after,
+            remaining_epsilon=max(0.0, self.budget_epsilon - spent),
+            allowed=allowed,
+            warning=warning,
+            already_spent=already,
+            returns_at=returns_at,
+            message=message,
+        )
+
+    def _return_time(self, window: list[tuple[float, PrivacySpend]], proposed: PrivacySpend) -> datetime | None:
+        """Earliest time at which enough old spends have left the window for ``proposed`` to fit."""
+        for i, (ts, _) in enumerate(window):
+            rest = [s for _, s in window[i + 1 :]]
+            if compose_epsilon(rest + [proposed], self.delta) <= self.budget_epsilon + _TOLERANCE:
+                return datetime.fromtimestamp(ts, tz=timezone.utc) + self.window
+        return None
+
+    def _refusal_message(self, after: float, returns_at: datetime | None) -> str:
+        head = (
+            f"this contribution would bring the privacy budget to epsilon {after:.2f}, over the "
+            f"limit of {self.budget_epsilon:g} (delta {self.delta:g}) per {self.window.days} days"
+        )
+        if returns_at is None:
+            return head + "; the spend alone is larger than the whole budget, so it can never be made"
+        return head + f"; enough budget returns at {returns_at.isoformat(timespec='seconds')}"
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def spent(self) -> float:
+        """Epsilon (at the ledger's delta) spent within the rolling window, now."""
+        return self.status().spent_epsilon
+
+    def remaining(self) -> float:
+        """Budget epsilon minus what the window has spent (never negative)."""
+        return self.status().remaining_epsilon
+
+    def status(self) -> LedgerStatus:
+        """The budget as it stands now."""
+        window = self._window_rows(self._conn, self._now())
+        return self._status(window, None)
+
+    def check(self, proposed: PrivacySpend) -> LedgerStatus:
+        """What the budget would be after ``proposed``, without recording anything."""
+        window = self._window_rows(self._conn, self._now())
+        return self._status(window, proposed)
+
+    def spend(self, proposed: PrivacySpend, *, round_id: str) -> LedgerStatus:
+        """Record ``proposed`` for ``round_id`` atomically, or raise PrivacyBudgetExceeded.
+
+        Idempotent: if this identity already recorded ``round_id`` with the same spend, nothing is
+        spent again; a different spend under the same round id is refused as invalid.
+        """
+        if not round_id:
+            raise InvalidInput("round_id must not be empty")
+        with self._transaction() as conn:
+            now = self._now()
+            window = self._window_rows(conn, now)
+            previous = self._find_round(conn, round_id)
+            if previous is not None:
+                if previous != proposed:
+                    raise InvalidInput(f"round {round_id!r} was already recorded with a different spend")
+                return self._status(window, proposed, already=True)
+            status = self._status(window, proposed)
+            if not status.allowed:
+                raise PrivacyBudgetExceeded(status.message)
+            conn.execute(
+                "INSERT INTO privacy_spends (identity, round_id, spent_at, noise_multiplier, epsilon, "
+                "delta, extra_delta) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self.identity,
+                    round_id,
+                    now.timestamp(),
+                    proposed.noise_multiplier,
+                    proposed.epsilon,
+                    proposed.delta,
+                    proposed.extra_delta,
+                ),
+            )
+        return status
+
+    def history(self) -> list[LedgerEntry]:
+        """Every recorded spend of this identity, oldest first, with whether it still counts."""
+        now = self._now()
+        rows = self._conn.execute(
+            "SELECT round_id, spent_at, noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
+            "WHERE identity = ? ORDER BY spent_at, id",
+            (self.identity,),
+        ).fetchall()
+        out: list[LedgerEntry] = []
+        for r in rows:
+            at = datetime.fromtimestamp(float(r[1]), tz=timezone.utc)
+            out.append(
+                LedgerEntry(
+                    identity=self.identity,
+                    round_id=str(r[0]),
+                    spent_at=at,
+                    spend=self._row_spend(r[2:]),
+                    in_window=at > now - self.window,
+                    leaves_window_at=at + self.window,
+                )
+            )
+        return out

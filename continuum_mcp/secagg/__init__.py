@@ -1,0 +1,1 @@
+from continuum_mcp.secagg._core import *  # noqa: F401,F403

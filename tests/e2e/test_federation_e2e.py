@@ -1,0 +1,325 @@
+"""The federation end to end, as users run it.
+
+A real coordinator *process* on 127.0.0.1 (started with `continuum-mcp coordinator`, killed with
+SIGKILL and restarted mid-round), 13 instances each with its own data dir, identity and client:
+3 are separate `continuum-mcp serve` processes driven through the `mcp` client over stdio, 10 are
+FederationClients over real MemoryStores in this process. Nothing of our own is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp_calls import call
+
+from continuum_mcp.config import Settings
+from continuum_mcp.crypto.cipher import Invite, generate_federation_key
+from continuum_mcp.errors import CoordinatorUnavailable, Forbidden, InsufficientCredits
+from continuum_mcp.federation.client._client import FederationClient
+from continuum_mcp.federation.protocol import ADMIN_TOKEN_HEADER
+from continuum_mcp.memory.store import MemoryStore
+from embeddings import SentenceTransformerEmbedder
+
+FED = "e2e-federation"
+N_MCP = 3          # instances 0-2: separate server processes over stdio
+N_MEMBERS = 12     # instances 0-11 contribute; instance 12 only consumes
+DROPOUTS = {8, 9, 10, 11}  # a third of the round's 12 participants never take part in aggregation
+
+FACT_A = [  # one fact, in ten users' own words
+    "Always run the database migrations before deploying the backend service",
+    "Run the DB migrations first, then deploy the backend, or the service crashes",
+    "Deploy checklist: database migrations must run before the backend deploy",
+    "Never deploy the backend before the database migrations have run",
+    "The database migrations have to run before we deploy the backend",
+    "Before deploying the backend service, run the database migrations",
+    "Backend deploys go after the database migrations, always",
+    "Remember to run database migrations prior to deploying the backend",
+    "We run the database migrations and only then deploy the backend service",
+    "Database migrations before backend deployment, every single time",
+]
+FACT_B = ["Our team's favourite hiking trail is the ridge path above Lake Moraine",  # only two members
+          "The ridge path above Lake Moraine is the team's favourite hiking trail"]
+PEOPLE = [("Dana Whitfield", "+44 20 7946 0958", "dana.whitfield@example.com"),
+          ("Ravi Shankar", "+1 415 555 0132", "ravi.s@example.net"),
+          ("Ingrid Solberg", "+47 22 33 44 55", "ingrid@solberg.example.org"),
+          ("Mateo Alvarez", "+34 912 345 678", "mateo.alvarez@example.es"),
+          ("Chloe Dubois", "+33 1 42 68 53 00", "chloe.dubois@example.fr"),
+          ("Kenji Watanabe", "+81 3 1234 5678", "kenji.w@example.jp"),
+          ("Amara Okafor", "+234 803 555 0199", "amara.okafor@example.ng"),
+          ("Lukas Becker", "+49 30 901820", "lukas.becker@example.de"),
+          ("Sofia Rossi", "+39 06 6982 1234", "sofia.rossi@example.it"),
+          ("Noah Thompson", "+1 212 555 0187", "noah.t@example.com"),
+          ("Priya Natarajan", "+91 98765 43210", "priya.n@example.in"),
+          ("Oliver Smith", "+44 161 496 0321", "oliver.smith@example.co.uk"),
+          ("Yara Haddad", "+961 1 123 456", "yara.haddad@example.lb")]
+
+
+def memories_for(i: int) -> list[tuple[str, list[str]]]:
+    name, phone, email = PEOPLE[i]
+    out = [(f"Call {name} at {phone} about the contract renewal", ["work"]),
+           (f"{name.split()[0]}'s email address is {email}", ["contacts"]),
+           (f"My therapist appointment is every Tuesday, booked under {name}", ["health", "private"])]
+    if i < len(FACT_A):
+        out.append((FACT_A[i], ["work"]))
+    if i in (6, 7):
+        out.append((FACT_B[i - 6], ["team"]))
+    if i == 12:  # the consumer knows the fact too (and can verify it), but never contributed
+        out.append(("Before a backend deploy the database migrations have to run", ["work"]))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CoordinatorProcess:
+    """`continuum-mcp coordinator` as a child process that can be SIGKILLed and restarted."""
+
+    def __init__(self, storage: Path) -> None:
+        self.storage, self.port, self.admin = storage, free_port(), secrets.token_urlsafe(16)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--port", str(self.port),
+             "--storage", str(self.storage), "--min-contributors", "3", "--privacy-mode", "open",
+             "--federation-id", FED, "--admin-token", self.admin, "--phase-timeout", "6"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "coordinator exited"
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("coordinator did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def admin_post(self, path: str, json: Any = None) -> dict[str, Any]:
+        r = httpx.post(f"{self.url}{path}", json=json, headers={ADMIN_TOKEN_HEADER: self.admin}, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path) -> Iterator[CoordinatorProcess]:
+    c = CoordinatorProcess(tmp_path / "coordinator")
+    c.start()
+    yield c
+    if c.proc and c.proc.poll() is None:
+        c.proc.terminate()
+        c.proc.wait(timeout=30)
+
+
+def sync_until_released(client: FederationClient, stop: threading.Event) -> None:
+    """A member that keeps taking part, riding out a coordinator that is down for a while."""
+    while not stop.is_set():
+        try:
+            if client.sync(timeout_seconds=20).released:
+                return
+        except CoordinatorUnavailable:
+            time.sleep(0.3)
+
+
+def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
+                               embedder: SentenceTransformerEmbedder) -> None:
+    key = generate_federation_key()
+    tokens = coordinator.admin_post("/v1/admin/invites", {"count": 13})["admission_tokens"]
+    invites = [Invite.build(coordinator.url, FED, t, key).format() for t in tokens]
+
+    stores: dict[int, MemoryStore] = {}
+    clients: dict[int, FederationClient] = {}
+    for i in range(N_MCP, 13):
+        settings = Settings(data_dir=tmp_path / f"instance-{i}")
+        stores[i] = MemoryStore(settings, embedder)
+        clients[i] = FederationClient(stores[i], settings)
+
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            mcp: dict[int, Client] = {}
+            for i in range(N_MCP):
+                params = StdioServerParameters(command=sys.executable, env=dict(os.environ), args=[
+                    "-m", "continuum_mcp.cli.main", "serve", "--data-dir", str(tmp_path / f"instance-{i}")])
+                mcp[i] = await stack.enter_async_context(Client(params, read_timeout_seconds=300))
+
+            # --- remember, join, contribute -------------------------------------------------------
+            for i in range(13):
+                for text, tags in memories_for(i):
+                    if i in mcp:
+                        await call(mcp[i], "remember", {"text": text, "tags": tags})
+                    else:
+                        stores[i].remember(text, tags=tags)
+            ids: dict[int, str] = {}
+            for i in range(13):
+                if i in mcp:
+                    ids[i] = (await call(mcp[i], "federation_join", {
+                        "invite": invites[i], "contribution_level": "minimal", "privacy_mode": "open"}))["instance_id"]
+                else:
+                    ids[i] = clients[i].join(invites[i], "minimal", "open").instance_id
+            assert len(set(ids.values())) == 13
+
+            preview = await call(mcp[0], "federation_contribute", {"dry_run": True, "min_confidence": 0.0})
+            assert preview["status"] == "dry_run"
+            sent_text = " ".join(p["statement"] or "" for p in preview["preview"]) + " ".join(
+                " ".join(p["phrases"]) for p in preview["preview"])
+            assert "Dana" not in sent_text and "7946" not in sent_text and "therapist" not in sent_text
+            assert "<PERSON>" in sent_text and "<PHONE>" in sent_text
+
+            contributed: dict[int, int] = {}
+            for i in range(N_MEMBERS):
+                if i in mcp:
+                    r = await call(mcp[i], "federation_contribute", {"min_confidence": 0.0})
+                    assert r["status"] == "sent"
+                    contributed[i] = r["patterns"]
+                else:
+                    r2 = clients[i].contribute(min_confidence=0.0)
+                    assert r2.status == "sent"
+                    contributed[i] = r2.patterns
+            assert all(n >= 2 for n in contributed.values())
+
+            # --- the round: close, kill the coordinator mid-aggregation, restart, complete ----------
+            state = coordinator.admin_post("/v1/admin/rounds/close")
+            assert state["phase"] == "advertise" and state["submissions"] == N_MEMBERS
+            stop = threading.Event()
+            participants = [i for i in range(N_MCP, N_MEMBERS) if i not in DROPOUTS]
+
+            async def mcp_sync(i: int) -> None:
+                while True:
+                    r = await mcp[i].call_tool("federation_sync", {"timeout_seconds": 20})
+                    if not r.is_error and r.structured_content["released"]:
+                        return
+                    await anyio.sleep(0.3)
+
+            async def kill_and_restart() -> None:
+                await anyio.sleep(1.5)  # aggregation is under way (dropouts are still awaited)
+                await anyio.to_thread.run_sync(coordinator.kill)
+                await anyio.sleep(1.0)
+                await anyio.to_thread.run_sync(coordinator.start)
+
+            with anyio.fail_after(240):
+                async with anyio.create_task_group() as tg:
+                    for i in range(N_MCP):
+                        tg.start_soon(mcp_sync, i)
+                    for i in participants:
+                        tg.start_soon(anyio.to_thread.run_sync, sync_until_released, clients[i], stop)
+                    tg.start_soon(kill_and_restart)
+            stop.set()
+
+            # No acknowledged contribution was lost: every survivor earned a credit per pattern.
+            for i in range(N_MEMBERS):
+                credits = (await call(mcp[i], "federation_credits")) if i in mcp else \
+                    clients[i].get_credits().model_dump()
+                if i in DROPOUTS:
+                    assert credits["earned_this_month"] == 0  # their submissions wait for the next round
+                else:
+                    assert credits["earned_this_month"] == contributed[i], i
+            status = await call(mcp[0], "federation_status")
+            assert status["privacy_spent_epsilon"] > 0
+            assert status["privacy_spent_epsilon"] <= status["privacy_budget_epsilon"]
+
+            # --- query: useful patterns come back, sub-threshold facts never do --------------------
+            consumer = clients[12]
+            found = consumer.query("what must happen before deploying the backend?", min_confidence=0.3)
+            assert found, "the shared fact should be released and found"
+            top = found[0]
+            assert "migration" in (top.summary + " ".join(top.phrases)).lower()
+            assert top.contributor_count >= 3
+            for text in FACT_B:  # two contributors < min_contributors: never served
+                for p in consumer.query(text, min_confidence=0.0):
+                    assert "ridge" not in (p.summary + " ".join(p.phrases + p.statements)).lower()
+            mcp_answer = await call(mcp[1], "federation_query", {
+                "query": "deploying the backend and database migrations", "min_confidence": 0.3})
+            assert any("migration" in p["summary"].lower() for p in mcp_answer["patterns"])
+
+            # --- credits: free tier, then refused; verification earns; balance never negative -----
+            with pytest.raises(InsufficientCredits):
+                consumer.query("backend deploy order", min_confidence=0.0)  # 4th query: free tier used up
+            verified = consumer.verify(top.pattern_id)
+            assert verified.verified and verified.credits is not None and verified.credits.available == 0.5
+            with pytest.raises(InsufficientCredits):
+                consumer.query("backend deploy order", min_confidence=0.0)  # 0.5 credits < 1
+            assert consumer.get_credits().available == 0.5
+            vote = consumer.vote(top.pattern_id, up=True)
+            assert vote.up
+            with pytest.raises(Forbidden):
+                clients[3].vote(top.pattern_id, up=True)  # a contributor cannot vote on its own pattern
+
+            # Concurrent queries from one member never overspend.
+            spender = clients[4]
+            before = spender.get_credits()
+            results: list[str] = []
+
+            def one_query() -> None:
+                try:
+                    spender.query("database migrations", min_confidence=0.0)
+                    results.append("ok")
+                except InsufficientCredits:
+                    results.append("refused")
+            threads = [threading.Thread(target=one_query) for _ in range(10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            after = spender.get_credits()
+            assert after.available >= 0
+            paid = results.count("ok") - before.free_queries_left_today
+            assert paid == int(before.available) and after.available == before.available - paid
+            assert results.count("ok") + results.count("refused") == 10
+
+            # --- the network goes away: the outbox keeps the contribution until it is back ----------
+            coordinator.kill()
+            stores[11].remember("Deploy the backend only after the database migrations ran green", tags=["work"])
+            queued = clients[11].contribute(min_confidence=0.0)
+            assert queued.status == "queued" and queued.patterns >= 1
+            coordinator.start()
+            drained = clients[11].sync(timeout_seconds=5)
+            assert drained.outbox_sent >= 1 and drained.outbox_waiting == 0
+
+            # --- deletion and leaving -------------------------------------------------------------
+            deleted = clients[5].delete_contributions()
+            assert deleted.deleted_submissions >= 1
+            left = await call(mcp[2], "federation_leave")
+            assert left["forgot_federation_key"] is True
+            assert (await call(mcp[2], "federation_status"))["joined"] is False
+
+    try:
+        anyio.run(scenario)
+    finally:
+        for c in clients.values():
+            c.close()
+        for s in stores.values():
+            s.close()
+
+    # --- what the coordinator holds: no PII, no raw memory text --------------------------------------
+    blobs = [p.read_bytes() for p in coordinator.storage.rglob("*") if p.is_file()]
+    assert sum(len(b) for b in blobs) > 0
+    # Whole values only: a 4-letter first name turns up by chance in megabytes of base64 ciphertext.
+    needles = {v for person in PEOPLE for v in person}
+    needles |= {text for i in range(13) for text, _ in memories_for(i)}
+    needles |= {"therapist", "Moraine"}
+    leaked = [n for n in needles if any(n.encode() in b or n.lower().encode() in b for b in blobs)]
+    assert leaked == []
