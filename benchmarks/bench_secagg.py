@@ -23,7 +23,7 @@ import numpy as np
 
 from continuum_mcp.privacy.dp import gaussian_sigma
 from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
-from continuum_mcp.secagg._core import SecAggParams, simulate
+from continuum_mcp.secagg import SecAggParams, simulate
 
 
 def make_params(roster: list[str], dim: int, epsilon: float, delta: float) -> SecAggParams:
@@ -70,7 +70,7 @@ def bench_shamir(n: int, repeats: int = 20) -> None:
     """Shamir costs at the secure-aggregation shape: 2 secrets to n holders, t = ceil(2n/3)."""
     import os
 
-    from continuum_mcp.secagg._core import threshold_for
+    from continuum_mcp.secagg import threshold_for
     from continuum_mcp.crypto.shamir import Reconstructor, ShamirDealer
 
     t = threshold_for(n)

@@ -25,7 +25,7 @@ import nacl.exceptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from continuum_mcp.errors import CryptoError, InvalidInput
-from continuum_mcp.crypto.identity import canonical_json
+from continuum_mcp.crypto.signing import canonical_json
 
 FEDERATION_KEY_BYTES = 32
 INVITE_PREFIX = "continuum-invite:v1:"

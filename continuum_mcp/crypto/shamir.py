@@ -41,6 +41,19 @@ def chunk_count(secret_len: int) -> int:
     return -(-secret_len * 8 // CHUNK_BITS)
 
 
+def _parse_binary(data: bytes, error: type[Exception]) -> tuple[int, int, int, np.ndarray]:
+    """Header checks of the binary share form; ``error`` is the caller's exception type."""
+    if len(data) < _HEADER.size:
+        raise error("share is truncated")
+    magic, code, threshold, index, secret_len, count = _HEADER.unpack_from(data)
+    if magic != _MAGIC or code != _FIELD_CODE:
+        raise error("not a share of a supported field")
+    if count != chunk_count(secret_len) or len(data) != _HEADER.size + 4 * count:
+        raise error("share length does not match its header")
+    values = np.frombuffer(data, dtype=">u4", offset=_HEADER.size).astype(np.int64)
+    return threshold, index, secret_len, values
+
+
 class Share(BaseModel):
     """One holder's share of one secret: ``values[c]`` = f_c(index) for every chunk polynomial."""
 
@@ -76,14 +89,7 @@ class Share(BaseModel):
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:
         """Parse :meth:`to_bytes`; raises ``InvalidInput`` on any inconsistency."""
-        if len(data) < _HEADER.size:
-            raise InvalidInput("share is truncated")
-        magic, code, threshold, index, secret_len, count = _HEADER.unpack_from(data)
-        if magic != _MAGIC or code != _FIELD_CODE:
-            raise InvalidInput("not a share of a supported field")
-        if count != chunk_count(secret_len) or len(data) != _HEADER.size + 4 * count:
-            raise InvalidInput("share length does not match its header")
-        values = np.frombuffer(data, dtype=">u4", offset=_HEADER.size).astype(np.int64)
+        threshold, index, secret_len, values = _parse_binary(data, InvalidInput)
         try:
             return cls(
                 threshold=threshold, index=index, secret_len=secret_len, values=values.tolist()
@@ -269,14 +275,7 @@ def unpack_share(share: Share | bytes) -> tuple[int, int, int, np.ndarray]:
         if share.field_id != FIELD_ID:
             raise CryptoError("share of an unsupported field")
         return share.threshold, share.index, share.secret_len, np.asarray(share.values, np.int64)
-    if len(share) < _HEADER.size:
-        raise CryptoError("share is truncated")
-    magic, code, threshold, index, secret_len, count = _HEADER.unpack_from(share)
-    if magic != _MAGIC or code != _FIELD_CODE:
-        raise CryptoError("not a share of a supported field")
-    if count != chunk_count(secret_len) or len(share) != _HEADER.size + 4 * count:
-        raise CryptoError("share length does not match its header")
-    values = np.frombuffer(share, dtype=">u4", offset=_HEADER.size).astype(np.int64)
+    threshold, index, secret_len, values = _parse_binary(share, CryptoError)
     if np.any(values >= FIELD_PRIME):
         raise CryptoError("share value outside the field")
     return threshold, index, secret_len, values

@@ -12,7 +12,7 @@ from scipy import stats
 
 from continuum_mcp.errors import AggregationAborted, CryptoError, ReplayError
 from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
-from continuum_mcp.secagg._core import (
+from continuum_mcp.secagg import (
     KeyRoster,
     MaskedInput,
     SecAggClient,
@@ -191,7 +191,7 @@ def test_fewer_than_t_survivors_abort_at_every_step() -> None:
     # Clients refuse a survivor list below the threshold even if the server sent one.
     run = Run(10, 8)
     run.round2(run.round1(run.round0()))
-    from continuum_mcp.secagg._core import SurvivorList
+    from continuum_mcp.secagg import SurvivorList
 
     short = SurvivorList(session_id="s-1", round_id=7, survivors=run.params.roster[:6])
     with pytest.raises(AggregationAborted):

@@ -1,0 +1,109 @@
+"""Replay guards: remember (instance id, nonce) pairs until the messages carrying them expire.
+
+The durable guard is a file of the project's one SQLite helper (:class:`continuum_mcp._sqlite.Database`:
+WAL, ``synchronous=FULL``, IMMEDIATE transactions, schema version), so a restart does not reopen the
+replay window and a crash cannot lose a recorded nonce.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from continuum_mcp._sqlite import Database
+from continuum_mcp.errors import ReplayError
+
+_REPLAYED = "this message was already received (replayed nonce)"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen_nonces (
+    instance_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (instance_id, nonce)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_nonces_expiry ON seen_nonces(expires_at);
+"""
+
+
+class ReplayGuard(Protocol):
+    """Remembers (instance_id, nonce) pairs until the messages that carried them expire."""
+
+    def check_and_record(self, instance_id: str, nonce: str, expires_at: int, now: int) -> None:
+        """Raise ``ReplayError`` if the pair was seen and has not expired; else remember it."""
+        ...
+
+
+class MemoryReplayGuard:
+    """In-memory replay guard with bounded memory.
+
+    An accepted message has ``|timestamp - now| <= window``, so its nonce only needs remembering
+    until ``timestamp + window``; older entries are expired on every call. ``max_entries`` is a hard
+    cap: when it is full of live nonces the guard refuses (fails closed) rather than forget.
+    """
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self._seen: dict[tuple[str, str], int] = {}
+        self._expiry: list[tuple[int, str, str]] = []
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _expire(self, now: int) -> None:
+        while self._expiry and self._expiry[0][0] < now:
+            expires_at, instance_id, nonce = heapq.heappop(self._expiry)
+            if self._seen.get((instance_id, nonce)) == expires_at:
+                del self._seen[(instance_id, nonce)]
+
+    def check_and_record(self, instance_id: str, nonce: str, expires_at: int, now: int) -> None:
+        with self._lock:
+            self._expire(now)
+            key = (instance_id, nonce)
+            if key in self._seen:
+                raise ReplayError(_REPLAYED)
+            if len(self._seen) >= self._max:
+                raise ReplayError("too many messages in the replay window; try again later")
+            self._seen[key] = expires_at
+            heapq.heappush(self._expiry, (expires_at, instance_id, nonce))
+
+
+class SQLiteReplayGuard:
+    """Replay guard persisted in SQLite so that a restart does not reopen the replay window."""
+
+    def __init__(self, path: str | os.PathLike[str], purge_every: int = 256) -> None:
+        self._db = Database(Path(path), _SCHEMA, version=1, what="replay guard")
+        self._purge_every = purge_every
+        self._calls = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __len__(self) -> int:
+        row = self._db.read_one("SELECT COUNT(*) FROM seen_nonces")
+        return int(row[0]) if row else 0
+
+    def purge(self, now: int) -> None:
+        """Drop nonces whose messages can no longer be accepted (bounds the table's size)."""
+        with self._db.tx() as conn:
+            conn.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (now,))
+
+    def check_and_record(self, instance_id: str, nonce: str, expires_at: int, now: int) -> None:
+        self._calls += 1
+        if self._calls % self._purge_every == 0:
+            self.purge(now)
+        with self._db.tx() as conn:
+            row = conn.execute(
+                "SELECT expires_at FROM seen_nonces WHERE instance_id = ? AND nonce = ?",
+                (instance_id, nonce),
+            ).fetchone()
+            if row is not None and int(row[0]) >= now:
+                raise ReplayError(_REPLAYED)
+            conn.execute(
+                "INSERT OR REPLACE INTO seen_nonces(instance_id, nonce, expires_at) VALUES (?, ?, ?)",
+                (instance_id, nonce, expires_at),
+            )
