@@ -1,4 +1,7 @@
-"""Differential-privacy mechanisms: calibration, noise, clipping and DP partition selection.
+"""Differential-privacy mechanisms: clipping, noise adders and DP partition selection.
+
+Calibration and composition live in :mod:`.accounting`, the CSPRNG samplers in :mod:`.noise`;
+their names are re-exported here because callers reach every mechanism through ``dp``.
 
 Everything here is computed from real parameters (never a typed-in result) and every random draw
 comes from the operating system's cryptographic source (``os.urandom`` / ``secrets``), because
@@ -18,305 +21,37 @@ References
 from __future__ import annotations
 
 import math
-import os
 import secrets
-from fractions import Fraction
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 from continuum_mcp.errors import InvalidInput
-
-
-def _scipy(name: str) -> Any:
-    """scipy submodules on first use: importing them costs about a second, which the MCP
-    server's start-up (handshake before the model loads) should not pay."""
-    import importlib
-
-    return importlib.import_module(f"scipy.{name}")
+from continuum_mcp.privacy._scipy import scipy_module as _scipy
+from continuum_mcp.privacy.accounting import (
+    _check_eps_delta,
+    compose_gdp,
+    gaussian_epsilon,
+    gaussian_sigma,
+    gdp_delta,
+    gdp_epsilon,
+    gdp_mu,
+    laplace_epsilon,
+    laplace_scale,
+)
+from continuum_mcp.privacy.noise import (
+    discrete_gaussian,
+    discrete_gaussian_exact,
+    discrete_gaussian_pmf,
+    random_laplace,
+    random_standard_normal,
+    random_uniform,
+)
 
 K = TypeVar("K", bound=Hashable)
-
-# ---------------------------------------------------------------------------------------------
-# Cryptographic randomness as numpy arrays
-# ---------------------------------------------------------------------------------------------
-
-_TWO_POW_53 = float(2**53)
-
-
-def _random_u64(n: int) -> NDArray[np.uint64]:
-    """n uniform 64-bit words straight from the OS CSPRNG."""
-    if n <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    return np.frombuffer(os.urandom(8 * n), dtype=np.uint64).copy()
-
-
-def random_uniform(n: int) -> NDArray[np.float64]:
-    """n uniforms on the grid {k / 2^53 : 0 <= k < 2^53}, i.e. [0, 1) at full double precision."""
-    return (_random_u64(n) >> np.uint64(11)).astype(np.float64) / _TWO_POW_53
-
-
-def _random_uniform_open0(n: int) -> NDArray[np.float64]:
-    """n uniforms on {k / 2^53 : 1 <= k <= 2^53}, i.e. (0, 1]; safe to take the log of."""
-    return ((_random_u64(n) >> np.uint64(11)).astype(np.float64) + 1.0) / _TWO_POW_53
-
-
-def _random_below(n: int, bound: int) -> NDArray[np.int64]:
-    """n exact uniform integers in [0, bound) by rejection (no modulo bias); bound < 2^62."""
-    if bound <= 0 or bound >= 2**62:
-        raise InvalidInput(f"bound must be in [1, 2^62), got {bound}")
-    if bound == 1:
-        return np.zeros(n, dtype=np.int64)
-    limit = (2**64 // bound) * bound  # accept words below the largest multiple of bound
-    out = np.empty(0, dtype=np.uint64)
-    while out.size < n:
-        words = _random_u64(max(16, int((n - out.size) * 1.05) + 8))
-        if limit < 2**64:
-            words = words[words < np.uint64(limit)]
-        out = np.concatenate([out, words])
-    return (out[:n] % np.uint64(bound)).astype(np.int64)
-
-
-def random_standard_normal(n: int) -> NDArray[np.float64]:
-    """n standard normal draws by Box-Muller on cryptographic uniforms."""
-    m = (n + 1) // 2
-    u1 = _random_uniform_open0(m)
-    u2 = random_uniform(m)
-    r = np.sqrt(-2.0 * np.log(u1))
-    z = np.concatenate([r * np.cos(2.0 * math.pi * u2), r * np.sin(2.0 * math.pi * u2)])
-    return z[:n]
-
-
-def random_laplace(n: int, scale: float) -> NDArray[np.float64]:
-    """n Laplace(0, scale) draws: a random sign times an exponential, from cryptographic bits."""
-    u = _random_uniform_open0(n)
-    sign = np.where((_random_u64(n) & np.uint64(1)) == 0, 1.0, -1.0)
-    return sign * (-scale * np.log(u))
-
-
-# ---------------------------------------------------------------------------------------------
-# Discrete Gaussian (Canonne, Kamath & Steinke 2020)
-# ---------------------------------------------------------------------------------------------
-
-
-def _shape_size(size: int | tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-    shape = (size,) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
-    if any(s < 0 for s in shape):
-        raise InvalidInput(f"size must be non-negative, got {size}")
-    return shape, int(np.prod(shape, dtype=np.int64)) if shape else 1
-
-
-def discrete_gaussian(sigma: float, size: int | tuple[int, ...]) -> NDArray[np.int64]:
-    """int64 samples of the discrete Gaussian N_Z(0, sigma^2): P(x) ∝ exp(-x^2 / (2 sigma^2)).
-
-    Why this algorithm: secure aggregation needs the noise in integer arithmetic (sums modulo
-    2^32), and sums of discrete Gaussians stay close to discrete Gaussian (CKS20, Thm 1.1 / Sec 4).
-    This is CKS20 Algorithm 3 (discrete Laplace proposal with t = floor(sigma) + 1, Gaussian
-    acceptance), with the discrete Laplace drawn as in CKS20 Algorithm 2 (uniform residue
-    U in [0, t) accepted with probability exp(-U/t), plus t times a geometric(exp(-1)) count),
-    vectorised with numpy. Randomness: os.urandom.
-
-    Approximation (honest): the integers are exact, but the three Bernoulli/geometric steps compare
-    a 53-bit uniform with a double-precision exp()/log(). Each acceptance probability is therefore
-    off by at most ~2^-52 in absolute terms, so the total-variation distance of one output from the
-    exact N_Z(0, sigma^2) is of order 1e-15 whatever sigma is; the geometric part is cut at
-    -ln(2^-53) ≈ 36.7 (mass e^-36.7 ≈ 1e-16, far inside the Gaussian tail). The exact
-    rational-arithmetic sampler :func:`discrete_gaussian_exact` is the reference the tests compare
-    this one against.
-    """
-    if not (isinstance(sigma, (int, float, np.floating, np.integer)) and math.isfinite(sigma)):
-        raise InvalidInput(f"sigma must be a finite number, got {sigma!r}")
-    if sigma < 0:
-        raise InvalidInput(f"sigma must be >= 0, got {sigma}")
-    shape, n = _shape_size(size)
-    if sigma == 0 or n == 0:
-        return np.zeros(shape, dtype=np.int64)
-    sigma = float(sigma)
-    if sigma > 2.0**40:
-        raise InvalidInput(f"sigma {sigma} too large for int64 discrete Gaussian sampling")
-    t = math.floor(sigma) + 1
-    sigma2 = sigma * sigma
-    centre = sigma2 / t
-    out = np.empty(n, dtype=np.int64)
-    filled = 0
-    while filled < n:
-        m = max(64, int((n - filled) * 2.6) + 32)  # overall acceptance is ~0.4-0.6
-        # Discrete Laplace with scale t (CKS20 Alg. 2), magnitude X = U + t V.
-        u = _random_below(m, t)
-        keep = random_uniform(m) < np.exp(-u.astype(np.float64) / t)
-        u = u[keep]
-        k = u.size
-        v = np.floor(-np.log(_random_uniform_open0(k))).astype(np.int64)  # P(V >= j) = e^-j
-        x = u + t * v
-        negative = (_random_u64(k) & np.uint64(1)).astype(bool)
-        keep = ~(negative & (x == 0))  # zero must not be counted twice
-        y = np.where(negative, -x, x)[keep]
-        # Gaussian acceptance (CKS20 Alg. 3): accept with prob exp(-(|y| - sigma^2/t)^2 / (2 sigma^2)).
-        d = np.abs(y).astype(np.float64) - centre
-        accept = random_uniform(y.size) < np.exp(-(d * d) / (2.0 * sigma2))
-        y = y[accept]
-        take = min(y.size, n - filled)
-        out[filled : filled + take] = y[:take]
-        filled += take
-    return out.reshape(shape)
-
-
-def _bernoulli_exp_neg(gamma: Fraction) -> bool:
-    """Exact Bernoulli(exp(-gamma)) for rational gamma >= 0 (CKS20 Algorithm 1)."""
-    if gamma <= 1:
-        k = 1
-        while True:
-            # Bernoulli(gamma / k) with exact integer arithmetic.
-            if secrets.randbelow(gamma.denominator * k) >= gamma.numerator:
-                return k % 2 == 1
-            k += 1
-    whole = math.floor(gamma)
-    for _ in range(whole):
-        if not _bernoulli_exp_neg(Fraction(1)):
-            return False
-    return _bernoulli_exp_neg(gamma - whole)
-
-
-def discrete_gaussian_exact(sigma: Fraction | int | float) -> int:
-    """One exact sample of N_Z(0, sigma^2) in rational arithmetic (CKS20 Algorithm 3).
-
-    Slow (pure Python, a few thousand samples per second); it is the reference implementation
-    that :func:`discrete_gaussian` is tested against. Randomness: ``secrets``.
-    """
-    s = Fraction(sigma)
-    if s < 0:
-        raise InvalidInput(f"sigma must be >= 0, got {sigma}")
-    if s == 0:
-        return 0
-    t = math.floor(s) + 1
-    s2 = s * s
-    while True:
-        # Discrete Laplace with scale t (CKS20 Algorithm 2).
-        while True:
-            u = secrets.randbelow(t)
-            if not _bernoulli_exp_neg(Fraction(u, t)):
-                continue
-            v = 0
-            while _bernoulli_exp_neg(Fraction(1)):
-                v += 1
-            x = u + t * v
-            negative = secrets.randbelow(2) == 1
-            if negative and x == 0:
-                continue
-            y = -x if negative else x
-            break
-        gamma = (abs(y) - s2 / t) ** 2 / (2 * s2)
-        if _bernoulli_exp_neg(gamma):
-            return y
-
-
-def discrete_gaussian_pmf(sigma: float, support: NDArray[np.int64]) -> NDArray[np.float64]:
-    """Exact-to-double pmf of N_Z(0, sigma^2) at the given integers (normaliser summed to 2^-100)."""
-    half = int(math.ceil(sigma * math.sqrt(2.0 * 100.0 * math.log(2.0)))) + 2
-    xs = np.arange(-half, half + 1, dtype=np.float64)
-    norm = float(np.sum(np.exp(-(xs * xs) / (2.0 * sigma * sigma))))
-    s = np.asarray(support, dtype=np.float64)
-    return np.exp(-(s * s) / (2.0 * sigma * sigma)) / norm
-
-
-# ---------------------------------------------------------------------------------------------
-# Analytic Gaussian mechanism and Gaussian differential privacy
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_eps_delta(epsilon: float, delta: float) -> None:
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise InvalidInput(f"epsilon must be a positive finite number, got {epsilon}")
-    if not (0 < delta < 1):
-        raise InvalidInput(f"delta must be in (0, 1), got {delta}")
-
-
-def gdp_delta(mu: float, epsilon: float) -> float:
-    """delta(epsilon) of a mu-GDP mechanism (Dong, Roth & Su; = Balle & Wang's exact condition).
-
-    delta = Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2), evaluated in log space so that large
-    epsilon does not overflow.
-    """
-    if mu <= 0:
-        return 0.0
-    a = -epsilon / mu + mu / 2.0
-    b = -epsilon / mu - mu / 2.0
-    first = _scipy("special").log_ndtr(a)
-    second = epsilon + _scipy("special").log_ndtr(b)
-    if second >= first:
-        return 0.0
-    return float(math.exp(first) * -math.expm1(second - first))
-
-
-def gdp_epsilon(mu: float, delta: float) -> float:
-    """Smallest epsilon such that a mu-GDP mechanism is (epsilon, delta)-DP; exact up to root finding."""
-    if not (0 < delta < 1):
-        raise InvalidInput(f"delta must be in (0, 1), got {delta}")
-    if mu < 0 or not math.isfinite(mu):
-        raise InvalidInput(f"mu must be a finite non-negative number, got {mu}")
-    if mu == 0 or gdp_delta(mu, 0.0) <= delta:
-        return 0.0
-    hi = 1.0
-    while gdp_delta(mu, hi) > delta:
-        hi *= 2.0
-        if hi > 1e6:
-            raise InvalidInput(f"mu={mu} is too large for delta={delta}")
-    return float(_scipy("optimize").brentq(lambda e: gdp_delta(mu, e) - delta, 0.0, hi, xtol=1e-14, rtol=1e-15, maxiter=500))
-
-
-def gdp_mu(epsilon: float, delta: float) -> float:
-    """Largest mu such that mu-GDP implies (epsilon, delta)-DP (the analytic Gaussian's 1/sigma)."""
-    _check_eps_delta(epsilon, delta)
-    lo, hi = 1e-12, 1.0
-    while gdp_delta(hi, epsilon) < delta:
-        hi *= 2.0
-    return float(_scipy("optimize").brentq(lambda m: gdp_delta(m, epsilon) - delta, lo, hi, xtol=1e-15, rtol=1e-15, maxiter=500))
-
-
-def compose_gdp(mus: list[float] | tuple[float, ...] | NDArray[np.float64]) -> float:
-    """Exact composition of Gaussian mechanisms: mu adds in quadrature (Dong, Roth & Su, Cor. 3.3)."""
-    return float(math.sqrt(sum(float(m) * float(m) for m in mus)))
-
-
-def gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1.0) -> float:
-    """Smallest sigma for which N(0, sigma^2) noise on an L2-sensitivity query is (epsilon, delta)-DP.
-
-    Analytic Gaussian mechanism (Balle & Wang 2018, Thm 8): the exact condition, solved by a root
-    finder, instead of the classical sqrt(2 ln(1.25/delta))/epsilon bound that wastes noise.
-    """
-    if sensitivity <= 0:
-        raise InvalidInput(f"sensitivity must be > 0, got {sensitivity}")
-    return sensitivity / gdp_mu(epsilon, delta)
-
-
-def gaussian_epsilon(sigma: float, delta: float, sensitivity: float = 1.0) -> float:
-    """Smallest epsilon at which Gaussian noise sigma on an L2-sensitivity query is (epsilon, delta)-DP."""
-    if sigma <= 0 or sensitivity <= 0:
-        raise InvalidInput(f"sigma and sensitivity must be > 0, got {sigma}, {sensitivity}")
-    return gdp_epsilon(sensitivity / sigma, delta)
-
-
-# ---------------------------------------------------------------------------------------------
-# Laplace mechanism
-# ---------------------------------------------------------------------------------------------
-
-
-def laplace_scale(epsilon: float, sensitivity: float = 1.0) -> float:
-    """Laplace scale b = L1-sensitivity / epsilon for an epsilon-DP release."""
-    if not (math.isfinite(epsilon) and epsilon > 0) or sensitivity <= 0:
-        raise InvalidInput(f"epsilon and sensitivity must be > 0, got {epsilon}, {sensitivity}")
-    return sensitivity / epsilon
-
-
-def laplace_epsilon(scale: float, sensitivity: float = 1.0) -> float:
-    """epsilon of Laplace noise of scale b on an L1-sensitivity query."""
-    if scale <= 0 or sensitivity <= 0:
-        raise InvalidInput(f"scale and sensitivity must be > 0, got {scale}, {sensitivity}")
-    return sensitivity / scale
-
 
 # ---------------------------------------------------------------------------------------------
 # Clipping and noise adders
@@ -641,3 +376,16 @@ def contributors_needed_policy(
         return float(_scipy("stats").norm.sf((threshold - w) / sigma))
 
     return _smallest_n(prob, probability)
+
+
+__all__ = [
+    # mechanisms defined here
+    "PARTITION_MECHANISMS", "PartitionMechanism", "PartitionSelection", "add_gaussian_noise",
+    "add_laplace_noise", "clip_l2", "contributors_needed_gaussian", "contributors_needed_policy",
+    "gaussian_partition_threshold", "partition_selection", "policy_gaussian_threshold",
+    "release_counts", "select_partitions",
+    # re-exported from .accounting and .noise
+    "compose_gdp", "gaussian_epsilon", "gaussian_sigma", "gdp_delta", "gdp_epsilon", "gdp_mu",
+    "laplace_epsilon", "laplace_scale", "discrete_gaussian", "discrete_gaussian_exact",
+    "discrete_gaussian_pmf", "random_laplace", "random_standard_normal", "random_uniform",
+]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from continuum_mcp import _sqlite as durable
+from continuum_mcp._sqlite import Database
 from continuum_mcp.privacy.dp import compose_gdp, gdp_epsilon
 from continuum_mcp.errors import InvalidInput, PrivacyBudgetExceeded
 
@@ -191,18 +191,15 @@ class PrivacyLedger:
         self.warn_fraction = float(warn_fraction)
         self._clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # synchronous=FULL: a spend that was recorded must survive a power cut, or the budget
-        # would be under-counted.
-        self._conn = durable.connect(self.path, timeout=busy_timeout_s)
-        with self._transaction():
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    self._conn.execute(stmt)
+        # The project's one SQLite helper: synchronous=FULL (a recorded spend survives a power cut,
+        # or the budget would be under-counted), IMMEDIATE transactions, a schema version.
+        self._db = Database(self.path, _SCHEMA, version=1, timeout=busy_timeout_s, what="privacy ledger")
+        self._conn = self._db.conn
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> PrivacyLedger:
         return self
@@ -212,7 +209,7 @@ class PrivacyLedger:
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """An IMMEDIATE transaction: takes the write lock before reading, so check+spend is atomic."""
-        return durable.immediate(self._conn)
+        return self._db.tx()
 
     def _now(self) -> datetime:
         now = self._clock()
