@@ -1,6 +1,6 @@
 """Secure aggregation costs: per-client and server CPU time, bytes sent, for d = 384 x 32 slots.
 
-Runs the real client and server state machines in one process (``continuum_mcp.secagg._core.simulate``);
+Runs the real client and server state machines in one process (``continuum_mcp.secagg.simulate``);
 every message is serialised to JSON and parsed back as a transport would. CPU time is
 ``time.process_time`` around each party's own protocol steps (parsing of *received* messages by the
 simulated transport is not attributed to anyone). Bytes are the sizes of the JSON messages each

@@ -229,31 +229,18 @@ class PrivacyPolicy(BaseModel):
 def default_policy() -> PrivacyPolicy:
     """The project's modes and levels (DESIGN.md section 2)."""
     return PrivacyPolicy(
-        modes=(
-            PrivacyMode(
-                name="high",
-                epsilon_per_round=1.0,
-                budget_epsilon=10.0,
-                allocation=RoundAllocation(centroids=0.5, slots=0.25, phrases=0.25),
-                phrases_released="DP-selected only",
-                statements_released="never",
-            ),
-            PrivacyMode(
-                name="balanced",
-                epsilon_per_round=4.0,
-                budget_epsilon=20.0,
-                allocation=RoundAllocation(centroids=0.4, slots=0.2, phrases=0.2, statements=0.2),
-                phrases_released="DP-selected only",
-                statements_released="never yet (whole-statement DP selection is not implemented)",
-            ),
-            PrivacyMode(
-                name="open",
-                epsilon_per_round=8.0,
-                budget_epsilon=30.0,
-                allocation=RoundAllocation(centroids=0.5, slots=0.25, phrases=0.25),
-                phrases_released="those with at least min_contributors distinct contributors (a floor, not DP)",
-                statements_released="contributors' scrubbed statements of released slots (not DP for text)",
-            ),
+        modes=tuple(
+            PrivacyMode(name=name, epsilon_per_round=per_round, budget_epsilon=budget, allocation=allocation,
+                        phrases_released=phrases, statements_released=statements)
+            for name, per_round, budget, allocation, phrases, statements in (
+                ("high", 1.0, 10.0, RoundAllocation(centroids=0.5, slots=0.25, phrases=0.25),
+                 "DP-selected only", "never"),
+                ("balanced", 4.0, 20.0, RoundAllocation(centroids=0.4, slots=0.2, phrases=0.2, statements=0.2),
+                 "DP-selected only", "never yet (whole-statement DP selection is not implemented)"),
+                ("open", 8.0, 30.0, RoundAllocation(centroids=0.5, slots=0.25, phrases=0.25),
+                 "those with at least min_contributors distinct contributors (a floor, not DP)",
+                 "contributors' scrubbed statements of released slots (not DP for text)"),
+            )
         ),
         levels=(
             ContributionLevel(name="minimal", max_slots=20),
