@@ -25,23 +25,9 @@ import nacl.signing
 
 from continuum_mcp.crypto.replay import MemoryReplayGuard, ReplayGuard, SQLiteReplayGuard
 from continuum_mcp.crypto.signing import (
-    DEFAULT_WINDOW_SECONDS,
-    ENVELOPE_VERSION,
-    HEADER_INSTANCE,
-    HEADER_NONCE,
-    HEADER_PUBLIC_KEY,
-    HEADER_SIGNATURE,
-    HEADER_TIMESTAMP,
-    HEADER_VERSION,
-    NONCE_BYTES,
-    Envelope,
-    Verifier,
-    b64decode,
-    b64encode,
-    body_sha256,
-    canonical_json,
-    derive_instance_id,
-    sign_envelope,
+    DEFAULT_WINDOW_SECONDS, ENVELOPE_VERSION, HEADER_INSTANCE, HEADER_NONCE, HEADER_PUBLIC_KEY,
+    HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_VERSION, NONCE_BYTES, Envelope, Verifier,
+    b64decode, b64encode, body_sha256, canonical_json, derive_instance_id, sign_envelope,
     verify_signature_only,
 )
 from continuum_mcp.errors import CryptoError, InvalidInput
@@ -132,15 +118,8 @@ class Identity:
     def public_key_b64(self) -> str:
         return b64encode(self._public_key)
 
-    def sign(
-        self,
-        method: str,
-        path: str,
-        body: bytes,
-        *,
-        timestamp: int | None = None,
-        nonce: bytes | None = None,
-    ) -> Envelope:
+    def sign(self, method: str, path: str, body: bytes, *, timestamp: int | None = None,
+             nonce: bytes | None = None) -> Envelope:
         """Sign (method, path, SHA-256 of body) with a fresh nonce and the current time."""
         return sign_envelope(self._signing_key, method, path, body, timestamp=timestamp, nonce=nonce)
 

@@ -189,15 +189,8 @@ class Envelope(BaseModel):
         )
 
 
-def sign_envelope(
-    signing_key: nacl.signing.SigningKey,
-    method: str,
-    path: str,
-    body: bytes,
-    *,
-    timestamp: int | None = None,
-    nonce: bytes | None = None,
-) -> Envelope:
+def sign_envelope(signing_key: nacl.signing.SigningKey, method: str, path: str, body: bytes, *,
+                  timestamp: int | None = None, nonce: bytes | None = None) -> Envelope:
     """Sign (method, path, SHA-256 of body) with a fresh nonce and the current time."""
     public_key = bytes(signing_key.verify_key)
     unsigned = {
@@ -261,16 +254,8 @@ class Verifier:
         self.window_seconds = window_seconds
         self._clock = clock
 
-    def verify(
-        self,
-        envelope: Envelope,
-        *,
-        method: str,
-        path: str,
-        body: bytes,
-        expected_public_key: bytes | None = None,
-        expected_instance_id: str | None = None,
-    ) -> str:
+    def verify(self, envelope: Envelope, *, method: str, path: str, body: bytes,
+               expected_public_key: bytes | None = None, expected_instance_id: str | None = None) -> str:
         """Verify ``envelope`` for this (method, path, body); return the sender's instance id."""
         public_key, signature = _decode_keys(envelope)
         try:

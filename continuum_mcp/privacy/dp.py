@@ -32,23 +32,12 @@ from pydantic import BaseModel, ConfigDict
 from continuum_mcp.errors import InvalidInput
 from continuum_mcp.privacy._scipy import scipy_module as _scipy
 from continuum_mcp.privacy.accounting import (
-    _check_eps_delta,
-    compose_gdp,
-    gaussian_epsilon,
-    gaussian_sigma,
-    gdp_delta,
-    gdp_epsilon,
-    gdp_mu,
-    laplace_epsilon,
-    laplace_scale,
+    _check_eps_delta, compose_gdp, gaussian_epsilon, gaussian_sigma, gdp_delta, gdp_epsilon,
+    gdp_mu, laplace_epsilon, laplace_scale,
 )
 from continuum_mcp.privacy.noise import (
-    discrete_gaussian,
-    discrete_gaussian_exact,
-    discrete_gaussian_pmf,
-    random_laplace,
-    random_standard_normal,
-    random_uniform,
+    discrete_gaussian, discrete_gaussian_exact, discrete_gaussian_pmf, random_laplace,
+    random_standard_normal, random_uniform,
 )
 
 K = TypeVar("K", bound=Hashable)

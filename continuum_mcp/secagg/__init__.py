@@ -34,44 +34,16 @@ server's broadcasts, ``PHASES``), :mod:`.client` and :mod:`.server` (the two sta
 
 from continuum_mcp.secagg.client import SecAggClient
 from continuum_mcp.secagg.messages import (
-    PHASES,
-    SECAGG_METHOD,
-    AdvertiseKeys,
-    AggregateResult,
-    KeyRoster,
-    Kind,
-    MaskedInput,
-    ShareInbox,
-    ShareKeys,
-    SignedMessage,
-    SurvivorList,
-    Unmasking,
+    PHASES, SECAGG_METHOD, AdvertiseKeys, AggregateResult, KeyRoster, Kind, MaskedInput,
+    ShareInbox, ShareKeys, SignedMessage, SurvivorList, Unmasking,
 )
 from continuum_mcp.secagg.params import MODULUS, MODULUS_BITS, SecAggParams, quantise, threshold_for
 from continuum_mcp.secagg.server import SecAggServer
 from continuum_mcp.secagg.testing import DropPoint, SimulationReport, simulate
 
 __all__ = [
-    "MODULUS",
-    "MODULUS_BITS",
-    "PHASES",
-    "SECAGG_METHOD",
-    "AdvertiseKeys",
-    "AggregateResult",
-    "DropPoint",
-    "KeyRoster",
-    "Kind",
-    "MaskedInput",
-    "SecAggClient",
-    "SecAggParams",
-    "SecAggServer",
-    "ShareInbox",
-    "ShareKeys",
-    "SignedMessage",
-    "SimulationReport",
-    "SurvivorList",
-    "Unmasking",
-    "quantise",
-    "simulate",
-    "threshold_for",
+    "MODULUS", "MODULUS_BITS", "PHASES", "SECAGG_METHOD", "AdvertiseKeys", "AggregateResult",
+    "DropPoint", "KeyRoster", "Kind", "MaskedInput", "SecAggClient", "SecAggParams",
+    "SecAggServer", "ShareInbox", "ShareKeys", "SignedMessage", "SimulationReport", "SurvivorList",
+    "Unmasking", "quantise", "simulate", "threshold_for",
 ]

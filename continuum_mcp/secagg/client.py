@@ -14,27 +14,12 @@ from continuum_mcp.crypto.signing import b64decode, b64encode, verify_signature_
 from continuum_mcp.errors import AggregationAborted, CryptoError, InvalidInput
 from continuum_mcp.privacy.dp import discrete_gaussian
 from continuum_mcp.secagg._masks import (
-    SEED_BYTES,
-    _share_ad,
-    _share_key,
-    pairwise_mask_seed,
-    prg_uint32,
-    self_mask_seed,
+    SEED_BYTES, _share_ad, _share_key, pairwise_mask_seed, prg_uint32, self_mask_seed,
     self_seed_commitment,
 )
 from continuum_mcp.secagg.messages import (
-    SECAGG_METHOD,
-    AdvertiseKeys,
-    KeyRoster,
-    MaskedInput,
-    ShareInbox,
-    ShareKeys,
-    SignedMessage,
-    SurvivorList,
-    Unmasking,
-    _check_context,
-    _parse_payload,
-    _sign,
+    SECAGG_METHOD, AdvertiseKeys, KeyRoster, MaskedInput, ShareInbox, ShareKeys, SignedMessage,
+    SurvivorList, Unmasking, _check_context, _parse_payload, _sign,
 )
 from continuum_mcp.secagg.params import SecAggParams, _to_ring, quantise
 

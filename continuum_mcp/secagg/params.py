@@ -75,15 +75,9 @@ class SecAggParams(BaseModel):
             raise InvalidInput("secure aggregation needs at least 3 participants")
         if not (math.isfinite(clip_norm) and math.isfinite(noise_sigma)):
             raise InvalidInput("clip norm and noise sigma must be finite")
-        base: dict[str, Any] = dict(
-            session_id=session_id,
-            round_id=round_id,
-            roster=members,
-            dim=dim,
-            clip_norm=clip_norm,
-            noise_sigma=noise_sigma,
-            threshold=threshold_for(len(members)),
-        )
+        base: dict[str, Any] = dict(session_id=session_id, round_id=round_id, roster=members, dim=dim,
+                                    clip_norm=clip_norm, noise_sigma=noise_sigma,
+                                    threshold=threshold_for(len(members)))
         try:
             if frac_bits is not None:
                 params = cls(**base, frac_bits=frac_bits)

@@ -14,20 +14,9 @@ from continuum_mcp.crypto.signing import Verifier, b64decode
 from continuum_mcp.errors import AggregationAborted, CryptoError, InvalidInput, ReplayError
 from continuum_mcp.secagg._masks import pairwise_mask_seed, prg_uint32, self_mask_seed, self_seed_commitment
 from continuum_mcp.secagg.messages import (
-    SECAGG_METHOD,
-    AdvertiseKeys,
-    AggregateResult,
-    KeyRoster,
-    MaskedInput,
-    ShareInbox,
-    ShareKeys,
-    SignedMessage,
-    SurvivorList,
-    Unmasking,
-    _check_context,
-    _decode_vector,
-    _parse_payload,
-    _Payload,
+    SECAGG_METHOD, AdvertiseKeys, AggregateResult, KeyRoster, MaskedInput, ShareInbox,
+    ShareKeys, SignedMessage, SurvivorList, Unmasking, _check_context, _decode_vector,
+    _parse_payload, _Payload,
 )
 from continuum_mcp.secagg.params import SecAggParams, _from_ring
 

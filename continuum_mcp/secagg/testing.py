@@ -102,11 +102,5 @@ def simulate(
     survivors = broadcast(server_call(server.close_masked_inputs))
     phase(active, "after_masked_input", lambda c: c.unmask, survivors, server.receive_unmasking)
     result = server_call(server.finalize)
-    return SimulationReport(
-        result=result,
-        clients=clients,
-        client_cpu=cpu,
-        client_bytes_sent=sent,
-        server_cpu=server_cpu,
-        server_bytes_sent=server_sent,
-    )
+    return SimulationReport(result=result, clients=clients, client_cpu=cpu, client_bytes_sent=sent,
+                            server_cpu=server_cpu, server_bytes_sent=server_sent)

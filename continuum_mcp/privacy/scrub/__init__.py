@@ -27,13 +27,6 @@ from continuum_mcp.privacy.scrub.scrubber import Scrubber
 from continuum_mcp.privacy.scrub.words import STOP_WORDS
 
 __all__ = [
-    "PLACEHOLDERS",
-    "PLACEHOLDER_RE",
-    "STOP_WORDS",
-    "Gazetteers",
-    "ScrubResult",
-    "ScrubSpan",
-    "Scrubber",
-    "ScrubberConfig",
-    "default_gazetteers",
+    "PLACEHOLDERS", "PLACEHOLDER_RE", "STOP_WORDS", "Gazetteers", "ScrubResult", "ScrubSpan",
+    "Scrubber", "ScrubberConfig", "default_gazetteers",
 ]

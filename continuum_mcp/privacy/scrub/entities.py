@@ -6,13 +6,8 @@ from __future__ import annotations
 from continuum_mcp.privacy.scrub._spans import Cand, Tok, joinable_gap, take
 from continuum_mcp.privacy.scrub.lexicon import Lexicon
 from continuum_mcp.privacy.scrub.words import (
-    _ABBREVIATIONS,
-    _LOCATION_PREPOSITIONS,
-    _NAME_BEFORE,
-    _ORDINAL_WORDS,
-    CONNECTORS,
-    ORG_SUFFIXES,
-    STREET_WORDS,
+    _ABBREVIATIONS, _LOCATION_PREPOSITIONS, _NAME_BEFORE, _ORDINAL_WORDS, CONNECTORS,
+    ORG_SUFFIXES, STREET_WORDS,
 )
 
 

@@ -13,15 +13,8 @@ from continuum_mcp.privacy.scrub._spans import Cand, Tok, joinable_gap
 from continuum_mcp.privacy.scrub.entities import chains, places, street_words
 from continuum_mcp.privacy.scrub.lexicon import Lexicon
 from continuum_mcp.privacy.scrub.words import (
-    _LOCATION_PREPOSITIONS,
-    _NAME_AFTER,
-    _NAME_BEFORE,
-    AMBIGUOUS_MONTHS,
-    HONORIFICS,
-    MONTHS,
-    ORG_SUFFIXES,
-    STOP_WORDS,
-    WEEKDAYS,
+    _LOCATION_PREPOSITIONS, _NAME_AFTER, _NAME_BEFORE, AMBIGUOUS_MONTHS, HONORIFICS, MONTHS,
+    ORG_SUFFIXES, STOP_WORDS, WEEKDAYS,
 )
 
 _WORD_RE = re.compile(r"[^\W\d_](?:[^\W_]|['’](?=[^\W\d_])){0,99}|\d[\w]{0,99}")
