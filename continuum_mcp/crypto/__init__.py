@@ -6,24 +6,29 @@ how federation content is encrypted, and how secrets are shared.
 - :mod:`.replay`: in-memory and durable (SQLite) replay guards.
 - :mod:`.cipher`: the federation key, invites and the AEAD helpers.
 - :mod:`.shamir`: Shamir secret sharing over GF(2^31 - 1).
+
+The names below are imported on first use (PEP 562): importing one module (say ``identity``)
+does not load the others.
 """
 
-from continuum_mcp.crypto.cipher import (
-    FederationCipher, Invite, InvitePublic, aead_decrypt, aead_encrypt, derive_key,
-    encode_context, generate_federation_key,
-)
-from continuum_mcp.crypto.identity import Identity
-from continuum_mcp.crypto.replay import MemoryReplayGuard, ReplayGuard, SQLiteReplayGuard
-from continuum_mcp.crypto.shamir import Reconstructor, ShamirDealer, Share, reconstruct_secret, split_secret
-from continuum_mcp.crypto.signing import (
-    Envelope, Verifier, b64decode, b64encode, canonical_json, derive_instance_id,
-    verify_signature_only,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Envelope", "FederationCipher", "Identity", "Invite", "InvitePublic", "MemoryReplayGuard",
-    "Reconstructor", "ReplayGuard", "SQLiteReplayGuard", "ShamirDealer", "Share", "Verifier",
-    "aead_decrypt", "aead_encrypt", "b64decode", "b64encode", "canonical_json",
-    "derive_instance_id", "derive_key", "encode_context", "generate_federation_key",
-    "reconstruct_secret", "split_secret", "verify_signature_only",
-]
+import importlib
+from typing import Any
+
+_HOME: dict[str, str] = {
+    **dict.fromkeys(("FederationCipher", "Invite", "InvitePublic", "aead_decrypt", "aead_encrypt", "derive_key",
+                     "encode_context", "generate_federation_key"), "cipher"),
+    "Identity": "identity",
+    **dict.fromkeys(("MemoryReplayGuard", "ReplayGuard", "SQLiteReplayGuard"), "replay"),
+    **dict.fromkeys(("Reconstructor", "ShamirDealer", "Share", "reconstruct_secret", "split_secret"), "shamir"),
+    **dict.fromkeys(("Envelope", "Verifier", "b64decode", "b64encode", "canonical_json", "derive_instance_id",
+                     "verify_signature_only"), "signing"),
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
