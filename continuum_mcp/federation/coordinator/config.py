@@ -70,7 +70,9 @@ class CoordinatorConfig(BaseModel):
 
     @classmethod
     def build(cls, **options: Any) -> CoordinatorConfig:
-        """Validate options; a bad value is ``InvalidInput`` naming the option."""
+        """Validate options (``None`` means "the default"); a bad value is ``InvalidInput`` naming it."""
+        options = {k: v for k, v in options.items() if v is not None or k not in cls.model_fields
+                   or cls.model_fields[k].get_default(call_default_factory=True) is None}
         try:
             return cls(**options)
         except ValidationError as exc:
