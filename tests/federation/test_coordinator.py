@@ -714,3 +714,32 @@ def test_high_mode_small_federation_releases_nothing(make_coord: Any, cipher: Fe
     assert members[0].ok("GET", "/v1/slots")["slots"] == []
     spent = members[0].ok("GET", "/v1/status")["epsilon_spent_window"]
     assert spent == pytest.approx(coord.engine.round_epsilon(), rel=1e-3)
+
+
+def test_cli_options_are_generated_from_the_one_config(capsys: Any) -> None:
+    from continuum_mcp.federation.coordinator import CoordinatorConfig, build_parser
+    from continuum_mcp.federation.coordinator.config import parse_config
+
+    parser = build_parser()
+    by_dest = {a.dest: a for a in parser._actions}
+    for name, f in CoordinatorConfig.model_fields.items():
+        if name == "credit_rules":  # a nested model: set in code, not on the command line
+            continue
+        assert name in by_dest, name
+        assert f.description and (f.description in (by_dest[name].help or "") or name == "private")
+    cfg = parse_config(["--storage", "/tmp/s", "--open", "--round-interval", "7", "--privacy-mode", "balanced"])
+    assert cfg == CoordinatorConfig(storage_path=Path("/tmp/s"), port=8080, private=False, round_interval_seconds=7,
+                                    privacy_mode="balanced")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "invite" in out and "(default: 300.0)" in out
+
+
+def test_every_route_of_the_protocol_has_one_handler_and_one_openapi_operation() -> None:
+    from continuum_mcp.federation.coordinator.http import HANDLERS
+    from continuum_mcp.federation.protocol import routes
+
+    assert set(HANDLERS) == set(routes())
+    ops = {op["operationId"] for p in openapi_document()["paths"].values() for op in p.values()}
+    assert ops == set(routes()) | {"openapi"}
