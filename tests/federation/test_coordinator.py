@@ -237,6 +237,16 @@ def new_members(coord: FederationCoordinator, cipher: FederationCipher, n: int, 
     return out
 
 
+def contributing_members(coord: FederationCoordinator, cipher: FederationCipher, n: int, slot: int, phrase: str,
+                         rng: np.random.Generator) -> list[Member]:
+    """``n`` new members, each having contributed one pattern (``slot``, ``phrase``) to round 0."""
+    members = new_members(coord, cipher, n)
+    for m in members:
+        m.patterns = [Pattern(slot, [phrase], None, rand_unit(rng))]
+        assert m.contribute(0).status_code == 202
+    return members
+
+
 def unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
@@ -453,10 +463,7 @@ def test_queries_free_when_contribution_not_required(make_coord: Any, cipher: Fe
 def test_thirty_percent_dropout_round_completes(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord(phase_timeout_seconds=2)
     rng = np.random.default_rng(2)
-    members = new_members(coord, cipher, 10)
-    for m in members:
-        m.patterns = [Pattern(2, ["common phrase"], None, rand_unit(rng))]
-        assert m.contribute(0).status_code == 202
+    members = contributing_members(coord, cipher, 10, 2, "common phrase", rng)
     admin_close(coord)
     dropped = members[:3]
     st = run_secagg(members, 0, drop={m.id: "masked_input" for m in dropped})
@@ -491,10 +498,7 @@ def test_restart_mid_round_loses_nothing(make_coord: Any, cipher: FederationCiph
     storage = tmp_path / "restart"
     coord = make_coord(storage=storage)
     rng = np.random.default_rng(4)
-    members = new_members(coord, cipher, 5)
-    for m in members:
-        m.patterns = [Pattern(6, ["kept phrase"], None, rand_unit(rng))]
-        assert m.contribute(0).status_code == 202
+    members = contributing_members(coord, cipher, 5, 6, "kept phrase", rng)
     admin_close(coord)
     st = members[0].state()
     params = SecAggParams.model_validate(st.params)

@@ -21,26 +21,7 @@ from continuum_mcp.federation.coordinator import _release_sql as rsql
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.engine import RoundEngine
 from continuum_mcp.federation.coordinator.store import CoordinatorStore
-from continuum_mcp.federation.protocol import (
-    SECAGG_PHASES,
-    ActionReceipt,
-    ContributionReceipt,
-    ContributionRequest,
-    CreditBalance,
-    DeletionReceipt,
-    DownloadResponse,
-    FederationInfo,
-    Health,
-    InviteResponse,
-    JoinRequest,
-    JoinResponse,
-    MemberStatus,
-    QueryRequest,
-    QueryResponse,
-    ReleasedPattern,
-    SlotInfo,
-    SlotsResponse,
-)
+from continuum_mcp.federation import protocol as wire
 from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.secagg._core import SignedMessage
 
@@ -77,24 +58,24 @@ class CoordinatorService:
             raise NotFound("not a member")
         return member.level
 
-    def _balance(self, conn: object, caller: str) -> CreditBalance:
+    def _balance(self, conn: object, caller: str) -> wire.CreditBalance:
         return self.credits.balance(conn, caller, self.engine.now())  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------ membership
 
-    def health(self) -> Health:
-        return Health(version=__version__, federation_id=self.config.federation_id)
+    def health(self) -> wire.Health:
+        return wire.Health(version=__version__, federation_id=self.config.federation_id)
 
-    def federation(self) -> FederationInfo:
+    def federation(self) -> wire.FederationInfo:
         c = self.config
-        return FederationInfo(
+        return wire.FederationInfo(
             federation_id=c.federation_id, private=c.private, privacy_mode=c.privacy_mode,
             min_contributors=c.min_contributors, require_contribution=c.require_contribution,
             codebook_version=c.codebook_version, slots=c.slots, dim=c.dim,
             round_interval_seconds=int(c.round_interval_seconds),
             phase_timeout_seconds=max(1, int(c.phase_timeout_seconds)), credit_rules=c.credit_rules)
 
-    def join(self, caller: str, public_key: bytes, req: JoinRequest) -> JoinResponse:
+    def join(self, caller: str, public_key: bytes, req: wire.JoinRequest) -> wire.JoinResponse:
         fed_mode = self.config.privacy_mode
         if not mode_allows(fed_mode, req.privacy_mode):
             raise InvalidInput(f"this federation releases in {fed_mode} mode; your mode {req.privacy_mode} forbids it")
@@ -102,10 +83,10 @@ class CoordinatorService:
                                            req.admission_token, private=self.config.private, now=self.engine.now())
         if created:
             logger.info("admitted %s (%s, %s)", caller, member.level, member.mode)
-        return JoinResponse(instance_id=caller, federation=self.federation(),
+        return wire.JoinResponse(instance_id=caller, federation=self.federation(),
                             joined_at=datetime.fromtimestamp(member.joined_at, tz=timezone.utc))
 
-    def status(self, caller: str) -> MemberStatus:
+    def status(self, caller: str) -> wire.MemberStatus:
         member = self.store.get_member(caller)
         if member is None:
             raise NotFound("not a member")
@@ -113,19 +94,19 @@ class CoordinatorService:
         with self.store.reading() as conn:
             balance = self._balance(conn, caller)
             last = rsql.last_released_round(conn)
-        return MemberStatus(
+        return wire.MemberStatus(
             instance_id=caller, contribution_level=member.level, privacy_mode=member.mode,  # type: ignore[arg-type]
             joined_at=datetime.fromtimestamp(member.joined_at, tz=timezone.utc), credits=balance,
             epsilon_spent_window=self.engine.ledger_spent(caller), current_round=cur.round_id if cur else 0,
             last_released_round=last)
 
-    def leave(self, caller: str) -> DeletionReceipt:
+    def leave(self, caller: str) -> wire.DeletionReceipt:
         n, withdrawn = self.engine.withdraw(caller, leave=True)
-        return DeletionReceipt(deleted_submissions=n, withdrawn_patterns=withdrawn)
+        return wire.DeletionReceipt(deleted_submissions=n, withdrawn_patterns=withdrawn)
 
     # ------------------------------------------------------------------------------ contributions
 
-    def contribute(self, caller: str, request: ContributionRequest) -> ContributionReceipt:
+    def contribute(self, caller: str, request: wire.ContributionRequest) -> wire.ContributionReceipt:
         level = self._member_level(caller)
         slots = [p.slot for p in request.patterns]
         if max(slots) >= self.config.slots:
@@ -143,36 +124,36 @@ class CoordinatorService:
         round_id = self.engine.submit(caller, request)
         with self.store.reading() as conn:
             pending = self._balance(conn, caller).pending
-        return ContributionReceipt(round_id=round_id, accepted_patterns=len(slots), pending_credits=pending)
+        return wire.ContributionReceipt(round_id=round_id, accepted_patterns=len(slots), pending_credits=pending)
 
-    def delete_contributions(self, caller: str) -> DeletionReceipt:
+    def delete_contributions(self, caller: str) -> wire.DeletionReceipt:
         n, withdrawn = self.engine.withdraw(caller)
-        return DeletionReceipt(deleted_submissions=n, withdrawn_patterns=withdrawn)
+        return wire.DeletionReceipt(deleted_submissions=n, withdrawn_patterns=withdrawn)
 
-    def secagg_post(self, caller: str, round_id: int, kind: str, message: SignedMessage) -> ActionReceipt:
-        if kind not in SECAGG_PHASES:
+    def secagg_post(self, caller: str, round_id: int, kind: str, message: SignedMessage) -> wire.ActionReceipt:
+        if kind not in wire.SECAGG_PHASES:
             raise NotFound(f"unknown secure-aggregation message kind {kind!r}")
         self.engine.receive(round_id, kind, caller, message)
-        return ActionReceipt(detail=f"{kind} accepted")
+        return wire.ActionReceipt(detail=f"{kind} accepted")
 
     # ------------------------------------------------------------------------------ patterns
 
-    def slots(self) -> SlotsResponse:
+    def slots(self) -> wire.SlotsResponse:
         """Released DP centroids; with a codebook, every slot (unreleased ones as codebook vectors)."""
         with self.store.reading() as conn:
             released = {v.slot: v for v in rsql.slot_vectors(conn)}
-        infos: list[SlotInfo] = []
+        infos: list[wire.SlotInfo] = []
         for s in range(self.config.slots) if self.codebook is not None else sorted(released):
             v = released.get(s)
             if v is not None:
-                infos.append(SlotInfo(slot=s, vector=v.vector, noisy_contributors=v.noisy_count,
+                infos.append(wire.SlotInfo(slot=s, vector=v.vector, noisy_contributors=v.noisy_count,
                                       released_at_round=v.released_at_round))
             elif self.codebook is not None:
-                infos.append(SlotInfo(slot=s, vector=self.codebook[s].astype(float).tolist(),
+                infos.append(wire.SlotInfo(slot=s, vector=self.codebook[s].astype(float).tolist(),
                                       noisy_contributors=0.0, released_at_round=-1))
-        return SlotsResponse(codebook_version=self.config.codebook_version, slots=infos)
+        return wire.SlotsResponse(codebook_version=self.config.codebook_version, slots=infos)
 
-    def query(self, caller: str, request: QueryRequest) -> QueryResponse:
+    def query(self, caller: str, request: wire.QueryRequest) -> wire.QueryResponse:
         level = self._member_level(caller)
         with self.store.transaction() as conn:
             now = self.engine.now()
@@ -180,16 +161,16 @@ class CoordinatorService:
                                                       ref=secrets.token_hex(12), now=now)
             patterns = rsql.released_patterns(conn, [s for s in request.slots if 0 <= s < self.config.slots])
             balance = self.credits.balance(conn, caller, now)
-        return QueryResponse(patterns=[ReleasedPattern.model_validate(p) for p in patterns], charged=charged,
+        return wire.QueryResponse(patterns=[wire.ReleasedPattern.model_validate(p) for p in patterns], charged=charged,
                              free_tier=free, credits=balance)
 
-    def download(self, caller: str) -> DownloadResponse:
+    def download(self, caller: str) -> wire.DownloadResponse:
         with self.store.transaction() as conn:
             now = self.engine.now()
             charged = self.credits.charge_download(conn, caller, secrets.token_hex(12), now)
             patterns = rsql.released_patterns(conn, None)
             balance = self.credits.balance(conn, caller, now)
-        return DownloadResponse(patterns=[ReleasedPattern.model_validate(p) for p in patterns], charged=charged,
+        return wire.DownloadResponse(patterns=[wire.ReleasedPattern.model_validate(p) for p in patterns], charged=charged,
                                 credits=balance)
 
     def _released_slot(self, conn: object, caller: str, pattern_id: str, what: str) -> int:
@@ -200,7 +181,7 @@ class CoordinatorService:
             raise Forbidden(f"you contributed to this pattern; only other members can {what} it")
         return slot
 
-    def verify(self, caller: str, pattern_id: str) -> ActionReceipt:
+    def verify(self, caller: str, pattern_id: str) -> wire.ActionReceipt:
         with self.store.transaction() as conn:
             slot = self._released_slot(conn, caller, pattern_id, "verify")
             now = self.engine.now()
@@ -208,9 +189,9 @@ class CoordinatorService:
                 raise Conflict("you already verified this pattern")
             self.credits.earn_verification(conn, caller, pattern_id, now)
             balance = self.credits.balance(conn, caller, now)
-        return ActionReceipt(credits=balance, detail=f"verified {pattern_id}")
+        return wire.ActionReceipt(credits=balance, detail=f"verified {pattern_id}")
 
-    def vote(self, caller: str, pattern_id: str, up: bool) -> ActionReceipt:
+    def vote(self, caller: str, pattern_id: str, up: bool) -> wire.ActionReceipt:
         with self.store.transaction() as conn:
             slot = self._released_slot(conn, caller, pattern_id, "vote on")
             now = self.engine.now()
@@ -222,12 +203,12 @@ class CoordinatorService:
                 self.credits.earn_quality(conn, rsql.slot_contributors(conn, slot, window_start), pattern_id, now)
                 detail += "; quality threshold reached, contributors credited"
             balance = self.credits.balance(conn, caller, now)
-        return ActionReceipt(credits=balance, detail=detail)
+        return wire.ActionReceipt(credits=balance, detail=detail)
 
-    def invites(self, count: int) -> InviteResponse:
-        return InviteResponse(admission_tokens=self.store.create_admission_tokens(count))
+    def invites(self, count: int) -> wire.InviteResponse:
+        return wire.InviteResponse(admission_tokens=self.store.create_admission_tokens(count))
 
-    def credit_balance(self, caller: str) -> CreditBalance:
+    def credit_balance(self, caller: str) -> wire.CreditBalance:
         with self.store.reading() as conn:
             return self._balance(conn, caller)
 
