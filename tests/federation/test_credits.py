@@ -11,15 +11,20 @@ import pytest
 
 from continuum_mcp.errors import InsufficientCredits
 from continuum_mcp.federation.coordinator import CoordinatorStore, Credits
-from continuum_mcp.federation.coordinator import _credit_sql
 from continuum_mcp.federation.protocol import CreditRules
 
 WHO = "member-a"
 
 
 def fund(store: CoordinatorStore, amount: float, ref: str = "grant") -> None:
+    """Give WHO ``amount`` credits the way members earn them (one verification worth ``amount``)."""
     with store.transaction() as conn:
-        _credit_sql.journal(conn, WHO, amount, "verify", ref, time.time())
+        Credits(CreditRules(earn_per_verification=amount), True).earn_verification(conn, WHO, ref, time.time())
+
+
+def available(store: CoordinatorStore) -> float:
+    with store.reading() as conn:
+        return Credits(CreditRules(), True).balance(conn, WHO, time.time()).available
 
 
 def test_a_charge_above_the_balance_is_refused_and_changes_nothing(tmp_path: Path) -> None:
@@ -88,8 +93,7 @@ def test_concurrent_spends_on_one_file_never_double_spend(tmp_path: Path) -> Non
     for t in threads:
         t.join()
     assert len(ok) == 7 and len(refused) == 12 * 3 - 7
-    with setup.reading() as conn:
-        assert _credit_sql.balance(conn, WHO) == pytest.approx(0.0)
+    assert available(setup) == pytest.approx(0.0)
     setup.close()
 
 
@@ -101,4 +105,4 @@ def test_round_earnings_respect_the_daily_limit_and_are_idempotent(tmp_path: Pat
         credits.earn_round(conn, 0, {WHO: 3}, [WHO], now)
         credits.earn_round(conn, 0, {WHO: 3}, [WHO], now)  # a retried release pays once
         credits.earn_round(conn, 1, {WHO: 4}, [WHO], now)  # only 2 left today
-        assert _credit_sql.balance(conn, WHO) == 5.0
+    assert available(store) == 5.0

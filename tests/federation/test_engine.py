@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
-from continuum_mcp.federation.coordinator import CoordinatorConfig, CoordinatorStore, RoundEngine
+from continuum_mcp.federation.coordinator import CoordinatorConfig, CoordinatorService, CoordinatorStore, RoundEngine
 from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmission
 from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg._core import SecAggClient, SecAggParams
@@ -66,6 +66,10 @@ def vector(params: SecAggParams, slot: int, rng: np.random.Generator) -> np.ndar
     x = np.zeros(params.dim)
     x[slot * DIM:(slot + 1) * DIM] = rng.standard_normal(DIM)
     return x * (params.clip_norm / np.linalg.norm(x))
+
+
+def s_norm(v: list[float]) -> float:
+    return float(np.linalg.norm(np.asarray(v)))
 
 
 @pytest.fixture()
@@ -159,8 +163,6 @@ def test_full_round_in_process_releases_and_opens_the_next(tmp_path: Path, clock
     st = engine.state(who[0].instance_id, 0)
     assert st.phase == "released" and st.submissions == 4 and st.you_submitted
     assert engine.state(None).round_id == 1
-    with engine.store.reading() as conn:
-        from continuum_mcp.federation.coordinator import _release_sql
-
-        released = _release_sql.released_slots(conn)
-    assert set(released) == {2} and released[2].true_count == 4 and released[2].vector is not None
+    slots = CoordinatorService(engine.config, engine.store, engine, engine.policy).slots().slots
+    assert [s.slot for s in slots] == [2] and s_norm(slots[0].vector) == pytest.approx(1.0, abs=1e-5)
+    assert slots[0].released_at_round == 0
