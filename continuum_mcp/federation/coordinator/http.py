@@ -18,7 +18,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -110,7 +110,6 @@ class Call:
     params: dict[str, Any]
     public_key: bytes = b""
     member: Member | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def round_id(self) -> int:
