@@ -438,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8765)
     s.set_defaults(func=cmd_serve, raw_settings=True)
 
-    sub.add_parser("coordinator", help="run a federation coordinator (HTTP service); "
-                                       "`continuum-mcp coordinator --help` for its options")
+    sub.add_parser("coordinator", help="run a federation coordinator (HTTP service), or `coordinator invite` "
+                                       "to mint admission tokens; `continuum-mcp coordinator --help` for its options")
     _add_federation_parser(sub, common)
     s = sub.add_parser("patterns", parents=[common], help="show the patterns a contribution would share")
     s.add_argument("--preview", action="store_true", help="plain-text preview (nothing is sent)")
@@ -453,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["coordinator"]:
         # The coordinator is a separate service with its own options (see `coordinator --help`).
-        from continuum_mcp.federation.coordinator.http import main as coordinator_main
+        from continuum_mcp.federation.coordinator import main as coordinator_main
 
         return coordinator_main(argv[1:])
     parser = build_parser()

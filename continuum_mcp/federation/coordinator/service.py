@@ -1,0 +1,216 @@
+"""The coordinator's core API: one method per protocol route, typed in and out, no HTTP.
+
+Why a core beside the engine: everything a second adapter (a CLI, another transport, a test) would
+need -- admission and mode checks on join, submission limits, slot listing, query and download
+charges, verification and votes -- lives here, so the HTTP adapter only authenticates, parses and
+translates errors. Methods take the already-authenticated caller id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from datetime import datetime, timezone
+
+import numpy as np
+
+from continuum_mcp import __version__
+from continuum_mcp.errors import Conflict, Forbidden, InvalidInput, NotFound
+from continuum_mcp.federation.coordinator import _release_sql as rsql
+from continuum_mcp.federation.coordinator.config import CoordinatorConfig
+from continuum_mcp.federation.coordinator.engine import RoundEngine
+from continuum_mcp.federation.coordinator.store import CoordinatorStore
+from continuum_mcp.federation import protocol as wire
+from continuum_mcp.privacy.modes import PrivacyPolicy
+from continuum_mcp.secagg._core import SignedMessage
+
+logger = logging.getLogger(__name__)
+
+_PATTERN_ID = re.compile(r"^p-(\d{1,9})$")
+_MODE_STRICTNESS = {"open": 0, "balanced": 1, "high": 2}
+
+
+def mode_allows(federation_mode: str, member_mode: str) -> bool:
+    """A member joins only a federation whose mode is at least as private as its own."""
+    return _MODE_STRICTNESS[federation_mode] >= _MODE_STRICTNESS[member_mode]
+
+
+def parse_pattern_id(pattern_id: str, slots: int) -> int:
+    m = _PATTERN_ID.match(pattern_id)
+    if m is None or int(m.group(1)) >= slots:
+        raise NotFound(f"no released pattern {pattern_id!r}")
+    return int(m.group(1))
+
+
+class CoordinatorService:
+    """Membership, contributions, rounds, patterns and credits for authenticated callers."""
+
+    def __init__(self, config: CoordinatorConfig, store: CoordinatorStore, engine: RoundEngine,
+                 policy: PrivacyPolicy, codebook: np.ndarray | None = None) -> None:
+        self.config, self.store, self.engine, self.policy = config, store, engine, policy
+        self.codebook = codebook
+        self.credits = engine.credits
+
+    def _member_level(self, caller: str) -> str:
+        member = self.store.get_member(caller)
+        if member is None:
+            raise NotFound("not a member")
+        return member.level
+
+    def _balance(self, conn: object, caller: str) -> wire.CreditBalance:
+        return self.credits.balance(conn, caller, self.engine.now())  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------------------ membership
+
+    def health(self) -> wire.Health:
+        return wire.Health(version=__version__, federation_id=self.config.federation_id)
+
+    def federation(self) -> wire.FederationInfo:
+        c = self.config
+        return wire.FederationInfo(
+            federation_id=c.federation_id, private=c.private, privacy_mode=c.privacy_mode,
+            min_contributors=c.min_contributors, require_contribution=c.require_contribution,
+            codebook_version=c.codebook_version, slots=c.slots, dim=c.dim,
+            round_interval_seconds=int(c.round_interval_seconds),
+            phase_timeout_seconds=max(1, int(c.phase_timeout_seconds)), credit_rules=c.credit_rules)
+
+    def join(self, caller: str, public_key: bytes, req: wire.JoinRequest) -> wire.JoinResponse:
+        fed_mode = self.config.privacy_mode
+        if not mode_allows(fed_mode, req.privacy_mode):
+            raise InvalidInput(f"this federation releases in {fed_mode} mode; your mode {req.privacy_mode} forbids it")
+        member, created = self.store.admit(caller, public_key, req.contribution_level, req.privacy_mode,
+                                           req.admission_token, private=self.config.private, now=self.engine.now())
+        if created:
+            logger.info("admitted %s (%s, %s)", caller, member.level, member.mode)
+        return wire.JoinResponse(instance_id=caller, federation=self.federation(),
+                            joined_at=datetime.fromtimestamp(member.joined_at, tz=timezone.utc))
+
+    def status(self, caller: str) -> wire.MemberStatus:
+        member = self.store.get_member(caller)
+        if member is None:
+            raise NotFound("not a member")
+        cur = self.store.current_round()
+        with self.store.reading() as conn:
+            balance = self._balance(conn, caller)
+            last = rsql.last_released_round(conn)
+        return wire.MemberStatus(
+            instance_id=caller, contribution_level=member.level, privacy_mode=member.mode,  # type: ignore[arg-type]
+            joined_at=datetime.fromtimestamp(member.joined_at, tz=timezone.utc), credits=balance,
+            epsilon_spent_window=self.engine.ledger_spent(caller), current_round=cur.round_id if cur else 0,
+            last_released_round=last)
+
+    def leave(self, caller: str) -> wire.DeletionReceipt:
+        n, withdrawn = self.engine.withdraw(caller, leave=True)
+        return wire.DeletionReceipt(deleted_submissions=n, withdrawn_patterns=withdrawn)
+
+    # ------------------------------------------------------------------------------ contributions
+
+    def contribute(self, caller: str, request: wire.ContributionRequest) -> wire.ContributionReceipt:
+        level = self._member_level(caller)
+        slots = [p.slot for p in request.patterns]
+        if max(slots) >= self.config.slots:
+            raise InvalidInput(f"patterns.slot must be below {self.config.slots} "
+                               f"(the codebook has {self.config.slots} slots)")
+        if len(set(slots)) != len(slots):
+            raise InvalidInput("patterns.slot: at most one pattern per slot per round")
+        cap = self.policy.level(level).max_slots
+        if len(slots) > cap:
+            raise InvalidInput(f"patterns: level {level} allows at most {cap} patterns per round")
+        for p in request.patterns:
+            tokens = [ph.token for ph in p.phrases]
+            if len(set(tokens)) != len(tokens):
+                raise InvalidInput("patterns.phrases.token: duplicate phrase token in one pattern")
+        round_id = self.engine.submit(caller, request)
+        with self.store.reading() as conn:
+            pending = self._balance(conn, caller).pending
+        return wire.ContributionReceipt(round_id=round_id, accepted_patterns=len(slots), pending_credits=pending)
+
+    def delete_contributions(self, caller: str) -> wire.DeletionReceipt:
+        n, withdrawn = self.engine.withdraw(caller)
+        return wire.DeletionReceipt(deleted_submissions=n, withdrawn_patterns=withdrawn)
+
+    def secagg_post(self, caller: str, round_id: int, kind: str, message: SignedMessage) -> wire.ActionReceipt:
+        if kind not in wire.SECAGG_PHASES:
+            raise NotFound(f"unknown secure-aggregation message kind {kind!r}")
+        self.engine.receive(round_id, kind, caller, message)
+        return wire.ActionReceipt(detail=f"{kind} accepted")
+
+    # ------------------------------------------------------------------------------ patterns
+
+    def slots(self) -> wire.SlotsResponse:
+        """Released DP centroids; with a codebook, every slot (unreleased ones as codebook vectors)."""
+        with self.store.reading() as conn:
+            released = {v.slot: v for v in rsql.slot_vectors(conn)}
+        infos: list[wire.SlotInfo] = []
+        for s in range(self.config.slots) if self.codebook is not None else sorted(released):
+            v = released.get(s)
+            if v is not None:
+                infos.append(wire.SlotInfo(slot=s, vector=v.vector, noisy_contributors=v.noisy_count,
+                                      released_at_round=v.released_at_round))
+            elif self.codebook is not None:
+                infos.append(wire.SlotInfo(slot=s, vector=self.codebook[s].astype(float).tolist(),
+                                      noisy_contributors=0.0, released_at_round=-1))
+        return wire.SlotsResponse(codebook_version=self.config.codebook_version, slots=infos)
+
+    def query(self, caller: str, request: wire.QueryRequest) -> wire.QueryResponse:
+        level = self._member_level(caller)
+        with self.store.transaction() as conn:
+            now = self.engine.now()
+            charged, free = self.credits.charge_query(conn, caller, priority=request.priority, level=level,
+                                                      ref=secrets.token_hex(12), now=now)
+            patterns = rsql.released_patterns(conn, [s for s in request.slots if 0 <= s < self.config.slots])
+            balance = self.credits.balance(conn, caller, now)
+        return wire.QueryResponse(patterns=[wire.ReleasedPattern.model_validate(p) for p in patterns], charged=charged,
+                             free_tier=free, credits=balance)
+
+    def download(self, caller: str) -> wire.DownloadResponse:
+        with self.store.transaction() as conn:
+            now = self.engine.now()
+            charged = self.credits.charge_download(conn, caller, secrets.token_hex(12), now)
+            patterns = rsql.released_patterns(conn, None)
+            balance = self.credits.balance(conn, caller, now)
+        return wire.DownloadResponse(patterns=[wire.ReleasedPattern.model_validate(p) for p in patterns], charged=charged,
+                                credits=balance)
+
+    def _released_slot(self, conn: object, caller: str, pattern_id: str, what: str) -> int:
+        slot = parse_pattern_id(pattern_id, self.config.slots)
+        if slot not in rsql.pattern_slots(conn):  # type: ignore[arg-type]
+            raise NotFound(f"no released pattern {pattern_id!r}")
+        if caller in rsql.slot_contributors(conn, slot):  # type: ignore[arg-type]
+            raise Forbidden(f"you contributed to this pattern; only other members can {what} it")
+        return slot
+
+    def verify(self, caller: str, pattern_id: str) -> wire.ActionReceipt:
+        with self.store.transaction() as conn:
+            slot = self._released_slot(conn, caller, pattern_id, "verify")
+            now = self.engine.now()
+            if not rsql.record_verification(conn, slot, caller, now):
+                raise Conflict("you already verified this pattern")
+            self.credits.earn_verification(conn, caller, pattern_id, now)
+            balance = self.credits.balance(conn, caller, now)
+        return wire.ActionReceipt(credits=balance, detail=f"verified {pattern_id}")
+
+    def vote(self, caller: str, pattern_id: str, up: bool) -> wire.ActionReceipt:
+        with self.store.transaction() as conn:
+            slot = self._released_slot(conn, caller, pattern_id, "vote on")
+            now = self.engine.now()
+            rsql.record_vote(conn, slot, caller, up, now)
+            ups, downs = rsql.vote_counts(conn, slot)
+            detail = f"votes {ups} up, {downs} down"
+            if ups - downs >= self.config.quality_vote_threshold and rsql.claim_quality_credit(conn, slot):
+                window_start = now - self.config.window_days * 86400.0
+                self.credits.earn_quality(conn, rsql.slot_contributors(conn, slot, window_start), pattern_id, now)
+                detail += "; quality threshold reached, contributors credited"
+            balance = self.credits.balance(conn, caller, now)
+        return wire.ActionReceipt(credits=balance, detail=detail)
+
+    def invites(self, count: int) -> wire.InviteResponse:
+        return wire.InviteResponse(admission_tokens=self.store.create_admission_tokens(count))
+
+    def credit_balance(self, caller: str) -> wire.CreditBalance:
+        with self.store.reading() as conn:
+            return self._balance(conn, caller)
+
+
+__all__ = ["CoordinatorService", "mode_allows", "parse_pattern_id"]

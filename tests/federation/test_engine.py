@@ -1,0 +1,168 @@
+"""The coordinator's round engine as a state machine: no HTTP server, an injected clock.
+
+Real store (SQLite in tmp_path), real identities, real secure aggregation state machines
+(``SecAggClient`` on the member side, the engine's ``SecAggServer``); only time is ours.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
+from continuum_mcp.federation.coordinator import CoordinatorConfig, CoordinatorService, CoordinatorStore, RoundEngine
+from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmission
+from continuum_mcp.privacy.modes import default_policy
+from continuum_mcp.secagg._core import SecAggClient, SecAggParams
+
+SLOTS, DIM = 4, 8
+
+
+class Clock:
+    """Engine time, advanced by the test (starts at the wall clock so signatures stay fresh)."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def make_engine(storage: Path, clock: Clock, **options: object) -> RoundEngine:
+    config = CoordinatorConfig(storage_path=storage, federation_id="fed-engine", privacy_mode="open",
+                               min_contributors=3, slots=SLOTS, dim=DIM, round_interval_seconds=100,
+                               phase_timeout_seconds=10, **options)  # type: ignore[arg-type]
+    store = CoordinatorStore(storage)
+    store.ensure_federation(config.federation_id)
+    engine = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy(), now=clock)
+    engine.recover()
+    return engine
+
+
+def members(engine: RoundEngine, n: int) -> list[Identity]:
+    out = []
+    for _ in range(n):
+        ident = Identity.generate()
+        engine.store.admit(ident.instance_id, ident.public_key, "standard", "open", None, private=False,
+                           now=engine.now())
+        out.append(ident)
+    return out
+
+
+def submit(engine: RoundEngine, who: list[Identity], slot: int = 1) -> None:
+    round_id = engine.state(None).round_id
+    for ident in who:
+        engine.submit(ident.instance_id, ContributionRequest(
+            round_id=round_id, patterns=[PatternSubmission(slot=slot, confidence=0.9, phrases=[])]))
+
+
+def vector(params: SecAggParams, slot: int, rng: np.random.Generator) -> np.ndarray:
+    x = np.zeros(params.dim)
+    x[slot * DIM:(slot + 1) * DIM] = rng.standard_normal(DIM)
+    return x * (params.clip_norm / np.linalg.norm(x))
+
+
+def s_norm(v: list[float]) -> float:
+    return float(np.linalg.norm(np.asarray(v)))
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()
+
+
+def test_round_closes_on_schedule_and_not_before(tmp_path: Path, clock: Clock) -> None:
+    engine = make_engine(tmp_path, clock)
+    submit(engine, members(engine, 3))
+    clock.advance(99)
+    engine.tick()
+    assert engine.state(None).phase == "collecting"
+    clock.advance(2)
+    engine.tick()
+    st = engine.state(None)
+    assert st.phase == "advertise" and st.round_id == 0
+    assert SecAggParams.model_validate(st.params).n == 3
+
+
+def test_too_few_submitters_carry_over_and_lose_nothing(tmp_path: Path, clock: Clock) -> None:
+    engine = make_engine(tmp_path, clock)
+    who = members(engine, 2)  # below the roster floor max(3, min_contributors)
+    submit(engine, who)
+    clock.advance(101)
+    engine.tick()
+    st = engine.state(None)
+    assert (st.round_id, st.phase, st.submissions) == (0, "collecting", 2)
+    row = engine.store.current_round()
+    assert row is not None and row.next_close_at == pytest.approx(clock.t + 100)
+    assert engine.store.pending_snapshot(who[0].instance_id) == [(0, 0, 1)]
+    submit(engine, members(engine, 1))  # a third submitter arrives: the next close fixes a roster
+    clock.advance(101)
+    engine.tick()
+    assert engine.state(None).phase == "advertise"
+
+
+def test_too_few_survivors_abort_and_carry_submissions_over(tmp_path: Path, clock: Clock) -> None:
+    engine = make_engine(tmp_path, clock)
+    who = members(engine, 3)
+    submit(engine, who)
+    engine.close_round()
+    params = engine.current_params()
+    assert params is not None
+    first = SecAggClient(who[0], params)
+    engine.receive(0, "advertise", who[0].instance_id, first.advertise_keys())  # the other two never post
+    clock.advance(9)
+    engine.tick()
+    assert engine.state(None, 0).phase == "advertise"
+    clock.advance(2)
+    engine.tick()
+    assert engine.state(None, 0).phase == "aborted"
+    nxt = engine.state(None)
+    assert (nxt.round_id, nxt.phase, nxt.submissions) == (1, "collecting", 3)
+    assert engine.store.pending_snapshot(who[1].instance_id) == [(1, 0, 1)]  # ciphertexts stay bound to round 0
+
+
+def test_restart_mid_aggregation_starts_a_new_attempt(tmp_path: Path, clock: Clock) -> None:
+    engine = make_engine(tmp_path, clock)
+    submit(engine, members(engine, 3))
+    engine.close_round()
+    assert engine.state(None).attempt == 0
+    engine.store.close()  # the process dies mid-round
+    again = make_engine(tmp_path, clock)
+    st = again.state(None)
+    assert (st.round_id, st.phase, st.attempt) == (0, "advertise", 1)
+    params = again.current_params()
+    assert params is not None and params.session_id.endswith("/r0/a1")
+
+
+def test_full_round_in_process_releases_and_opens_the_next(tmp_path: Path, clock: Clock) -> None:
+    engine = make_engine(tmp_path, clock)
+    who = members(engine, 4)
+    submit(engine, who, slot=2)
+    engine.close_round()
+    params = engine.current_params()
+    assert params is not None
+    rng = np.random.default_rng(3)
+    clients = {m.instance_id: SecAggClient(m, params) for m in who}
+    for m in who:
+        engine.receive(0, "advertise", m.instance_id, clients[m.instance_id].advertise_keys())
+    for m in who:
+        engine.receive(0, "share_keys", m.instance_id,
+                       clients[m.instance_id].share_keys(engine.key_roster(0, m.instance_id)))
+    for m in who:
+        inbox = engine.inbox(0, m.instance_id)
+        engine.receive(0, "masked_input", m.instance_id,
+                       clients[m.instance_id].masked_input(inbox, vector(params, 2, rng)))
+    for m in who:
+        engine.receive(0, "unmask", m.instance_id, clients[m.instance_id].unmask(engine.survivors(0, m.instance_id)))
+    st = engine.state(who[0].instance_id, 0)
+    assert st.phase == "released" and st.submissions == 4 and st.you_submitted
+    assert engine.state(None).round_id == 1
+    slots = CoordinatorService(engine.config, engine.store, engine, engine.policy).slots().slots
+    assert [s.slot for s in slots] == [2] and s_norm(slots[0].vector) == pytest.approx(1.0, abs=1e-5)
+    assert slots[0].released_at_round == 0
