@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from continuum_mcp.errors import FederationError
-from continuum_mcp.federation.protocol import CreditBalance, FederationInfo, LevelName, ModeName
-from continuum_mcp.federation.submission import OutgoingPattern
+from continuum_mcp.federation.protocol import ContributionReceipt, CreditBalance, FederationInfo, LevelName, ModeName
+from continuum_mcp.federation.submission import ContributionPlan, OutgoingPattern
 from continuum_mcp.privacy.ledger import LedgerStatus
 
 
@@ -42,6 +42,16 @@ class ContributionResult(BaseModel):
     privacy: LedgerStatus | None = None
     message: str = ""
 
+    @classmethod
+    def from_plan(cls, plan: ContributionPlan, budget: LedgerStatus) -> ContributionResult:
+        return cls(status="dry_run", patterns=len(plan.planned), privacy=budget, **plan.model_dump(exclude={"planned"}))
+
+    def sent(self, receipt: ContributionReceipt) -> None:
+        self.status, self.round_id = "sent", receipt.round_id
+        self.patterns, self.pending_credits = receipt.accepted_patterns, receipt.pending_credits
+        self.message = (f"{receipt.accepted_patterns} pattern(s) submitted to round {receipt.round_id}; "
+                        "credits are pending until the round is released")
+
 
 class SyncResult(BaseModel):
     outbox_sent: int = 0
@@ -54,6 +64,10 @@ class SyncResult(BaseModel):
     cache_patterns: int = 0
     withdrawn_from_cache: int = 0
     message: str = ""
+
+    def summary(self) -> str:
+        return (f"round {self.round_id} {self.phase}" + (f"; posted {', '.join(self.steps_posted)}" if self.steps_posted
+                                                          else "") + ("; released" if self.released else ""))
 
 
 class FederatedPattern(BaseModel):

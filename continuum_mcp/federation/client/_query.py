@@ -16,13 +16,15 @@ import numpy as np
 
 from continuum_mcp.crypto.cipher import FederationCipher
 from continuum_mcp.crypto.identity import b64decode
-from continuum_mcp.errors import CryptoError, InsufficientCredits, InvalidInput
+from continuum_mcp.errors import CryptoError, InsufficientCredits, InvalidInput, VerificationRefused
 from continuum_mcp.federation.api import TRANSIENT_ERRORS, CoordinatorAPI
 from continuum_mcp.federation.client._cache import CachedPattern, PatternCache
 from continuum_mcp.federation.client._models import FederatedPattern
 from continuum_mcp.federation.protocol import QueryRequest, ReleasedPattern
 from continuum_mcp.federation.submission import pattern_text
+from continuum_mcp.memory.store import MemoryStore, RecallHit
 from continuum_mcp.privacy.codebook import Codebook
+from continuum_mcp.privacy.generalize import is_private
 from embeddings import Embedder
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,24 @@ def pad_with_decoys(wanted: Sequence[int], released: Sequence[int], slots: int) 
     out = list(wanted) + decoys
     rng.shuffle(out)
     return out
+
+
+def check_query(query: object) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("query must be a non-empty string")
+
+
+def supporting_memory(store: MemoryStore, pattern: CachedPattern, threshold: float) -> RecallHit:
+    """The non-private local memory most similar to the pattern's text, if it is at least
+    ``threshold`` similar; else ``VerificationRefused`` (and nobody was contacted)."""
+    hits = store.recall(pattern_text(pattern.summary, pattern.phrases), k=10, mode="semantic").hits
+    best = next((h for h in hits if not is_private(h.memory)), None)
+    if best is None or best.similarity < threshold:
+        sim = 0.0 if best is None else best.similarity
+        raise VerificationRefused(
+            f"your memory does not support pattern {pattern.pattern_id} (best non-private similarity {sim:.2f}, "
+            f"needs {threshold}); only patterns your own memory confirms can be verified")
+    return best
 
 
 def _decrypt_all(cipher: FederationCipher, slot: int, items: Sequence[tuple[str, int]], what: str) -> list[str]:
@@ -155,6 +175,11 @@ class FederatedQuery:
         return np.asarray(self.embedder.encode([query])[0], dtype=np.float32)
 
     def query(self, query: str, min_confidence: float, max_results: int) -> list[FederatedPattern]:
+        check_query(query)
+        if not 0.0 <= min_confidence <= 1.0:
+            raise InvalidInput("min_confidence must be in [0, 1]")
+        if isinstance(max_results, bool) or not 1 <= int(max_results) <= 100:
+            raise InvalidInput("max_results must be from 1 to 100")
         qvec = self._embed(query)
         released = self.released_slots()
         if not released:
@@ -169,7 +194,7 @@ class FederatedQuery:
         out = [p for p in (self.to_federated(qvec, r) for r in self.fetch(resp.patterns))
                if p.confidence >= min_confidence]
         out.sort(key=lambda p: (-p.confidence, -p.similarity))
-        return out[:max_results]
+        return out[: int(max_results)]
 
     def search_cache(self, query: str, k: int) -> list[FederatedPattern]:
         rows = self.cache.rows()

@@ -12,11 +12,28 @@ from collections.abc import Callable
 from continuum_mcp.errors import ContinuumError
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.participant import Done, Request, RoundOutcome, RoundParticipant, Wait
+from continuum_mcp.privacy.ledger import PrivacyLedger, PrivacySpend
 from continuum_mcp.secagg import SecAggParams
 
 #: called before a secagg message is posted (the client charges its privacy ledger before
 #: ``masked_input``); raising stops the round for this member with nothing posted.
 BeforePost = Callable[[str, SecAggParams], None]
+
+
+class LedgerCharge:
+    """A ``before_post`` hook: charge ``spend`` to the privacy ledger just before this member's
+    masked input is posted (the only moment its data enters a release). Past the budget the
+    ledger raises and nothing is posted. ``spent`` says whether it charged."""
+
+    def __init__(self, open_ledger: Callable[[], PrivacyLedger], spend: PrivacySpend, federation_id: str) -> None:
+        self._open, self._spend, self._federation_id = open_ledger, spend, federation_id
+        self.spent = False
+
+    def __call__(self, kind: str, params: SecAggParams) -> None:
+        if kind == "masked_input":
+            with self._open() as ledger:
+                ledger.spend(self._spend, round_id=f"{self._federation_id}/r{params.round_id}")
+            self.spent = True
 
 
 def step(api: CoordinatorAPI, participant: RoundParticipant, before_post: BeforePost | None = None
