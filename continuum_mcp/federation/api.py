@@ -29,32 +29,8 @@ from pydantic import BaseModel, ValidationError
 
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.errors import ERRORS_BY_CODE, ContinuumError, CoordinatorUnavailable, RateLimited, error_for_code
-from continuum_mcp.federation.protocol import (
-    ADMIN_TOKEN_HEADER,
-    ActionReceipt,
-    ContributionReceipt,
-    ContributionRequest,
-    CreditBalance,
-    DeletionReceipt,
-    DownloadResponse,
-    ErrorBody,
-    FederationInfo,
-    Health,
-    InviteRequest,
-    InviteResponse,
-    JoinRequest,
-    JoinResponse,
-    MemberStatus,
-    QueryRequest,
-    QueryResponse,
-    RoundState,
-    RouteSpec,
-    SecAggKind,
-    SecAggPost,
-    SlotsResponse,
-    VoteRequest,
-    routes,
-)
+from continuum_mcp.federation import protocol as wire
+from continuum_mcp.federation.protocol import RouteSpec, routes
 from continuum_mcp.secagg import KeyRoster, ShareInbox, SignedMessage, SurvivorList
 
 M = TypeVar("M", bound=BaseModel)
@@ -69,7 +45,7 @@ def error_from_response(resp: httpx.Response) -> ContinuumError:
     carries ``Retry-After``). A body that is no ErrorBody, or an unknown code, means the
     coordinator is not behaving as one: ``CoordinatorUnavailable``."""
     try:
-        body = ErrorBody.model_validate_json(resp.content)
+        body = wire.ErrorBody.model_validate_json(resp.content)
     except ValidationError:
         return CoordinatorUnavailable(f"the coordinator answered HTTP {resp.status_code} without an error body")
     if body.code not in ERRORS_BY_CODE:
@@ -139,7 +115,7 @@ class CoordinatorAPI:
         elif spec.auth == "admin":
             if self.admin_token is None:
                 raise ValueError(f"route {spec.name} needs the admin token")
-            headers[ADMIN_TOKEN_HEADER] = self.admin_token
+            headers[wire.ADMIN_TOKEN_HEADER] = self.admin_token
         if data:
             headers["Content-Type"] = "application/json"
         return headers
@@ -189,31 +165,31 @@ class CoordinatorAPI:
             "contributions wait in the local outbox and nothing is lost")
 
     # ----- one thin, typed method per route ------------------------------------------------
-    def health(self) -> Health:
+    def health(self) -> wire.Health:
         return self.call("health")
 
-    def federation(self) -> FederationInfo:
+    def federation(self) -> wire.FederationInfo:
         return self.call("federation")
 
-    def join(self, req: JoinRequest) -> JoinResponse:
+    def join(self, req: wire.JoinRequest) -> wire.JoinResponse:
         return self.call("join", req)
 
-    def status(self) -> MemberStatus:
+    def status(self) -> wire.MemberStatus:
         return self.call("status")
 
-    def contribute(self, req: ContributionRequest) -> ContributionReceipt:
+    def contribute(self, req: wire.ContributionRequest) -> wire.ContributionReceipt:
         return self.call("contribute", req)
 
-    def delete_contributions(self) -> DeletionReceipt:
+    def delete_contributions(self) -> wire.DeletionReceipt:
         return self.call("delete_contributions")
 
-    def leave(self) -> DeletionReceipt:
+    def leave(self) -> wire.DeletionReceipt:
         return self.call("leave")
 
-    def round_current(self) -> RoundState:
+    def round_current(self) -> wire.RoundState:
         return self.call("round_current")
 
-    def round(self, round_id: int) -> RoundState:
+    def round(self, round_id: int) -> wire.RoundState:
         return self.call("round", round_id=round_id)
 
     def secagg_roster(self, round_id: int) -> KeyRoster:
@@ -225,32 +201,34 @@ class CoordinatorAPI:
     def secagg_survivors(self, round_id: int) -> SurvivorList:
         return self.call("secagg_survivors", round_id=round_id)
 
-    def secagg_post(self, round_id: int, kind: SecAggKind, message: SignedMessage | SecAggPost) -> ActionReceipt:
-        post = message if isinstance(message, SecAggPost) else SecAggPost(message=message.model_dump(mode="json"))
+    def secagg_post(self, round_id: int, kind: wire.SecAggKind, message: SignedMessage | wire.SecAggPost
+                    ) -> wire.ActionReceipt:
+        """Post one signed secagg message (a SignedMessage is wrapped in its SecAggPost)."""
+        post = message if isinstance(message, wire.SecAggPost) else wire.SecAggPost(message=message.model_dump(mode="json"))
         return self.call("secagg_post", post, round_id=round_id, kind=kind)
 
-    def slots(self) -> SlotsResponse:
+    def slots(self) -> wire.SlotsResponse:
         return self.call("slots")
 
-    def query(self, req: QueryRequest) -> QueryResponse:
+    def query(self, req: wire.QueryRequest) -> wire.QueryResponse:
         return self.call("query", req)
 
-    def download(self) -> DownloadResponse:
+    def download(self) -> wire.DownloadResponse:
         return self.call("download")
 
-    def verify(self, pattern_id: str) -> ActionReceipt:
+    def verify(self, pattern_id: str) -> wire.ActionReceipt:
         return self.call("verify", pattern_id=pattern_id)
 
-    def vote(self, pattern_id: str, up: bool) -> ActionReceipt:
-        return self.call("vote", VoteRequest(up=bool(up)), pattern_id=pattern_id)
+    def vote(self, pattern_id: str, up: bool) -> wire.ActionReceipt:
+        return self.call("vote", wire.VoteRequest(up=bool(up)), pattern_id=pattern_id)
 
-    def credits(self) -> CreditBalance:
+    def credits(self) -> wire.CreditBalance:
         return self.call("credits")
 
-    def admin_invites(self, count: int = 1) -> InviteResponse:
-        return self.call("admin_invites", InviteRequest(count=count))
+    def admin_invites(self, count: int = 1) -> wire.InviteResponse:
+        return self.call("admin_invites", wire.InviteRequest(count=count))
 
-    def admin_close_round(self) -> RoundState:
+    def admin_close_round(self) -> wire.RoundState:
         return self.call("admin_close_round")
 
 

@@ -44,22 +44,21 @@ class CachedPattern:
     embedding: np.ndarray
 
 
-class PatternCache:
-    def __init__(self, path: Path) -> None:
-        self.db = Database(path, CACHE_SCHEMA, private=True, what="federation cache")
+class PatternCache(Database):
+    """cache.db: released patterns as this machine decrypted and embedded them."""
 
-    def close(self) -> None:
-        self.db.close()
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, CACHE_SCHEMA, private=True, what="federation cache")
 
     def size(self) -> int:
-        return int(self.db.read("SELECT COUNT(*) FROM patterns")[0][0])
+        return int(self.read("SELECT COUNT(*) FROM patterns")[0][0])
 
     def rows(self) -> list[CachedPattern]:
         return [CachedPattern(pattern_id=r[0], slot=int(r[1]), summary=r[2], phrases=json.loads(r[3]),
                               statements=json.loads(r[4]), contributors=float(r[5]), verifications=int(r[6]),
                               votes_up=int(r[7]), votes_down=int(r[8]), released_at_round=int(r[9]),
                               embedding=np.frombuffer(r[10], dtype="<f4").astype(np.float32))
-                for r in self.db.read(f"SELECT {_COLUMNS} FROM patterns")]
+                for r in self.read(f"SELECT {_COLUMNS} FROM patterns")]
 
     def get(self, pattern_id: str) -> CachedPattern:
         for r in self.rows():
@@ -68,11 +67,11 @@ class PatternCache:
         raise NotFound(f"pattern {pattern_id!r} is not in the local cache; query or download it first")
 
     def slots(self) -> set[int]:
-        return {int(r[0]) for r in self.db.read("SELECT slot FROM patterns")}
+        return {int(r[0]) for r in self.read("SELECT slot FROM patterns")}
 
     def put(self, patterns: Sequence[CachedPattern]) -> None:
         now = time.time()
-        with self.db.tx() as c:
+        with self.tx() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO patterns VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(p.pattern_id, p.slot, p.summary, json.dumps(p.phrases), json.dumps(p.statements), p.contributors,
@@ -80,9 +79,9 @@ class PatternCache:
                   np.asarray(p.embedding, dtype="<f4").tobytes(), now) for p in patterns])
 
     def drop_slots(self, slots: Iterable[int]) -> None:
-        with self.db.tx() as c:
+        with self.tx() as c:
             c.executemany("DELETE FROM patterns WHERE slot = ?", [(int(s),) for s in slots])
 
     def clear(self) -> None:
-        with self.db.tx() as c:
+        with self.tx() as c:
             c.execute("DELETE FROM patterns")

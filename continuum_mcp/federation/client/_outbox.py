@@ -32,25 +32,24 @@ CREATE TABLE IF NOT EXISTS submitted (round_id INTEGER NOT NULL, slot INTEGER NO
 """
 
 
-class Outbox:
-    def __init__(self, path: Path) -> None:
-        self.db = Database(path, OUTBOX_SCHEMA, private=True, what="federation outbox")
+class Outbox(Database):
+    """outbox.db: queued contributions, and what was submitted to which round."""
 
-    def close(self) -> None:
-        self.db.close()
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, OUTBOX_SCHEMA, private=True, what="federation outbox")
 
     def size(self) -> int:
-        return int(self.db.read("SELECT COUNT(*) FROM outbox")[0][0])
+        return int(self.read("SELECT COUNT(*) FROM outbox")[0][0])
 
     def queue(self, planned: Sequence[PlannedPattern]) -> None:
-        with self.db.tx() as c:
+        with self.tx() as c:
             c.execute("INSERT INTO outbox (created_at, patterns) VALUES (?, ?)",
                       (time.time(), json.dumps([p.model_dump() for p in planned])))
 
     def submitted(self, round_id: int, *, up_to: bool = False) -> list[PlannedPattern]:
         """Pending submitted patterns of ``round_id`` (or of every round up to it, oldest first)."""
         where = "round_id <= ?" if up_to else "round_id = ?"
-        rows = self.db.read(f"SELECT pattern FROM submitted WHERE status = 'pending' AND {where} ORDER BY round_id",
+        rows = self.read(f"SELECT pattern FROM submitted WHERE status = 'pending' AND {where} ORDER BY round_id",
                             (round_id,))
         return [PlannedPattern.model_validate_json(r[0]) for r in rows]
 
@@ -60,7 +59,7 @@ class Outbox:
 
         Returns None when there is nothing to send or the round is not collecting; raises
         CoordinatorUnavailable (the outbox stays) when the coordinator cannot be reached."""
-        rows = self.db.read("SELECT id, patterns FROM outbox ORDER BY id")
+        rows = self.read("SELECT id, patterns FROM outbox ORDER BY id")
         if not rows:
             return None
         state = api.round_current()
@@ -74,7 +73,7 @@ class Outbox:
         except WrongPhase:
             return None  # the round closed meanwhile: stays queued, re-encrypted next time
         now = time.time()
-        with self.db.tx() as c:
+        with self.tx() as c:
             c.execute("DELETE FROM submitted WHERE round_id = ? AND status = 'pending'", (r,))
             c.executemany("INSERT OR REPLACE INTO submitted (round_id, slot, pattern, submitted_at, status) "
                           "VALUES (?, ?, ?, ?, 'pending')", [(r, p.slot, p.model_dump_json(), now) for p in chosen])
@@ -84,13 +83,13 @@ class Outbox:
 
     def mark_aggregated(self, round_id: int) -> None:
         """The rounds up to ``round_id`` were released: their submissions are spent."""
-        with self.db.tx() as c:
+        with self.tx() as c:
             c.execute("UPDATE submitted SET status = 'aggregated' WHERE round_id <= ? AND status = 'pending'",
                       (round_id,))
 
     def clear(self) -> int:
         """Forget every queued and submitted pattern; returns how many queued contributions went."""
-        with self.db.tx() as c:
+        with self.tx() as c:
             n = int(c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
             c.execute("DELETE FROM outbox")
             c.execute("DELETE FROM submitted")
