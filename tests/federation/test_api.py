@@ -30,7 +30,7 @@ from continuum_mcp.errors import (
     WrongPhase,
 )
 from continuum_mcp.federation.api import CoordinatorAPI, error_from_response
-from continuum_mcp.federation.client import step
+from continuum_mcp.federation.client import run_round, step
 from continuum_mcp.federation.coordinator.http import FederationCoordinator
 from continuum_mcp.federation.participant import Done, RoundExpectations, RoundParticipant
 from continuum_mcp.federation.protocol import ERRORS, SECAGG_PHASES, JoinRequest, routes
@@ -177,3 +177,32 @@ def test_a_full_round_driven_by_participants_over_the_api(coord: FederationCoord
     assert final.phase == "released" and final.epsilon_spent is not None
     assert SecAggParams.model_validate(final.params).n == 3
     assert apis[0].round_current().round_id == 1
+
+
+def test_run_round_stops_at_its_deadline_or_when_told_and_resumes_later(coord: FederationCoordinator) -> None:
+    apis = joined(coord, 3)
+    cipher = FederationCipher(generate_federation_key(), FED)
+    p = PlannedPattern(slot=1, confidence=0.9, phrases=["tea"], statement="tea", pattern_id="p", source_memory_ids=[],
+                       embedding=[1.0] * DIM)
+    for api in apis:
+        api.contribute(build_contribution([p], 0, cipher, "open"))
+    api_for(coord, admin_token=ADMIN).admin_close_round()
+    expect = RoundExpectations.for_mode(FED, SLOTS, DIM, default_policy().mode("open"))
+    vec = secagg_input([p], SLOTS, DIM, expect.max_clip_norm)
+    sessions: dict[str, Any] = {}
+    clock = iter(range(100))
+    first = run_round(apis[0], RoundParticipant(apis[0].identity, expect, vec, sessions=sessions), timeout_seconds=1.5,
+                      sleep=lambda _s: None, monotonic=lambda: float(next(clock)))
+    assert first.steps_posted == ["advertise"] and "still in advertise" in first.message  # the others have not posted
+    closing = run_round(apis[1], RoundParticipant(apis[1].identity, expect, vec), timeout_seconds=60,
+                        sleep=lambda _s: True)
+    assert closing.steps_posted == ["advertise"] and "closing" in closing.message
+    # a later sync of the first member resumes the same attempt with the secagg state it kept
+    members = [(apis[0], RoundParticipant(apis[0].identity, expect, vec, sessions=sessions)),
+               (apis[2], RoundParticipant(apis[2].identity, expect, vec))]
+    for _ in range(20):
+        for api, part in members:
+            step(api, part)
+    assert members[0][1].outcome.steps_posted == ["share_keys"]  # resumed: no "lost its state" abort
+    assert members[1][1].outcome.steps_posted == ["advertise", "share_keys"]
+    assert apis[2].round(0).phase == "share_keys"  # member 1 still owes its share_keys: the round waits for it
