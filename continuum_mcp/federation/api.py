@@ -22,6 +22,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import httpx
@@ -62,7 +63,7 @@ def _retry_after(resp: httpx.Response) -> float:
         return 1.0
 
 
-class CoordinatorAPI:
+class CoordinatorAPI(AbstractContextManager["CoordinatorAPI"]):
     """Signed, retried, typed calls to one coordinator (``base_url``) as one ``identity``.
 
     ``call(name, body, **path)`` runs any route of ``protocol.routes()``; the thin methods below
@@ -98,9 +99,6 @@ class CoordinatorAPI:
     def close(self) -> None:
         if self._own_http:
             self._http.close()
-
-    def __enter__(self) -> CoordinatorAPI:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class FederationClient:
+class FederationClient(AbstractContextManager["FederationClient"]):
     """One instance's membership of one federation."""
 
     def __init__(self, store: MemoryStore, settings: Settings, *, http: httpx.Client | None = None,
@@ -114,9 +115,6 @@ class FederationClient:
         self._cache.close()
         if self._own_http:
             self._http.close()
-
-    def __enter__(self) -> FederationClient:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

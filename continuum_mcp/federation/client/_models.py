@@ -23,9 +23,9 @@ class JoinResult(BaseModel):
     contribution_level: LevelName
     privacy_mode: ModeName = Field(description="This instance's own mode.")
     federation_mode: ModeName = Field(description="The mode every round of the federation is released under.")
-    min_contributors: int
+    min_contributors: int = Field(description="The federation's floor of distinct contributors for any release.")
     joined_at: datetime
-    note: str = ""
+    note: str = Field(default="", description="What the federation's mode means for this member, if notable.")
 
 
 class ContributionResult(BaseModel):
