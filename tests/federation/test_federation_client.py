@@ -33,7 +33,7 @@ from continuum_mcp.errors import (
     PrivacyBudgetExceeded,
     VerificationRefused,
 )
-from continuum_mcp.federation.client._client import QUERY_PADDED_SLOTS, FederationClient, _pad_with_decoys, federated_confidence
+from continuum_mcp.federation.client import QUERY_PADDED_SLOTS, FederationClient, federated_confidence, pad_with_decoys
 from continuum_mcp.server import build_server
 from continuum_mcp.memory.store import MemoryStore
 from embeddings import SentenceTransformerEmbedder
@@ -410,7 +410,7 @@ def test_query_slots_are_padded_with_decoys_to_a_fixed_count() -> None:
     for released in ([3, 9], list(range(0, 200, 5))):
         wanted = released[:2]
         for _ in range(20):
-            padded = _pad_with_decoys(wanted, released, 256)
+            padded = pad_with_decoys(wanted, released, 256)
             assert len(padded) == QUERY_PADDED_SLOTS == len(set(padded)) and set(wanted) <= set(padded)
             # decoys are drawn from released slots first, so wanted ones do not stand out
             assert len(set(padded) & set(released)) == min(len(released), QUERY_PADDED_SLOTS)

@@ -1,0 +1,225 @@
+"""Asking the federation: rank released slots locally, fetch them padded with decoys, decrypt,
+re-rank by local embeddings; and keep the local cache of released patterns in step.
+
+Why locally: the coordinator only learns a padded set of slot numbers; which slots were wanted,
+the query text and the decrypted patterns stay on this machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from continuum_mcp.crypto.cipher import FederationCipher
+from continuum_mcp.crypto.identity import b64decode
+from continuum_mcp.errors import CryptoError, InsufficientCredits, InvalidInput, VerificationRefused
+from continuum_mcp.federation.api import TRANSIENT_ERRORS, CoordinatorAPI
+from continuum_mcp.federation.client._cache import CachedPattern, PatternCache
+from continuum_mcp.federation.client._models import FederatedPattern
+from continuum_mcp.federation.protocol import QueryRequest, ReleasedPattern
+from continuum_mcp.federation.submission import pattern_text
+from continuum_mcp.memory.store import MemoryStore, RecallHit
+from continuum_mcp.privacy.codebook import Codebook
+from continuum_mcp.privacy.generalize import is_private
+from embeddings import Embedder
+
+logger = logging.getLogger(__name__)
+
+#: Slots asked for per query: the QUERY_TOP_SLOTS best released slots, padded with random decoys
+#: to QUERY_PADDED_SLOTS so the coordinator does not learn which ones were wanted.
+QUERY_TOP_SLOTS = 4
+QUERY_PADDED_SLOTS = 16
+#: Confidence of a federated pattern (documented in :func:`federated_confidence`).
+RELEVANCE_FLOOR, RELEVANCE_SPAN = 0.2, 0.4
+
+
+def federated_confidence(similarity: float, noisy_contributors: float, min_contributors: int) -> float:
+    """Confidence of a federated pattern for a query, in [0, 1]::
+
+        relevance = clip((cosine - 0.2) / 0.4, 0, 1)     # cosine 0.6 or more -> 1, 0.2 or less -> 0
+        n         = max(noisy contributors, floor)       # floor = min_contributors
+        support   = 1 - 2 ** (-3 * n / floor)
+        confidence = relevance * support
+
+    ``n`` is never below the floor because the coordinator releases nothing whose true count of
+    distinct contributors is below it (the noisy count alone can be far off in a small
+    federation). At the floor support is 0.875, at twice the floor 0.98: a pattern that only
+    just passed the floor reaches the default ``min_confidence`` 0.8 only if its text closely
+    matches the query (cosine >= 0.57).
+    """
+    relevance = min(1.0, max(0.0, (similarity - RELEVANCE_FLOOR) / RELEVANCE_SPAN))
+    floor = max(1, min_contributors)
+    support = 1.0 - 2.0 ** (-3.0 * max(noisy_contributors, float(floor)) / floor)
+    return round(relevance * support, 4)
+
+
+def pad_with_decoys(wanted: Sequence[int], released: Sequence[int], slots: int) -> list[int]:
+    """Wanted slots plus random decoys, QUERY_PADDED_SLOTS in all, shuffled. Decoys come first
+    from the other *released* slots (so the request does not single out the released ones the
+    query wants; with few releases, all of them are asked for), then from the rest."""
+    rng = secrets.SystemRandom()
+    need = max(0, QUERY_PADDED_SLOTS - len(wanted))
+    taken = set(wanted)
+    rel_others = [s for s in released if s not in taken]
+    decoys = rng.sample(rel_others, min(need, len(rel_others)))
+    taken.update(decoys)
+    rest = [s for s in range(slots) if s not in taken]
+    decoys += rng.sample(rest, min(need - len(decoys), len(rest)))
+    out = list(wanted) + decoys
+    rng.shuffle(out)
+    return out
+
+
+def check_query(query: object) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("query must be a non-empty string")
+
+
+def supporting_memory(store: MemoryStore, pattern: CachedPattern, threshold: float) -> RecallHit:
+    """The non-private local memory most similar to the pattern's text, if it is at least
+    ``threshold`` similar; else ``VerificationRefused`` (and nobody was contacted)."""
+    hits = store.recall(pattern_text(pattern.summary, pattern.phrases), k=10, mode="semantic").hits
+    best = next((h for h in hits if not is_private(h.memory)), None)
+    if best is None or best.similarity < threshold:
+        sim = 0.0 if best is None else best.similarity
+        raise VerificationRefused(
+            f"your memory does not support pattern {pattern.pattern_id} (best non-private similarity {sim:.2f}, "
+            f"needs {threshold}); only patterns your own memory confirms can be verified")
+    return best
+
+
+def _decrypt_all(cipher: FederationCipher, slot: int, items: Sequence[tuple[str, int]], what: str) -> list[str]:
+    out: list[str] = []
+    for ciphertext, round_id in items:
+        try:
+            out.append(cipher.decrypt(slot, round_id, b64decode(ciphertext, what=what)))
+        except (CryptoError, InvalidInput):
+            logger.debug("undecryptable %s in slot %d skipped", what, slot)
+    return out
+
+
+def _medoid(texts: list[str], vecs: np.ndarray) -> str:
+    """The text most like the others (a robust summary of several statements)."""
+    return texts[int(np.argmax((vecs @ vecs.T).sum(axis=1)))]
+
+
+@dataclass
+class FederatedQuery:
+    """Queries and cache upkeep for one membership (built per use by the client)."""
+
+    api: CoordinatorAPI
+    cache: PatternCache
+    cipher: FederationCipher
+    embedder: Embedder
+    codebook: Codebook
+    min_contributors: int
+
+    def released_slots(self) -> dict[int, np.ndarray]:
+        """Released slot -> unit vector (its DP centroid, or the codebook vector if that is unusable)."""
+        out: dict[int, np.ndarray] = {}
+        cb = self.codebook
+        for s in self.api.slots().slots:
+            if s.released_at_round < 0 or not 0 <= s.slot < cb.slots:
+                continue
+            v = np.asarray(s.vector, dtype=np.float32) if s.vector else cb.vectors[s.slot]
+            if v.shape != (cb.dim,) or not np.all(np.isfinite(v)) or np.linalg.norm(v) == 0:
+                v = cb.vectors[s.slot]
+            out[s.slot] = v / np.linalg.norm(v)
+        return out
+
+    def fetch(self, patterns: Sequence[ReleasedPattern]) -> list[CachedPattern]:
+        """Decrypt, summarise and embed released patterns; write them to the cache."""
+        decrypted: list[tuple[ReleasedPattern, list[str], list[str]]] = []
+        for rp in patterns:
+            ranked = sorted(rp.phrases, key=lambda p: -p.noisy_contributors)
+            phrases = _decrypt_all(self.cipher, rp.slot, [(p.ciphertext, p.round_id) for p in ranked], "phrase")
+            statements = _decrypt_all(self.cipher, rp.slot, [(s.ciphertext, s.round_id) for s in rp.statements],
+                                      "statement")
+            if phrases or statements:
+                decrypted.append((rp, list(dict.fromkeys(phrases)), statements))
+        if not decrypted:
+            return []
+        # summary: the medoid statement (the one most like the others), else the phrases
+        unique = [list(dict.fromkeys(sts)) for _, _, sts in decrypted]
+        flat = [t for sts in unique for t in sts]
+        vecs = self.embedder.encode(flat) if flat else np.zeros((0, 1))
+        summaries: list[str] = []
+        pos = 0
+        for (_, phrases, _), sts in zip(decrypted, unique):
+            summaries.append(_medoid(sts, vecs[pos:pos + len(sts)]) if sts else "; ".join(phrases))
+            pos += len(sts)
+        embs = self.embedder.encode([pattern_text(s, ph) for s, (_, ph, _) in zip(summaries, decrypted)])
+        rows = [CachedPattern(pattern_id=rp.pattern_id, slot=rp.slot, summary=summary, phrases=phrases,
+                              statements=statements, contributors=rp.noisy_contributors,
+                              verifications=rp.verifications, votes_up=rp.votes_up, votes_down=rp.votes_down,
+                              released_at_round=rp.released_at_round, embedding=np.asarray(e, dtype=np.float32))
+                for (rp, phrases, statements), summary, e in zip(decrypted, summaries, embs)]
+        self.cache.put(rows)
+        return rows
+
+    def to_federated(self, qvec: np.ndarray, row: CachedPattern) -> FederatedPattern:
+        sim = float(np.dot(qvec, row.embedding))
+        return FederatedPattern(
+            pattern_id=row.pattern_id, slot=row.slot, summary=row.summary, phrases=row.phrases,
+            statements=row.statements, similarity=round(sim, 4),
+            confidence=federated_confidence(sim, row.contributors, self.min_contributors),
+            contributor_count=round(max(row.contributors, float(self.min_contributors)), 2),
+            verification_count=row.verifications, votes_up=row.votes_up, votes_down=row.votes_down,
+            released_at_round=row.released_at_round)
+
+    def _embed(self, query: str) -> np.ndarray:
+        return np.asarray(self.embedder.encode([query])[0], dtype=np.float32)
+
+    def query(self, query: str, min_confidence: float, max_results: int) -> list[FederatedPattern]:
+        check_query(query)
+        if not 0.0 <= min_confidence <= 1.0:
+            raise InvalidInput("min_confidence must be in [0, 1]")
+        if isinstance(max_results, bool) or not 1 <= int(max_results) <= 100:
+            raise InvalidInput("max_results must be from 1 to 100")
+        qvec = self._embed(query)
+        released = self.released_slots()
+        if not released:
+            return []
+        ids = sorted(released)
+        # a DP centroid of few contributors is mostly noise; the public codebook vector of the
+        # slot is the better guide then, so a slot scores the better of the two
+        cb = self.codebook.vectors
+        sims = np.asarray([max(float(np.dot(qvec, released[s])), float(np.dot(qvec, cb[s]))) for s in ids])
+        wanted = [ids[i] for i in np.argsort(-sims)[:QUERY_TOP_SLOTS]]
+        resp = self.api.query(QueryRequest(slots=pad_with_decoys(wanted, ids, self.codebook.slots)))
+        out = [p for p in (self.to_federated(qvec, r) for r in self.fetch(resp.patterns))
+               if p.confidence >= min_confidence]
+        out.sort(key=lambda p: (-p.confidence, -p.similarity))
+        return out[: int(max_results)]
+
+    def search_cache(self, query: str, k: int) -> list[FederatedPattern]:
+        rows = self.cache.rows()
+        if not rows:
+            return []
+        qvec = self._embed(query)
+        out = [p for p in (self.to_federated(qvec, r) for r in rows) if p.similarity > RELEVANCE_FLOOR]
+        out.sort(key=lambda p: (-p.similarity, -p.confidence))
+        return out[:k]
+
+    def refresh(self, fetch_new: bool) -> int:
+        """Drop cached patterns whose slot is no longer released; optionally fetch new ones.
+        Returns how many slots were dropped."""
+        try:
+            released = self.released_slots()
+        except TRANSIENT_ERRORS:
+            return 0
+        cached = self.cache.slots()
+        gone = cached - set(released)
+        if gone:
+            self.cache.drop_slots(gone)
+        new = sorted(set(released) - cached)
+        if fetch_new and new:
+            try:
+                self.fetch(self.api.query(QueryRequest(slots=new[:64])).patterns)
+            except InsufficientCredits:
+                logger.info("not enough credits to fetch newly released patterns into the cache")
+        return len(gone)
