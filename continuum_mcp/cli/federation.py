@@ -121,7 +121,8 @@ def cmd_patterns(args: argparse.Namespace, app: Continuum) -> int:
 def add_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
     fp = sub.add_parser("federation", help="join and use a federation of memories",
                         description="Join and use a federation of memories (opt-in; nothing is shared before).")
-    fs = fp.add_subparsers(dest="fed_command", required=True, metavar="COMMAND")
+    fs = fp.add_subparsers(dest="fed_command", required=True, metavar="COMMAND",
+                           help="what to do; `continuum-mcp federation COMMAND --help` explains its arguments")
     s = add_command(fs, "join", "join with an invite from the federation's founder", common)
     s.add_argument("invite", help="the invite string 'continuum-invite:v1:...#...' (its key part never leaves "
                                   "this machine)")

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="continuum-mcp", description="Private long-term memory for AI assistants.",
                                 epilog=_exit_codes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"continuum-mcp {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="what to do; `continuum-mcp COMMAND --help` explains its arguments")
     memory.add_parsers(sub, common, filter_options())
 
     s = add_command(sub, "serve", "run the MCP server", [store])

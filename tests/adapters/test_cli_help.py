@@ -47,7 +47,16 @@ def test_every_argument_has_a_help_text(path: tuple[str, ...], parser: argparse.
     out = capsys.readouterr().out
     assert out.startswith("usage: continuum-mcp")
     for action in parser._actions:  # what it parses is what --help shows
-        assert (action.option_strings[-1] if action.option_strings else action.metavar or action.dest) in out
+        assert shown(action) in out, (path, action.dest)
+
+
+def shown(action: argparse.Action) -> str:
+    """How --help names an argument: its last option string, metavar, choices or dest."""
+    if action.option_strings:
+        return action.option_strings[-1]
+    if action.metavar:
+        return str(action.metavar)
+    return "{" + ",".join(action.choices) + "}" if action.choices else action.dest
 
 
 def test_top_level_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
