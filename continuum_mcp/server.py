@@ -8,7 +8,7 @@ the tools' output schemas and are imported by :func:`build_server`.
 """
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -43,6 +43,14 @@ Long-term memory for this user, stored privately on their machine.
 """
 
 
+#: Tool hints: local tools touch nothing outside this machine; federation tools are open-world.
+LOCAL_READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+LOCAL_ADD = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+LOCAL_EDIT = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+FED_READ = ToolAnnotations(read_only_hint=True, open_world_hint=True)
+FED_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+
+
 async def _in_thread(call: Callable[[], T]) -> T:
     """Blocking core work off the event loop; a typed core error becomes an MCP tool error."""
     try:
@@ -65,7 +73,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
     resolve_models()
     app = Continuum(settings, embedder, load_delay=MODEL_LOAD_DELAY)
 
-    def run(call: Callable[[Continuum], T]) -> Any:
+    def run(call: Callable[[Continuum], T]) -> Coroutine[Any, Any, T]:
         return _in_thread(lambda: call(app))
 
     @asynccontextmanager
@@ -82,10 +90,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         name="continuum-mcp", title="Continuum memory", version=__version__, instructions=INSTRUCTIONS,
         lifespan=lifespan, log_level="WARNING")
 
-    @mcp.tool(
-        title="Remember",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
-                                    open_world_hint=False))
+    @mcp.tool(title="Remember", annotations=LOCAL_ADD)
     async def remember(
         text: Annotated[str, Field(description="The fact, preference or note to keep, as one self-contained statement.")],
         tags: Annotated[list[str] | None, Field(description="Short labels, e.g. ['work', 'project-x']. "
@@ -96,9 +101,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         exists, it is returned instead of a copy (status 'duplicate' or 'near_duplicate')."""
         return await run(lambda a: a.remember(text, tags=tags, metadata=metadata, source="mcp"))
 
-    @mcp.tool(
-        title="Recall",
-        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @mcp.tool(title="Recall", annotations=LOCAL_READ)
     async def recall(
         query: Annotated[str, Field(description="What to look for, in natural language or keywords.")],
         k: Annotated[int, Field(description="How many memories to return (1-100).")] = 5,
@@ -121,20 +124,14 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         return await run(lambda a: a.recall(query, k=k, mode=mode, filters=filters, min_score=min_score,
                                             include_federated=include_federated))
 
-    @mcp.tool(
-        title="Forget",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                                    open_world_hint=False))
+    @mcp.tool(title="Forget", annotations=LOCAL_EDIT)
     async def forget(
         ids: Annotated[list[int], Field(description="Ids of the memories to delete for good.")],
     ) -> ForgetResult:
         """Permanently delete memories. All or nothing: if any id is unknown, none is deleted."""
         return await run(lambda a: a.forget(ids))
 
-    @mcp.tool(
-        title="Update memory",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                                    open_world_hint=False))
+    @mcp.tool(title="Update memory", annotations=LOCAL_EDIT)
     async def update_memory(
         id: Annotated[int, Field(description="Id of the memory to change.")],
         text: Annotated[str | None, Field(description="New text (replaces the old; re-indexed).")] = None,
@@ -144,9 +141,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         """Correct or re-tag an existing memory. Fields left out stay as they are."""
         return await run(lambda a: a.update(id, text=text, tags=tags, metadata=metadata))
 
-    @mcp.tool(
-        title="List memories",
-        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @mcp.tool(title="List memories", annotations=LOCAL_READ)
     async def list_memories(
         tags_any: Annotated[list[str] | None, Field(description="Only memories with at least one of these tags.")] = None,
         tags_all: Annotated[list[str] | None, Field(description="Only memories with all of these tags.")] = None,
@@ -159,17 +154,14 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         filters = Filters(tags_any=tags_any or [], tags_all=tags_all or [], since=since, until=until)
         return await run(lambda a: a.list(filters, offset=offset, limit=limit))
 
-    @mcp.tool(
-        title="Memory statistics",
-        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @mcp.tool(title="Memory statistics", annotations=LOCAL_READ)
     async def memory_stats() -> StoreStats:
         """How many memories there are, top tags, time span, model and storage size."""
         return await run(lambda a: a.stats())
 
     # ----- federation (opt-in; see DESIGN.md section 2) -------------------------------------
-    fed_open = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 
-    @mcp.tool(title="Join a federation", annotations=fed_open)
+    @mcp.tool(title="Join a federation", annotations=FED_WRITE)
     async def federation_join(
         invite: Annotated[str, Field(description="The invite string 'continuum-invite:v1:...#...' from the "
                                                  "federation's founder. Its key part never leaves this machine.")],
@@ -184,13 +176,13 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         identity if needed and admits it with the invite."""
         return await run(lambda a: a.join(invite, contribution_level, privacy_mode))
 
-    @mcp.tool(title="Federation status", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
+    @mcp.tool(title="Federation status", annotations=FED_READ)
     async def federation_status() -> FederationStatus:
         """Membership, coordinator, contribution level, privacy mode, privacy budget left, credits,
         auto-sync and the last round this instance took part in."""
         return await run(lambda a: a.federation_status())
 
-    @mcp.tool(title="Contribute patterns", annotations=fed_open)
+    @mcp.tool(title="Contribute patterns", annotations=FED_WRITE)
     async def federation_contribute(
         min_confidence: Annotated[float, Field(description="Only patterns at least this confident (0-1).")] = 0.7,
         domain: Annotated[str | None, Field(description="Only memories with this tag.")] = None,
@@ -202,7 +194,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         local outbox; nothing is lost. Refused when the privacy budget is spent."""
         return await run(lambda a: a.contribute(min_confidence=min_confidence, domain=domain, dry_run=dry_run))
 
-    @mcp.tool(title="Sync with the federation", annotations=fed_open)
+    @mcp.tool(title="Sync with the federation", annotations=FED_WRITE)
     async def federation_sync(
         timeout_seconds: Annotated[float | None, Field(description="How long to take part in a running round "
                                                                    "(default: from the federation's phase timeout).")] = None,
@@ -211,7 +203,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         refresh the local cache of released patterns."""
         return await run(lambda a: a.sync(timeout_seconds=timeout_seconds))
 
-    @mcp.tool(title="Query the federation", annotations=fed_open)
+    @mcp.tool(title="Query the federation", annotations=FED_WRITE)
     async def federation_query(
         query: Annotated[str, Field(description="What to ask the federation's collective knowledge.")],
         min_confidence: Annotated[float, Field(description="Drop patterns below this confidence (0-1).")] = 0.8,
@@ -221,12 +213,12 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         (a few free queries a day). Results are anonymised patterns, not anybody's memories."""
         return await run(lambda a: a.query(query, min_confidence=min_confidence, max_results=max_results))
 
-    @mcp.tool(title="Federation credits", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
+    @mcp.tool(title="Federation credits", annotations=FED_READ)
     async def federation_credits() -> CreditBalance:
         """Credits available, earned and spent this month, pending, and free queries left today."""
         return await run(lambda a: a.credits())
 
-    @mcp.tool(title="Verify a federated pattern", annotations=fed_open)
+    @mcp.tool(title="Verify a federated pattern", annotations=FED_WRITE)
     async def federation_verify(
         pattern_id: Annotated[str, Field(description="Id of a released pattern from federation_query, e.g. 'p-12'.")],
     ) -> VerifyResult:
@@ -234,7 +226,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         when no non-private memory is similar enough."""
         return await run(lambda a: a.verify(pattern_id))
 
-    @mcp.tool(title="Vote on a federated pattern", annotations=fed_open)
+    @mcp.tool(title="Vote on a federated pattern", annotations=FED_WRITE)
     async def federation_vote(
         pattern_id: Annotated[str, Field(description="Id of a released pattern, e.g. 'p-12'.")],
         up: Annotated[bool, Field(description="True: useful, good quality; false: poor.")],
@@ -267,7 +259,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
                                                    contribute_on_sync=contribute_on_sync, query_on_sync=query_on_sync))
 
     @mcp.tool(title="Preview shareable patterns",
-              annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+              annotations=LOCAL_READ)
     async def preview_patterns(
         min_confidence: Annotated[float, Field(description="Only patterns at least this confident (0-1).")] = 0.0,
         exclude_ids: Annotated[list[int] | None, Field(description="Memory ids to hold back.")] = None,
