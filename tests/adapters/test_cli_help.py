@@ -67,6 +67,7 @@ def test_top_level_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]
         assert f"{code:>3}  {meaning}" in out
 
 
+@pytest.mark.slow
 def test_recall_include_federated_on_a_store_that_never_joined(tmp_path: Path) -> None:
     data = tmp_path / "m"
     run = [sys.executable, "-m", "continuum_mcp.cli.main"]
