@@ -305,6 +305,7 @@ def test_cli_invite_tokens_admit(make_coord: Any, cipher: FederationCipher, tmp_
     error(Member(coord, cipher).join(tokens[0]), 403, "bad_invite")
 
 
+@pytest.mark.slow
 def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: FederationCipher, embedder: Any) -> None:
     coord = make_coord()
     members = new_members(coord, cipher, 7)
@@ -419,6 +420,7 @@ def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: Fede
     error(contributors[3].request("GET", "/v1/status"), 403, "not_admitted")
 
 
+@pytest.mark.slow
 def test_concurrent_queries_never_overspend(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord(credit_rules=None)
     rng = np.random.default_rng(1)
@@ -450,6 +452,7 @@ def test_queries_free_when_contribution_not_required(make_coord: Any, cipher: Fe
     assert m.credits().available == 0
 
 
+@pytest.mark.slow
 def test_thirty_percent_dropout_round_completes(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord(phase_timeout_seconds=2)
     rng = np.random.default_rng(2)
@@ -468,6 +471,7 @@ def test_thirty_percent_dropout_round_completes(make_coord: Any, cipher: Federat
     assert members[5].state().round_id == 1
 
 
+@pytest.mark.slow
 def test_too_few_survivors_aborts_and_keeps_submissions(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord(phase_timeout_seconds=2)
     rng = np.random.default_rng(3)
@@ -487,6 +491,7 @@ def test_too_few_survivors_aborts_and_keeps_submissions(make_coord: Any, cipher:
     assert q.patterns[0].phrases[0].round_id == 0  # ciphertexts stay bound to the round they were made for
 
 
+@pytest.mark.slow
 def test_restart_mid_round_loses_nothing(make_coord: Any, cipher: FederationCipher, tmp_path: Path) -> None:
     storage = tmp_path / "restart"
     coord = make_coord(storage=storage)
@@ -524,6 +529,7 @@ def test_restart_mid_round_loses_nothing(make_coord: Any, cipher: FederationCiph
     assert q.patterns and cipher.decrypt(6, 0, base64.b64decode(q.patterns[0].phrases[0].ciphertext)) == "kept phrase"
 
 
+@pytest.mark.slow
 def test_full_size_codebook_round(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord(slots=256, dim=384)
     rng = np.random.default_rng(5)
@@ -537,6 +543,7 @@ def test_full_size_codebook_round(make_coord: Any, cipher: FederationCipher) -> 
     assert [p.slot for p in q.patterns] == [200]
 
 
+@pytest.mark.slow
 def test_security_refusals_change_nothing(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord()
     rng = np.random.default_rng(6)
@@ -628,6 +635,7 @@ def test_openapi_document_covers_routes(make_coord: Any) -> None:
     assert "402" in doc["paths"]["/v1/query"]["post"]["responses"]
 
 
+@pytest.mark.slow
 def test_schemathesis_fuzz_finds_no_server_errors(make_coord: Any, cipher: FederationCipher) -> None:
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, Phase, given, settings
@@ -692,6 +700,7 @@ def test_schemathesis_fuzz_finds_no_server_errors(make_coord: Any, cipher: Feder
     assert not any(code >= 500 for code in seen), seen
 
 
+@pytest.mark.slow
 def test_high_mode_small_federation_releases_nothing(make_coord: Any, cipher: FederationCipher) -> None:
     """Under high, 4 contributors are far below the DP threshold: the round completes, the ledgers
     are charged, and neither the slot nor its phrases are served."""
