@@ -1,43 +1,31 @@
-"""The MCP adapter: tools and resources over the memory store, on the mcp 2.x ``MCPServer`` API.
+"""The MCP adapter: tools and resources over :class:`continuum_mcp.app.Continuum`, on mcp 2.x ``MCPServer``.
 
-Each tool validates nothing itself beyond what its signature says: the store checks every
-argument and raises typed errors, which become MCP tool errors here. Blocking work runs in a
-worker thread so the event loop keeps answering (``tools/list`` never waits for the model).
+It only translates: each tool calls one ``Continuum`` method in a worker thread (so the event
+loop keeps answering; ``tools/list`` never waits for the model) and turns the core's typed errors
+into MCP tool errors (``code: message``). Arguments are checked by the core. Nothing of the
+federation or privacy stack is imported when this module is; their result models are needed for
+the tools' output schemas and are imported by :func:`build_server`.
 """
 
-from __future__ import annotations
-
 import json
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from continuum_mcp import __version__
+from continuum_mcp.app import Continuum, FederatedQueryResult, RecallWithFederated, resolve_models
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import ContinuumError
-from continuum_mcp.federation.client._client import (
-    AutoSyncSettings, ContributionResult, FederatedPattern, FederationStatus, JoinResult, LeaveResult, SyncResult,
-    VerifyResult, VoteResult,
-)
-from continuum_mcp.privacy.preview import PatternPreview
-from continuum_mcp.federation.protocol import CreditBalance
 from continuum_mcp.memory.models import Memory, SearchMode
-from continuum_mcp.memory.store import (
-    Filters, ForgetResult, MemoryPage, MemoryStore, RecallResult, RememberResult, StoreStats, open_store,
-)
+from continuum_mcp.memory.store import Filters, ForgetResult, MemoryPage, RememberResult, StoreStats
 from embeddings import Embedder
-
-if TYPE_CHECKING:
-    from continuum_mcp.federation.client._client import FederationClient
-    from continuum_mcp.privacy.generalize import Generalizer
 
 T = TypeVar("T")
 MODEL_LOAD_DELAY = 0.5  # seconds; a request that needs the model starts the load at once
@@ -55,72 +43,12 @@ Long-term memory for this user, stored privately on their machine.
 """
 
 
-class StoreHolder:
-    """Opens the store on first use and closes it with the server; one per server, not global."""
-
-    def __init__(self, settings: Settings, embedder: Embedder | None) -> None:
-        self._settings, self._embedder = settings, embedder
-        self._store: MemoryStore | None = None
-        self._lock = threading.Lock()
-        self._federation: FederationClient | None = None
-        self._generalizer: Generalizer | None = None
-
-    def get(self) -> MemoryStore:
-        with self._lock:
-            if self._store is None:
-                self._store = open_store(self._settings, self._embedder, load_delay=MODEL_LOAD_DELAY)
-            return self._store
-
-    def federation(self) -> FederationClient:
-        """The federation client over this store, built on first use (creates the identity key)."""
-        store = self.get()
-        with self._lock:
-            if self._federation is None:
-                from continuum_mcp.federation.client._client import FederationClient
-
-                self._federation = FederationClient(store, self._settings)
-            return self._federation
-
-    def generalizer(self) -> Generalizer:
-        """The pattern pipeline for previews (no identity or federation needed)."""
-        store = self.get()
-        with self._lock:
-            if self._generalizer is None:
-                from continuum_mcp.privacy.generalize import Generalizer
-                from continuum_mcp.privacy.modes import default_policy
-                from continuum_mcp.privacy.scrub import Scrubber
-
-                self._generalizer = Generalizer(store.embedder, Scrubber(),
-                                                max_phrases=default_policy().max_phrases_per_pattern)
-            return self._generalizer
-
-    def resume_auto_sync(self) -> None:
-        """Start auto-sync again if this instance is a member and had it enabled."""
-        from continuum_mcp.federation.client._client import FEDERATION_DIR
-
-        if (self._settings.data_dir / FEDERATION_DIR / "membership.json").exists():
-            try:
-                self.federation().start_auto_sync()
-            except ContinuumError:
-                pass  # an unreadable membership is reported by federation_status, not at start-up
-
-    async def run_fed(self, fn: Callable[[FederationClient], T]) -> T:
-        """Run a federation call in a worker thread; core errors become tool errors."""
-        return await _in_thread(lambda: fn(self.federation()))
-
-    def close(self) -> None:
-        with self._lock:
-            fed, self._federation = self._federation, None
-        if fed is not None:
-            fed.close()
-        with self._lock:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
-
-    async def run(self, fn: Callable[[MemoryStore], T]) -> T:
-        """Run a store call in a worker thread; core errors become tool errors."""
-        return await _in_thread(lambda: fn(self.get()))
+#: Tool hints: local tools touch nothing outside this machine; federation tools are open-world.
+LOCAL_READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+LOCAL_ADD = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+LOCAL_EDIT = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+FED_READ = ToolAnnotations(read_only_hint=True, open_world_hint=True)
+FED_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 
 
 async def _in_thread(call: Callable[[], T]) -> T:
@@ -131,41 +59,38 @@ async def _in_thread(call: Callable[[], T]) -> T:
         raise ToolError(f"{exc.code}: {exc.message}") from exc
 
 
-class RecallWithFederated(RecallResult):
-    """Recall hits, plus (when asked) federated patterns kept apart from the user's memories."""
-
-    federated: list[FederatedPattern] | None = Field(
-        default=None, description="Patterns from the federation's released knowledge (local cache), not the "
-                                  "user's memories; present only with include_federated.")
-
-
-class FederatedQueryResult(BaseModel):
-    query: str
-    patterns: list[FederatedPattern]
-
-
-def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPServer[StoreHolder]:
+def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPServer[Continuum]:
     """An MCP server over the memory in ``settings.data_dir``."""
-    holder = StoreHolder(settings, embedder)
+    # The tools' output schemas need these result models; the annotations below are evaluated
+    # here (this module has no postponed annotations), so importing the module stays light.
+    from continuum_mcp.federation.client._client import (
+        AutoSyncSettings, ContributionResult, FederationStatus, JoinResult, LeaveResult, SyncResult, VerifyResult,
+        VoteResult,
+    )
+    from continuum_mcp.federation.protocol import CreditBalance
+    from continuum_mcp.privacy.preview import PatternPreview
+
+    resolve_models()
+    app = Continuum(settings, embedder, load_delay=MODEL_LOAD_DELAY)
+
+    def run(call: Callable[[Continuum], T]) -> Coroutine[Any, Any, T]:
+        return _in_thread(lambda: call(app))
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[StoreHolder]) -> AsyncIterator[StoreHolder]:
+    async def lifespan(_: MCPServer[Continuum]) -> AsyncIterator[Continuum]:
         # Opening SQLite is quick; the model keeps loading in the background meanwhile.
-        await anyio.to_thread.run_sync(holder.get)
-        await anyio.to_thread.run_sync(holder.resume_auto_sync)
+        await anyio.to_thread.run_sync(lambda: app.store)
+        await anyio.to_thread.run_sync(app.resume_auto_sync)
         try:
-            yield holder
+            yield app
         finally:
-            await anyio.to_thread.run_sync(holder.close)
+            await anyio.to_thread.run_sync(app.close)
 
-    mcp: MCPServer[StoreHolder] = MCPServer(
+    mcp: MCPServer[Continuum] = MCPServer(
         name="continuum-mcp", title="Continuum memory", version=__version__, instructions=INSTRUCTIONS,
         lifespan=lifespan, log_level="WARNING")
 
-    @mcp.tool(
-        title="Remember",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
-                                    open_world_hint=False))
+    @mcp.tool(title="Remember", annotations=LOCAL_ADD)
     async def remember(
         text: Annotated[str, Field(description="The fact, preference or note to keep, as one self-contained statement.")],
         tags: Annotated[list[str] | None, Field(description="Short labels, e.g. ['work', 'project-x']. "
@@ -174,11 +99,9 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
     ) -> RememberResult:
         """Store a memory for later recall. If the same or a nearly identical memory already
         exists, it is returned instead of a copy (status 'duplicate' or 'near_duplicate')."""
-        return await holder.run(lambda s: s.remember(text, tags=tags, metadata=metadata, source="mcp"))
+        return await run(lambda a: a.remember(text, tags=tags, metadata=metadata, source="mcp"))
 
-    @mcp.tool(
-        title="Recall",
-        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @mcp.tool(title="Recall", annotations=LOCAL_READ)
     async def recall(
         query: Annotated[str, Field(description="What to look for, in natural language or keywords.")],
         k: Annotated[int, Field(description="How many memories to return (1-100).")] = 5,
@@ -198,26 +121,17 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         include_federated, patterns learned from the federation are listed separately under
         'federated', clearly not the user's own memories."""
         filters = Filters(tags_any=tags_any or [], tags_all=tags_all or [], since=since, until=until)
-        r = await holder.run(lambda s: s.recall(query, k=k, mode=mode, filters=filters, min_score=min_score))
-        out = RecallWithFederated(**r.model_dump())
-        if include_federated:
-            out.federated = await holder.run_fed(lambda f: f.search_cache(query, k))
-        return out
+        return await run(lambda a: a.recall(query, k=k, mode=mode, filters=filters, min_score=min_score,
+                                            include_federated=include_federated))
 
-    @mcp.tool(
-        title="Forget",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                                    open_world_hint=False))
+    @mcp.tool(title="Forget", annotations=LOCAL_EDIT)
     async def forget(
         ids: Annotated[list[int], Field(description="Ids of the memories to delete for good.")],
     ) -> ForgetResult:
         """Permanently delete memories. All or nothing: if any id is unknown, none is deleted."""
-        return await holder.run(lambda s: s.forget(ids))
+        return await run(lambda a: a.forget(ids))
 
-    @mcp.tool(
-        title="Update memory",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                                    open_world_hint=False))
+    @mcp.tool(title="Update memory", annotations=LOCAL_EDIT)
     async def update_memory(
         id: Annotated[int, Field(description="Id of the memory to change.")],
         text: Annotated[str | None, Field(description="New text (replaces the old; re-indexed).")] = None,
@@ -225,11 +139,9 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         metadata: Annotated[dict[str, Any] | None, Field(description="New metadata (replaces the old).")] = None,
     ) -> Memory:
         """Correct or re-tag an existing memory. Fields left out stay as they are."""
-        return await holder.run(lambda s: s.update(id, text=text, tags=tags, metadata=metadata))
+        return await run(lambda a: a.update(id, text=text, tags=tags, metadata=metadata))
 
-    @mcp.tool(
-        title="List memories",
-        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @mcp.tool(title="List memories", annotations=LOCAL_READ)
     async def list_memories(
         tags_any: Annotated[list[str] | None, Field(description="Only memories with at least one of these tags.")] = None,
         tags_all: Annotated[list[str] | None, Field(description="Only memories with all of these tags.")] = None,
@@ -240,19 +152,16 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
     ) -> MemoryPage:
         """Browse memories newest first, with optional tag and time filters."""
         filters = Filters(tags_any=tags_any or [], tags_all=tags_all or [], since=since, until=until)
-        return await holder.run(lambda s: s.list(filters, offset=offset, limit=limit))
+        return await run(lambda a: a.list(filters, offset=offset, limit=limit))
 
-    @mcp.tool(
-        title="Memory statistics",
-        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @mcp.tool(title="Memory statistics", annotations=LOCAL_READ)
     async def memory_stats() -> StoreStats:
         """How many memories there are, top tags, time span, model and storage size."""
-        return await holder.run(lambda s: s.stats())
+        return await run(lambda a: a.stats())
 
     # ----- federation (opt-in; see DESIGN.md section 2) -------------------------------------
-    fed_open = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 
-    @mcp.tool(title="Join a federation", annotations=fed_open)
+    @mcp.tool(title="Join a federation", annotations=FED_WRITE)
     async def federation_join(
         invite: Annotated[str, Field(description="The invite string 'continuum-invite:v1:...#...' from the "
                                                  "federation's founder. Its key part never leaves this machine.")],
@@ -265,15 +174,15 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
     ) -> JoinResult:
         """Join a federation of memories (only when the user asks to). Creates this instance's
         identity if needed and admits it with the invite."""
-        return await holder.run_fed(lambda f: f.join(invite, contribution_level, privacy_mode))
+        return await run(lambda a: a.join(invite, contribution_level, privacy_mode))
 
-    @mcp.tool(title="Federation status", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
+    @mcp.tool(title="Federation status", annotations=FED_READ)
     async def federation_status() -> FederationStatus:
         """Membership, coordinator, contribution level, privacy mode, privacy budget left, credits,
         auto-sync and the last round this instance took part in."""
-        return await holder.run_fed(lambda f: f.status())
+        return await run(lambda a: a.federation_status())
 
-    @mcp.tool(title="Contribute patterns", annotations=fed_open)
+    @mcp.tool(title="Contribute patterns", annotations=FED_WRITE)
     async def federation_contribute(
         min_confidence: Annotated[float, Field(description="Only patterns at least this confident (0-1).")] = 0.7,
         domain: Annotated[str | None, Field(description="Only memories with this tag.")] = None,
@@ -283,19 +192,18 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         """Share anonymised patterns (never raw memories) with the federation. Use dry_run first to
         show the user what would leave. If the coordinator is down the contribution waits in the
         local outbox; nothing is lost. Refused when the privacy budget is spent."""
-        return await holder.run_fed(lambda f: f.contribute(min_confidence=min_confidence, domain=domain,
-                                                           dry_run=dry_run))
+        return await run(lambda a: a.contribute(min_confidence=min_confidence, domain=domain, dry_run=dry_run))
 
-    @mcp.tool(title="Sync with the federation", annotations=fed_open)
+    @mcp.tool(title="Sync with the federation", annotations=FED_WRITE)
     async def federation_sync(
         timeout_seconds: Annotated[float | None, Field(description="How long to take part in a running round "
                                                                    "(default: from the federation's phase timeout).")] = None,
     ) -> SyncResult:
         """Send waiting contributions, take part in the current round's secure aggregation, and
         refresh the local cache of released patterns."""
-        return await holder.run_fed(lambda f: f.sync(timeout_seconds=timeout_seconds))
+        return await run(lambda a: a.sync(timeout_seconds=timeout_seconds))
 
-    @mcp.tool(title="Query the federation", annotations=fed_open)
+    @mcp.tool(title="Query the federation", annotations=FED_WRITE)
     async def federation_query(
         query: Annotated[str, Field(description="What to ask the federation's collective knowledge.")],
         min_confidence: Annotated[float, Field(description="Drop patterns below this confidence (0-1).")] = 0.8,
@@ -303,29 +211,28 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
     ) -> FederatedQueryResult:
         """Find patterns other members share, ranked and decrypted on this machine. Costs credits
         (a few free queries a day). Results are anonymised patterns, not anybody's memories."""
-        return FederatedQueryResult(query=query, patterns=await holder.run_fed(
-            lambda f: f.query(query, min_confidence=min_confidence, max_results=max_results)))
+        return await run(lambda a: a.query(query, min_confidence=min_confidence, max_results=max_results))
 
-    @mcp.tool(title="Federation credits", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
+    @mcp.tool(title="Federation credits", annotations=FED_READ)
     async def federation_credits() -> CreditBalance:
         """Credits available, earned and spent this month, pending, and free queries left today."""
-        return await holder.run_fed(lambda f: f.get_credits())
+        return await run(lambda a: a.credits())
 
-    @mcp.tool(title="Verify a federated pattern", annotations=fed_open)
+    @mcp.tool(title="Verify a federated pattern", annotations=FED_WRITE)
     async def federation_verify(
         pattern_id: Annotated[str, Field(description="Id of a released pattern from federation_query, e.g. 'p-12'.")],
     ) -> VerifyResult:
         """Confirm a released pattern that the user's own memory supports (earns credits). Refused
         when no non-private memory is similar enough."""
-        return await holder.run_fed(lambda f: f.verify(pattern_id))
+        return await run(lambda a: a.verify(pattern_id))
 
-    @mcp.tool(title="Vote on a federated pattern", annotations=fed_open)
+    @mcp.tool(title="Vote on a federated pattern", annotations=FED_WRITE)
     async def federation_vote(
         pattern_id: Annotated[str, Field(description="Id of a released pattern, e.g. 'p-12'.")],
         up: Annotated[bool, Field(description="True: useful, good quality; false: poor.")],
     ) -> VoteResult:
         """Rate the quality of a released pattern (one vote per pattern; a new vote replaces it)."""
-        return await holder.run_fed(lambda f: f.vote(pattern_id, up))
+        return await run(lambda a: a.vote(pattern_id, up))
 
     @mcp.tool(title="Leave the federation",
               annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
@@ -336,7 +243,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
     ) -> LeaveResult:
         """Delete all of this instance's contributions from the federation, then forget the
         federation key and membership. Only when the user asks to leave."""
-        return await holder.run_fed(lambda f: f.leave(force=force))
+        return await run(lambda a: a.leave(force=force))
 
     @mcp.tool(title="Federation auto-sync",
               annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
@@ -348,36 +255,29 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> MCPSer
         query_on_sync: Annotated[bool, Field(description="Fetch newly released patterns into the local cache.")] = True,
     ) -> AutoSyncSettings:
         """Sync with the federation in the background while this server runs."""
-        if enabled:
-            return await holder.run_fed(lambda f: f.enable_auto_sync(interval_minutes, contribute_on_sync,
-                                                                     query_on_sync))
-        return await holder.run_fed(lambda f: f.disable_auto_sync())
+        return await run(lambda a: a.set_auto_sync(enabled, interval_minutes=interval_minutes,
+                                                   contribute_on_sync=contribute_on_sync, query_on_sync=query_on_sync))
 
     @mcp.tool(title="Preview shareable patterns",
-              annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+              annotations=LOCAL_READ)
     async def preview_patterns(
         min_confidence: Annotated[float, Field(description="Only patterns at least this confident (0-1).")] = 0.0,
         exclude_ids: Annotated[list[int] | None, Field(description="Memory ids to hold back.")] = None,
     ) -> PatternPreview:
         """The anonymised patterns (scrubbed statements and key phrases) this memory would yield
         for a federation, and which memories were held back. Local only: nothing is sent."""
-        from continuum_mcp.privacy.preview import preview_patterns as _preview
-
-        def go(s: MemoryStore) -> PatternPreview:
-            return _preview(list(s.all_memories()), holder.generalizer(), min_confidence=min_confidence,
-                            exclude=exclude_ids or [])
-        return await holder.run(go)
+        return await run(lambda a: a.preview(min_confidence=min_confidence, exclude=exclude_ids or ()))
 
     @mcp.resource("memory://stats", name="stats", title="Memory statistics", mime_type="application/json")
     async def stats_resource() -> str:
         """Current statistics of the memory store."""
-        stats = await holder.run(lambda s: s.stats())
+        stats = await run(lambda a: a.stats())
         return stats.model_dump_json(indent=2)
 
     @mcp.resource("memory://recent", name="recent", title="Recent memories", mime_type="application/json")
     async def recent_resource() -> str:
         """The 20 most recent memories."""
-        page = await holder.run(lambda s: s.list(limit=20))
+        page = await run(lambda a: a.list(limit=20))
         return json.dumps([m.model_dump(mode="json") for m in page.memories], indent=2, ensure_ascii=False)
 
     return mcp

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def cli(*args: str, data: Path, stdin: str | None = None, env_dir: bool = False) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
@@ -19,6 +21,7 @@ def cli(*args: str, data: Path, stdin: str | None = None, env_dir: bool = False)
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_round_trip(tmp_path: Path) -> None:
     data = tmp_path / "m"
     r = cli("remember", "The printer on floor 2 needs A4 paper", "--tag", "office", "--json", data=data)
@@ -53,6 +56,7 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     assert [m["id"] for m in json.loads(r.stdout)["memories"]] == [2]
 
 
+@pytest.mark.slow
 def test_cli_errors_have_exit_codes_and_change_nothing(tmp_path: Path) -> None:
     data = tmp_path / "m"
     assert cli("remember", "Keep the receipts for the new monitor", data=data).returncode == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp_calls import call, error
 
@@ -130,6 +131,7 @@ def test_bad_input_on_every_tool_is_an_error_and_changes_nothing(settings: Setti
     run(go)
 
 
+@pytest.mark.slow
 def test_stdio_server_answers_tools_list_before_the_model_loads(tmp_path: Path) -> None:
     """Spawned as Claude spawns it; the handshake must not wait for the ~5 s model load."""
     async def go() -> tuple[float, float]:
@@ -161,6 +163,7 @@ FACTS_B = ["Prefer aisle seats on long flights", "The landlord's agent is reacha
            "The espresso machine descaling is due monthly"]
 
 
+@pytest.mark.slow
 def test_two_server_processes_share_one_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "shared"
 
@@ -184,6 +187,7 @@ def test_two_server_processes_share_one_data_dir(tmp_path: Path) -> None:
     run(go)
 
 
+@pytest.mark.slow
 def test_streamable_http_transport(tmp_path: Path) -> None:
     import socket
     import subprocess

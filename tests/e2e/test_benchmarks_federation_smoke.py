@@ -28,6 +28,7 @@ def run_script(name: str, *args: str, timeout: float) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_bench_federation_load_quick_prints_table() -> None:
     out = run_script("bench_federation_load.py", "--quick", timeout=140)
@@ -43,6 +44,7 @@ def test_bench_federation_load_quick_prints_table() -> None:
     assert m is not None and int(m.group(1)) > 0, out  # queries ran against released patterns
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_bench_privacy_utility_quick_prints_table() -> None:
     out = run_script("bench_privacy_utility.py", "--quick", timeout=140)

@@ -27,6 +27,7 @@ def run_script(name: str, *args: str, timeout: float) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_bench_memory_quick_prints_table() -> None:
     out = run_script("bench_memory.py", "--quick", timeout=170)
@@ -38,6 +39,7 @@ def test_bench_memory_quick_prints_table() -> None:
     assert "memories/s |" in out and "peak RSS" in out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(not LOCOMO.is_file(), reason="LoCoMo data (../shared/eval/locomo10.json) not present")
 def test_bench_locomo_quick_prints_table() -> None:

@@ -145,6 +145,7 @@ def sync_until_released(client: FederationClient, stop: threading.Event) -> None
             time.sleep(0.3)
 
 
+@pytest.mark.slow
 def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
                                embedder: SentenceTransformerEmbedder) -> None:
     key = generate_federation_key()

@@ -549,6 +549,7 @@ def test_full_size_codebook_round(make_coord: Any, cipher: FederationCipher) -> 
     assert [p.slot for p in q.patterns] == [200]
 
 
+@pytest.mark.slow
 def test_security_refusals_change_nothing(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord()
     rng = np.random.default_rng(6)

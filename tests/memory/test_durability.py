@@ -62,6 +62,7 @@ def run_writer_and_kill(data_dir: Path, acks_before_kill: int, delay: float) -> 
     return acked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("acks, delay", [(2, 0.0), (3, 0.05), (4, 0.13)])
 def test_sigkill_mid_batch_loses_no_acknowledged_memory(tmp_path: Path, embedder: SentenceTransformerEmbedder,
                                                         acks: int, delay: float) -> None:

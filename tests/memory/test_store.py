@@ -113,6 +113,7 @@ def test_recall_finds_the_right_memory_in_every_mode(store: MemoryStore, mode: s
     assert [h.score for h in r.hits] == sorted((h.score for h in r.hits), reverse=True)
 
 
+@pytest.mark.slow
 def test_hybrid_recovers_an_exact_term_that_semantic_misses(store: MemoryStore) -> None:
     ids = fill(store)
     target = store.remember("Ticket INC-48213 is the flaky login test").memory.id

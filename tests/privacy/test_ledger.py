@@ -171,6 +171,7 @@ def _spend_until_refused(
     out.put((worker, recorded))
 
 
+@pytest.mark.slow
 def test_concurrent_processes_never_exceed_the_budget(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     PrivacyLedger(path).close()  # create the schema once

@@ -53,7 +53,7 @@ def _expected_sum(report: Any) -> np.ndarray:
     return sum(report.clients[c].quantised_input for c in report.result.contributors)
 
 
-@pytest.mark.parametrize("n", [10, 100])
+@pytest.mark.parametrize("n", [10, pytest.param(100, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.3])
 def test_exact_sum_with_dropouts(n: int, fraction: float) -> None:
     ids, params, inputs = _setup(n, dim=16)
@@ -72,6 +72,7 @@ def test_exact_sum_with_dropouts(n: int, fraction: float) -> None:
     assert np.allclose(res.float_sum, clipped, atol=len(survivors) / params.scale)
 
 
+@pytest.mark.slow
 def test_n500_with_30_percent_dropouts() -> None:
     ids, params, inputs = _setup(500, dim=8)
     assert params.threshold == 334

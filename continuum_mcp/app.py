@@ -1,0 +1,292 @@
+"""Continuum: the core API that the MCP server and the CLI adapt.
+
+Why one object: everything a second adapter would need (recall with federated results, the
+pattern preview, auto-sync resume, the not-joined answers) lives here once, so ``server.py``
+and ``cli/`` only translate arguments and errors. It owns the memory store and builds the
+expensive parts on first use: the generalizer (privacy stack) for previews and the federation
+client (httpx, secure aggregation, identity key) only when a federation call needs it. A store
+that never joined a federation gets no identity key and no federation database from a status
+request or a ``recall(include_federated=True)``.
+
+Thread-safe: the MCP server calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from continuum_mcp.config import Settings
+from continuum_mcp.errors import ContinuumError, NotJoined
+from continuum_mcp.memory.models import Memory, SearchMode
+from continuum_mcp.memory.store import (
+    Filters, ForgetResult, ImportResult, MemoryPage, MemoryStore, Progress, RecallResult, RememberResult, StoreStats,
+    open_store,
+)
+from embeddings import Embedder
+
+if TYPE_CHECKING:  # the federation and privacy stacks are imported only when used
+    from continuum_mcp.federation.client._client import (
+        AutoSyncSettings, ContributionResult, DeletionResult, DownloadResult, FederatedPattern, FederationClient,
+        FederationStatus, JoinResult, LeaveResult, SyncResult, VerifyResult, VoteResult,
+    )
+    from continuum_mcp.federation.protocol import CreditBalance
+    from continuum_mcp.privacy.generalize import Generalizer
+    from continuum_mcp.privacy.preview import PatternPreview
+
+LevelName = Literal["minimal", "standard", "extensive"]
+ModeName = Literal["high", "balanced", "open"]
+
+#: Where FederationClient keeps its state under the data dir (tests check it against the client's
+#: own constant); read here so that "not joined" is answered without building the client.
+FEDERATION_DIR = "federation"
+NOT_JOINED = "this instance has not joined a federation; join with an invite first"
+
+
+class RecallWithFederated(RecallResult):
+    """Recall hits, plus (when asked) federated patterns kept apart from the user's memories."""
+
+    federated: list[FederatedPattern] | None = Field(
+        default=None, description="Patterns from the federation's released knowledge (local cache), not the "
+                                  "user's memories; present only with include_federated.")
+
+
+class FederatedQueryResult(BaseModel):
+    """What a federation query found: anonymised patterns, not anybody's memories."""
+
+    query: str
+    patterns: list[FederatedPattern]
+
+
+def resolve_models() -> None:
+    """Complete the two models above with FederatedPattern (the federation client's module).
+
+    Done on first use instead of at import so that importing the core (and the MCP server) does
+    not import httpx and the secure-aggregation stack; idempotent and cheap after the first call."""
+    if RecallWithFederated.__pydantic_complete__ and FederatedQueryResult.__pydantic_complete__:
+        return
+    from continuum_mcp.federation.client._client import FederatedPattern
+
+    for model in (RecallWithFederated, FederatedQueryResult):
+        model.model_rebuild(_types_namespace={"FederatedPattern": FederatedPattern})
+
+
+class Continuum:
+    """One user's memory and (optional) federation membership over ``settings.data_dir``."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None, *,
+                 load_delay: float | None = 0.0) -> None:
+        """Nothing is opened yet; ``load_delay`` is passed to :func:`open_store` (the server
+        delays the model load so that its handshake does not compete with it)."""
+        self.settings = settings
+        self._embedder, self._load_delay = embedder, load_delay
+        self._store: MemoryStore | None = None
+        self._federation: FederationClient | None = None
+        self._generalizer: Generalizer | None = None
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, embedder: Embedder | None = None, *,
+             load_delay: float | None = 0.0) -> Continuum:
+        """Construct and open the store now, so that a bad store fails here with its typed error."""
+        app = cls(settings or Settings.from_env(), embedder, load_delay=load_delay)
+        app.store  # noqa: B018 - opening is the point
+        return app
+
+    @property
+    def store(self) -> MemoryStore:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.settings, self._embedder, load_delay=self._load_delay)
+            return self._store
+
+    def close(self) -> None:
+        """Stop auto-sync, close the federation client, then the store."""
+        with self._lock:
+            fed, self._federation = self._federation, None
+            store, self._store = self._store, None
+        if fed is not None:
+            fed.close()
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> Continuum:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- memory ------------------------------------------------------------------------------
+    def remember(self, text: str, *, tags: Sequence[str] | None = None, metadata: dict[str, Any] | None = None,
+                 source: str = "api") -> RememberResult:
+        return self.store.remember(text, tags=tags, metadata=metadata, source=source)
+
+    def recall(self, query: str, *, k: int = 5, mode: SearchMode = "hybrid", filters: Filters | None = None,
+               min_score: float | None = None, include_federated: bool = False) -> RecallWithFederated:
+        """The user's memories best first; with ``include_federated`` also the matching patterns
+        of the local cache of released patterns, in a separate list (``[]`` when not joined)."""
+        r = self.store.recall(query, k=k, mode=mode, filters=filters, min_score=min_score)
+        resolve_models()
+        out = RecallWithFederated(**r.model_dump())
+        if include_federated:
+            fed = self._member()
+            out.federated = fed.search_cache(query, k) if fed is not None else []
+        return out
+
+    def forget(self, ids: Sequence[int]) -> ForgetResult:
+        return self.store.forget(ids)
+
+    def update(self, memory_id: int, *, text: str | None = None, tags: Sequence[str] | None = None,
+               metadata: dict[str, Any] | None = None) -> Memory:
+        return self.store.update(memory_id, text=text, tags=tags, metadata=metadata)
+
+    def list(self, filters: Filters | None = None, *, offset: int = 0, limit: int = 20) -> MemoryPage:
+        return self.store.list(filters, offset=offset, limit=limit)
+
+    def stats(self) -> StoreStats:
+        return self.store.stats()
+
+    def export_jsonl(self, out: IO[str]) -> int:
+        return self.store.export_jsonl(out)
+
+    def import_jsonl(self, lines: Iterable[str], *, progress: Progress | None = None) -> ImportResult:
+        return self.store.import_jsonl(lines, progress=progress)
+
+    def reembed(self, *, progress: Progress | None = None) -> int:
+        return self.store.reembed(progress=progress)
+
+    # ----- patterns (local only) ---------------------------------------------------------------
+    def generalizer(self) -> Generalizer:
+        """The pattern pipeline for previews (no identity or federation needed)."""
+        store = self.store
+        with self._lock:
+            if self._generalizer is None:
+                from continuum_mcp.privacy.generalize import Generalizer
+                from continuum_mcp.privacy.modes import default_policy
+                from continuum_mcp.privacy.scrub import Scrubber
+
+                self._generalizer = Generalizer(store.embedder, Scrubber(),
+                                                max_phrases=default_policy().max_phrases_per_pattern)
+            return self._generalizer
+
+    def preview(self, *, min_confidence: float = 0.0, exclude: Collection[int] = ()) -> PatternPreview:
+        """The anonymised patterns this memory would yield, and what was held back; sends nothing."""
+        from continuum_mcp.privacy.preview import preview_patterns
+
+        return preview_patterns(list(self.store.all_memories()), self.generalizer(), min_confidence=min_confidence,
+                                exclude=list(exclude))
+
+    # ----- federation --------------------------------------------------------------------------
+    @property
+    def federation_dir(self) -> Path:
+        return Path(self.settings.data_dir) / FEDERATION_DIR
+
+    @property
+    def joined(self) -> bool:
+        """Whether a membership is on disk (read without building the federation client)."""
+        return (self.federation_dir / "membership.json").exists()
+
+    def federation(self) -> FederationClient:
+        """The federation client over this store, built on first use (creates the identity key)."""
+        store = self.store
+        with self._lock:
+            if self._federation is None:
+                from continuum_mcp.federation.client._client import FederationClient
+
+                self._federation = FederationClient(store, self.settings)
+            return self._federation
+
+    def _member(self) -> FederationClient | None:
+        """The client if this instance is (or was, in this process) a member; None otherwise."""
+        with self._lock:
+            if self._federation is not None:
+                return self._federation
+        return self.federation() if self.joined else None
+
+    def _require(self) -> FederationClient:
+        fed = self._member()
+        if fed is None:
+            raise NotJoined(NOT_JOINED)
+        return fed
+
+    def join(self, invite: str, contribution_level: LevelName = "standard",
+             privacy_mode: ModeName = "high") -> JoinResult:
+        return self.federation().join(invite, contribution_level, privacy_mode)
+
+    def federation_status(self) -> FederationStatus:
+        """Membership, budget, credits and rounds; a store that never joined gets a not-joined
+        answer without an identity key being created for it."""
+        fed = self._member()
+        if fed is not None:
+            return fed.status()
+        from continuum_mcp.federation.client._client import FederationStatus
+
+        key = self.federation_dir / "identity.key"
+        instance_id = ""
+        if key.exists():
+            from continuum_mcp.crypto.identity import Identity
+
+            instance_id = Identity.load_or_create(key).instance_id
+        return FederationStatus(joined=False, instance_id=instance_id, message="not a member of any federation"
+                                + ("" if instance_id else "; an identity is created when joining"))
+
+    def contribute(self, *, min_confidence: float = 0.7, domain: str | None = None,
+                   dry_run: bool = False) -> ContributionResult:
+        return self._require().contribute(min_confidence=min_confidence, domain=domain, dry_run=dry_run)
+
+    def sync(self, *, timeout_seconds: float | None = None) -> SyncResult:
+        return self._require().sync(timeout_seconds=timeout_seconds)
+
+    def query(self, query: str, *, min_confidence: float = 0.8, max_results: int = 10) -> FederatedQueryResult:
+        """Released patterns ranked and decrypted on this machine (costs credits)."""
+        patterns = self._require().query(query, min_confidence=min_confidence, max_results=max_results)
+        resolve_models()
+        return FederatedQueryResult(query=query, patterns=patterns)
+
+    def credits(self) -> CreditBalance:
+        return self._require().get_credits()
+
+    def verify(self, pattern_id: str) -> VerifyResult:
+        return self._require().verify(pattern_id)
+
+    def vote(self, pattern_id: str, up: bool) -> VoteResult:
+        return self._require().vote(pattern_id, up)
+
+    def download(self) -> DownloadResult:
+        return self._require().download_patterns()
+
+    def delete_contributions(self) -> DeletionResult:
+        return self._require().delete_contributions()
+
+    def leave(self, *, force: bool = False) -> LeaveResult:
+        return self._require().leave(force=force)
+
+    def set_auto_sync(self, enabled: bool, *, interval_minutes: float = 15, contribute_on_sync: bool = True,
+                      query_on_sync: bool = True) -> AutoSyncSettings:
+        """Turn background sync on (persisted; needs a membership) or off."""
+        if enabled:
+            return self._require().enable_auto_sync(interval_minutes, contribute_on_sync, query_on_sync)
+        fed = self._member()
+        if fed is not None:
+            return fed.disable_auto_sync()
+        from continuum_mcp.federation.client._client import AutoSyncSettings
+
+        return AutoSyncSettings(enabled=False)
+
+    def resume_auto_sync(self) -> bool:
+        """Start auto-sync again if this instance is a member and had it enabled; True if running.
+
+        An unreadable membership is reported by ``federation_status``, not at start-up."""
+        if not self.joined:
+            return False
+        try:
+            return self.federation().start_auto_sync()
+        except ContinuumError:
+            return False
+
+
+__all__ = ["Continuum", "FederatedQueryResult", "RecallWithFederated", "resolve_models"]
