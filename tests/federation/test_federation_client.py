@@ -21,7 +21,7 @@ from mcp import Client
 from mcp_calls import call, error
 
 from continuum_mcp.config import Settings
-from continuum_mcp.federation.coordinator.http import FederationCoordinator
+from continuum_mcp.federation.coordinator import FederationCoordinator
 from continuum_mcp.crypto.cipher import Invite, generate_federation_key
 from continuum_mcp.errors import (
     BadInvite,
