@@ -125,7 +125,8 @@ def start_coordinator(storage: Path, port: int) -> subprocess.Popen[bytes]:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise RuntimeError(f"the coordinator exited with {proc.returncode}: {err[-2000:]}")
         try:
-            CoordinatorAPI(f"http://127.0.0.1:{port}", None, timeout_seconds=1, max_retries=0).health()
+            with CoordinatorAPI(f"http://127.0.0.1:{port}", None, timeout_seconds=1, max_retries=0) as probe:
+                probe.health()
             return proc
         except CoordinatorUnavailable:
             time.sleep(0.1)

@@ -14,6 +14,8 @@ import re
 import pytest
 from test_benchmarks_smoke import run_script  # the one runner of benchmark scripts (same folder)
 
+pytestmark = pytest.mark.slow  # each script starts a coordinator process and runs real rounds (15-90 s)
+
 
 @pytest.mark.timeout(150)
 def test_bench_federation_load_quick_prints_table() -> None:

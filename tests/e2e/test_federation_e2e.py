@@ -35,6 +35,8 @@ from continuum_mcp.federation.client import FederationClient
 from continuum_mcp.memory.store import MemoryStore
 from embeddings import SentenceTransformerEmbedder
 
+pytestmark = pytest.mark.slow  # real processes and a full round with a restart: minutes, not seconds
+
 FED = "e2e-federation"
 N_MCP = 3          # instances 0-2: separate server processes over stdio
 N_MEMBERS = 12     # instances 0-11 contribute; instance 12 only consumes
@@ -107,7 +109,8 @@ class CoordinatorProcess:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "coordinator exited"
             try:
-                CoordinatorAPI(self.url, None, timeout_seconds=1, max_retries=0).health()
+                with CoordinatorAPI(self.url, None, timeout_seconds=1, max_retries=0) as probe:
+                    probe.health()
                 return
             except CoordinatorUnavailable:
                 time.sleep(0.1)
@@ -145,7 +148,8 @@ def sync_until_released(client: FederationClient, stop: threading.Event) -> None
 def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
                                embedder: SentenceTransformerEmbedder) -> None:
     key = generate_federation_key()
-    tokens = coordinator.admin().admin_invites(13).admission_tokens
+    with coordinator.admin() as admin:
+        tokens = admin.admin_invites(13).admission_tokens
     invites = [Invite.build(coordinator.url, FED, t, key).format() for t in tokens]
 
     stores: dict[int, MemoryStore] = {}
@@ -199,7 +203,8 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             assert all(n >= 2 for n in contributed.values())
 
             # --- the round: close, kill the coordinator mid-aggregation, restart, complete ----------
-            state = coordinator.admin().admin_close_round()
+            with coordinator.admin() as admin:
+                state = admin.admin_close_round()
             assert state.phase == "advertise" and state.submissions == N_MEMBERS
             stop = threading.Event()
             participants = [i for i in range(N_MCP, N_MEMBERS) if i not in DROPOUTS]

@@ -130,6 +130,7 @@ def coordinator_text(storage: Path) -> bytes:
 # ------------------------------------------------------------------------------------------ tests
 
 
+@pytest.mark.slow
 def test_join_contribute_round_query_credits_verify_vote_delete_leave(fed: Fed) -> None:
     fed.start()
     a, b, c = (fed.client(n) for n in "abc")
@@ -220,6 +221,7 @@ def test_join_contribute_round_query_credits_verify_vote_delete_leave(fed: Fed) 
         b.query("anything")
 
 
+@pytest.mark.slow
 def test_outbox_waits_while_coordinator_is_down_and_drains_later(fed: Fed) -> None:
     fed.start()
     cl = fed.client("a")
@@ -241,6 +243,7 @@ def test_outbox_waits_while_coordinator_is_down_and_drains_later(fed: Fed) -> No
     assert state.you_submitted and state.round_id == 0
 
 
+@pytest.mark.slow
 def test_privacy_budget_refusal_says_when_budget_returns(fed: Fed) -> None:
     fed.start()
     cl = fed.client("a")
@@ -278,6 +281,7 @@ def test_join_refusals(fed: Fed) -> None:
 # ------------------------------------------------------------------------------------------ MCP
 
 
+@pytest.mark.slow
 def test_mcp_tools_join_status_preview_query_and_errors(fed: Fed, embedder: SentenceTransformerEmbedder) -> None:
     fed.start()
     settings = Settings(data_dir=fed.tmp / "mcp")
@@ -348,6 +352,7 @@ def test_error_mapping_identity_persistence_and_private_files(fed: Fed) -> None:
     assert stat.S_IMODE((cl.dir / "outbox.db").stat().st_mode) == 0o600
 
 
+@pytest.mark.slow
 def test_auto_sync_contributes_in_the_background_and_is_persisted(fed: Fed) -> None:
     import time
 
@@ -374,6 +379,7 @@ def test_auto_sync_contributes_in_the_background_and_is_persisted(fed: Fed) -> N
     fed.clients.pop("a")
 
 
+@pytest.mark.slow
 def test_cli_federation_commands_and_exit_codes(fed: Fed, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
