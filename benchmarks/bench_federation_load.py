@@ -101,7 +101,8 @@ def pct(values: Sequence[float], q: float) -> float:
 def member(url: str, token: str, level: str = "standard") -> CoordinatorAPI:
     """A fresh identity, joined with ``token``: the CoordinatorAPI the client would use."""
     api = CoordinatorAPI(url, Identity.generate(), timeout_seconds=120)
-    api.join(JoinRequest(admission_token=token, contribution_level=level, privacy_mode="open"))  # type: ignore[arg-type]
+    api.join(JoinRequest(admission_token=token, privacy_mode="open",
+                         contribution_level=level))  # type: ignore[arg-type]
     return api
 
 

@@ -452,7 +452,8 @@ def test_security_refusals_change_nothing(make_coord: Any, cipher: FederationCip
     with pytest.raises(NotAdmitted):
         stranger_member.api.round_current()
     refused(send(url, "POST", "/v1/admin/rounds/close", headers={ADMIN_TOKEN_HEADER: "wrong"}), 403, "forbidden")
-    refused(send(url, "POST", "/v1/admin/invites", {"count": 1}, sign_as=a.identity), 403, "forbidden")  # signed is not admin
+    signed_is_not_admin = send(url, "POST", "/v1/admin/invites", {"count": 1}, sign_as=a.identity)
+    refused(signed_is_not_admin, 403, "forbidden")
     assert db_snapshot(coord) == before
 
     # replay of an accepted request
