@@ -7,15 +7,17 @@ Setup (all on 127.0.0.1, one machine):
   cost no credits, so thousands of queries are not refused with 402 once the free tier is used up),
   and the per-identity rate limit RAISED from the default 1200 to 1,000,000 requests per minute
   (``--rate-limit``), so the benchmark measures the service and not its throttle.
-- A release first: 5 seed members contribute patterns sharing 12 slots, the round is closed with
-  the admin route and the four secure-aggregation phases run over HTTP with the real
-  ``SecAggClient`` state machines, so queries below hit released patterns (phrases and statements).
+- A release first: 5 seed members contribute patterns sharing 12 slots (built by
+  ``federation.submission``), the round is closed with the admin route and each member takes part
+  in the four secure-aggregation phases over HTTP exactly as the client does (``client.run_round``
+  over a ``RoundParticipant`` and a ``CoordinatorAPI``), so queries below hit released patterns.
 - Load: N admitted identities (each joined with its own admission token) run concurrently in one
   asyncio process with httpx; every request carries the real Ed25519 signature headers of
   ``Identity.sign_request`` (fresh nonce each time). Each client does a fixed number of
-  ``POST /v1/query`` (16 padded slots, the released ones among them) and then a fixed number of
-  ``POST /v1/contributions`` (20 patterns with 4 phrase tokens + ciphertexts and a statement
-  ciphertext each; bodies are built and encrypted before the clock starts, signed at send time).
+  ``POST /v1/query`` (the client's ``pad_with_decoys``: 4 wanted released slots padded to 16) and
+  then a fixed number of ``POST /v1/contributions`` (``submission.build_contribution`` of 20
+  patterns with 4 phrases and a statement each; bodies are built and encrypted before the clock
+  starts, signed at send time).
 
 Measured: query latency p50/p95 and queries per second; contributions (accepted submissions, HTTP
 202) per second with latency p50/p95; errors (non-2xx by status, transport failures by type). The
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import random
 import shutil
 import socket
@@ -41,6 +42,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,26 +52,13 @@ import numpy as np
 
 from continuum_mcp.crypto.cipher import FederationCipher, generate_federation_key
 from continuum_mcp.crypto.identity import Identity
-from continuum_mcp.federation.protocol import (
-    ADMIN_TOKEN_HEADER,
-    ContributionRequest,
-    InviteRequest,
-    JoinRequest,
-    PatternSubmission,
-    PhraseSubmission,
-    QueryRequest,
-    QueryResponse,
-    RoundState,
-    SecAggPost,
-    SlotsResponse,
-)
-from continuum_mcp.secagg._core import (
-    KeyRoster,
-    SecAggClient,
-    SecAggParams,
-    ShareInbox,
-    SurvivorList,
-)
+from continuum_mcp.errors import CoordinatorUnavailable
+from continuum_mcp.federation.api import CoordinatorAPI
+from continuum_mcp.federation.client import QUERY_TOP_SLOTS, pad_with_decoys, run_round
+from continuum_mcp.federation.participant import RoundExpectations, RoundParticipant
+from continuum_mcp.federation.protocol import JoinRequest, QueryRequest
+from continuum_mcp.federation.submission import PlannedPattern, build_contribution, secagg_input
+from continuum_mcp.privacy.modes import default_policy
 from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 FED = "fed-load-bench"
@@ -92,10 +81,6 @@ def rss_mb(pid: int) -> str:
     return "?"
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,50 +95,22 @@ def pct(values: Sequence[float], q: float) -> float:
     return xs[k]
 
 
-# ------------------------------------------------------------------------------------------ sync part
+# ------------------------------------------------------------------------------------------ setup
 
 
-class Signed:
-    """Synchronous signed requests for setup (joins, the seed round)."""
+def member(url: str, token: str, level: str = "standard") -> CoordinatorAPI:
+    """A fresh identity, joined with ``token``: the CoordinatorAPI the client would use."""
+    api = CoordinatorAPI(url, Identity.generate(), timeout_seconds=120)
+    api.join(JoinRequest(admission_token=token, privacy_mode="open",
+                         contribution_level=level))  # type: ignore[arg-type]
+    return api
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = httpx.Client(timeout=120)
 
-    def call(self, ident: Identity, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
-        raw = b"" if body is None else body.model_dump_json().encode()
-        headers = ident.sign_request(method, path, raw)
-        if raw:
-            headers["content-type"] = "application/json"
-        r = self.http.request(method, self.url + path, content=raw, headers=headers)
-        if r.status_code != expect:
-            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:300]}")
-        return r.json()
-
-    def admin(self, path: str, body: Any = None) -> Any:
-        raw = b"" if body is None else body.model_dump_json().encode()
-        r = self.http.post(self.url + path, content=raw,
-                           headers={ADMIN_TOKEN_HEADER: ADMIN, "content-type": "application/json"})
-        if r.status_code != 200:
-            raise RuntimeError(f"POST {path} -> {r.status_code}: {r.text[:300]}")
-        return r.json()
-
-    def tokens(self, n: int) -> list[str]:
-        out: list[str] = []
-        while len(out) < n:
-            k = min(1000, n - len(out))
-            out += self.admin("/v1/admin/invites", InviteRequest(count=k))["admission_tokens"]
-        return out
-
-    def wait_phase(self, ident: Identity, round_id: int, phases: Sequence[str], timeout: float = 120) -> RoundState:
-        end = time.monotonic() + timeout
-        while True:
-            st = RoundState.model_validate(self.call(ident, "GET", f"/v1/rounds/{round_id}"))
-            if st.phase in phases:
-                return st
-            if time.monotonic() > end:
-                raise RuntimeError(f"round {round_id} stuck in {st.phase}")
-            time.sleep(0.05)
+def tokens(admin: CoordinatorAPI, n: int) -> list[str]:
+    out: list[str] = []
+    while len(out) < n:
+        out += admin.admin_invites(min(1000, n - len(out))).admission_tokens
+    return out
 
 
 def start_coordinator(storage: Path, port: int) -> subprocess.Popen[bytes]:
@@ -169,68 +126,46 @@ def start_coordinator(storage: Path, port: int) -> subprocess.Popen[bytes]:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise RuntimeError(f"the coordinator exited with {proc.returncode}: {err[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+            with CoordinatorAPI(f"http://127.0.0.1:{port}", None, timeout_seconds=1, max_retries=0) as probe:
+                probe.health()
+            return proc
+        except CoordinatorUnavailable:
+            time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the coordinator did not answer /v1/health within 60 s")
 
 
-def seed_release(api: Signed, cipher: FederationCipher, rng: np.random.Generator) -> int:
+def seed_release(url: str, admin: CoordinatorAPI, cipher: FederationCipher, rng: np.random.Generator
+                 ) -> tuple[CoordinatorAPI, int]:
     """Five members share 12 slots; one round is aggregated (real secagg over HTTP) and released.
-    Returns the number of released pattern slots."""
-    members = [Identity.generate() for _ in range(SEED_MEMBERS)]
-    for ident, tok in zip(members, api.tokens(SEED_MEMBERS)):
-        api.call(ident, "POST", "/v1/join", JoinRequest(admission_token=tok, contribution_level="standard",
-                                                        privacy_mode="open"))
+    Returns a seed member's API and the number of released pattern slots."""
+    members = [member(url, t) for t in tokens(admin, SEED_MEMBERS)]
     centres = {s: rng.standard_normal(DIM) for s in SHARED_SLOTS}
-    vectors: dict[str, np.ndarray] = {}
-    for k, ident in enumerate(members):
-        subs = []
-        vec = np.zeros(SLOTS * DIM)
-        for s in SHARED_SLOTS:
-            phrases = [f"shared topic {s}", f"common phrase {s}", f"member {k} wording {s}"]
-            subs.append(PatternSubmission(
-                slot=s, confidence=0.9,
-                phrases=[PhraseSubmission(token=cipher.phrase_token(s, p), ciphertext=b64(cipher.encrypt(s, 0, p)))
-                         for p in phrases],
-                statement_ciphertext=b64(cipher.encrypt(s, 0, f"statement about topic {s} from member {k}"))))
-            e = centres[s] + 0.3 * rng.standard_normal(DIM)
-            vec[s * DIM:(s + 1) * DIM] = e / np.linalg.norm(e)
-        vectors[ident.instance_id] = vec
-        api.call(ident, "POST", "/v1/contributions", ContributionRequest(round_id=0, patterns=subs), expect=202)
-    st = RoundState.model_validate(api.admin("/v1/admin/rounds/close"))
+    planned: dict[str, list[PlannedPattern]] = {}
+    for k, api in enumerate(members):
+        planned[api.identity.instance_id] = mine = [PlannedPattern(
+            slot=s, confidence=0.9, phrases=[f"shared topic {s}", f"common phrase {s}", f"member {k} wording {s}"],
+            statement=f"statement about topic {s} from member {k}", pattern_id=f"seed-{k}-{s}", source_memory_ids=[],
+            embedding=list(centres[s] + 0.3 * rng.standard_normal(DIM))) for s in SHARED_SLOTS]
+        api.contribute(build_contribution(mine, 0, cipher, "open"))
+    st = admin.admin_close_round()
     if st.phase != "advertise":
         raise RuntimeError(f"seed round did not close: {st.phase}")
-    params = SecAggParams.model_validate(st.params)
-    clients = {i.instance_id: SecAggClient(i, params) for i in members}
-    base = "/v1/rounds/0/secagg"
+    expect = RoundExpectations.for_mode(FED, SLOTS, DIM, default_policy().mode("open"))
 
-    def post(ident: Identity, kind: str, msg: Any) -> None:
-        api.call(ident, "POST", f"{base}/{kind}", SecAggPost(message=msg.model_dump(mode="json")))
+    def take_part(api: CoordinatorAPI) -> Any:
+        mine = planned[api.identity.instance_id]
+        part = RoundParticipant(api.identity, expect, lambda p: secagg_input(mine, SLOTS, DIM, p.clip_norm))
+        return run_round(api, part, timeout_seconds=600)
 
-    for i in members:
-        post(i, "advertise", clients[i.instance_id].advertise_keys())
-    api.wait_phase(members[0], 0, ["share_keys"])
-    for i in members:
-        kr = KeyRoster.model_validate(api.call(i, "GET", f"{base}/roster"))
-        post(i, "share_keys", clients[i.instance_id].share_keys(kr))
-    api.wait_phase(members[0], 0, ["masked_input"])
-    for i in members:
-        inbox = ShareInbox.model_validate(api.call(i, "GET", f"{base}/inbox"))
-        v = vectors[i.instance_id]
-        post(i, "masked_input", clients[i.instance_id].masked_input(inbox, v * params.clip_norm / np.linalg.norm(v)))
-    api.wait_phase(members[0], 0, ["unmask"])
-    for i in members:
-        sl = SurvivorList.model_validate(api.call(i, "GET", f"{base}/survivors"))
-        post(i, "unmask", clients[i.instance_id].unmask(sl))
-    st = api.wait_phase(members[0], 0, ["released", "aborted"])
-    if st.phase != "released":
-        raise RuntimeError(f"seed round ended {st.phase}")
-    q = QueryResponse.model_validate(api.call(members[0], "POST", "/v1/query", QueryRequest(slots=SHARED_SLOTS)))
-    return len(q.patterns)
+    with ThreadPoolExecutor(len(members)) as pool:
+        outcomes = list(pool.map(take_part, members))
+    if not all(o.released for o in outcomes):
+        raise RuntimeError(f"seed round not released: {[o.message or o.phase for o in outcomes]}")
+    q = members[0].query(QueryRequest(slots=SHARED_SLOTS))
+    for api in members[1:]:
+        api.close()
+    return members[0], len(q.patterns)
 
 
 # ------------------------------------------------------------------------------------------ load
@@ -278,26 +213,18 @@ async def run_phase(url: str, jobs: Sequence[tuple[Identity, list[bytes]]], meth
 
 
 def contribution_body(cipher: FederationCipher, round_id: int, rnd: random.Random) -> bytes:
-    slots = rnd.sample(range(SLOTS), PATTERNS_PER_CONTRIBUTION)
-    subs = []
-    for s in slots:
-        phrases = [f"load phrase {rnd.randrange(50)} in {s}" for _ in range(PHRASES_PER_PATTERN)]
-        phrases = list(dict.fromkeys(phrases))
-        subs.append(PatternSubmission(
-            slot=s, confidence=round(rnd.uniform(0.5, 1.0), 3),
-            phrases=[PhraseSubmission(token=cipher.phrase_token(s, p), ciphertext=b64(cipher.encrypt(s, round_id, p)))
-                     for p in phrases],
-            statement_ciphertext=b64(cipher.encrypt(s, round_id, f"a scrubbed statement about slot {s}"))))
-    return ContributionRequest(round_id=round_id, patterns=subs).model_dump_json().encode()
+    patterns = [PlannedPattern(
+        slot=s, confidence=round(rnd.uniform(0.5, 1.0), 3),
+        phrases=list(dict.fromkeys(f"load phrase {rnd.randrange(50)} in {s}" for _ in range(PHRASES_PER_PATTERN))),
+        statement=f"a scrubbed statement about slot {s}", pattern_id=f"load-{s}", source_memory_ids=[], embedding=[])
+        for s in rnd.sample(range(SLOTS), PATTERNS_PER_CONTRIBUTION)]
+    return build_contribution(patterns, round_id, cipher, "open").model_dump_json().encode()
 
 
 def query_body(released: Sequence[int], rnd: random.Random) -> bytes:
-    """Top-4 wanted slots padded with decoys to 16, as FederationClient.query does."""
-    wanted = rnd.sample(list(released), min(4, len(released)))
-    rest = [s for s in range(SLOTS) if s not in wanted]
-    slots = wanted + rnd.sample(rest, 16 - len(wanted))
-    rnd.shuffle(slots)
-    return QueryRequest(slots=slots).model_dump_json().encode()
+    """The client's query: its top released slots padded with decoys (``pad_with_decoys``)."""
+    wanted = rnd.sample(list(released), min(QUERY_TOP_SLOTS, len(released)))
+    return QueryRequest(slots=pad_with_decoys(wanted, released, SLOTS)).model_dump_json().encode()
 
 
 def fmt_errors(*stats: Stats) -> str:
@@ -329,24 +256,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     port = free_port()
     proc = start_coordinator(work / "coord", port)
     url = f"http://127.0.0.1:{port}"
-    api = Signed(url)
+    admin = CoordinatorAPI(url, None, admin_token=ADMIN, timeout_seconds=120)
     rows: list[dict[str, Any]] = []
     try:
         t = time.perf_counter()
-        n_released = seed_release(api, cipher, rng)
-        slots = SlotsResponse.model_validate(api.call(_join_one(api), "GET", "/v1/slots"))
+        seed, n_released = seed_release(url, admin, cipher, rng)
+        slots = seed.slots()
         released = sorted(s.slot for s in slots.slots if s.released_at_round >= 0)
         print(f"Seed release: {SEED_MEMBERS} members, real secure aggregation over HTTP, {n_released} patterns "
               f"released ({len(released)} released slots) in {time.perf_counter() - t:.1f} s", flush=True)
 
         n_max = max(sizes)
         t = time.perf_counter()
-        idents = [Identity.generate() for _ in range(n_max)]
-        for ident, tok in zip(idents, api.tokens(n_max)):
-            api.call(ident, "POST", "/v1/join", JoinRequest(admission_token=tok, contribution_level="extensive",
-                                                            privacy_mode="open"))
+        idents: list[Identity] = []
+        for tok in tokens(admin, n_max):
+            with member(url, tok, "extensive") as api:
+                assert api.identity is not None
+                idents.append(api.identity)
         print(f"{n_max} load identities joined (sequentially) in {time.perf_counter() - t:.1f} s", flush=True)
-        round_id = RoundState.model_validate(api.call(idents[0], "GET", "/v1/rounds/current")).round_id
+        round_id = seed.round_current().round_id
 
         for n in sizes:
             group = idents[:n]
@@ -367,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"errors {row['errors']}", flush=True)
         rss = rss_mb(proc.pid)
     finally:
-        api.http.close()
+        admin.close()
         proc.terminate()
         try:
             proc.wait(timeout=20)
@@ -394,14 +322,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(f"Total time {time.perf_counter() - t_all:.0f} s.")
     return 0
-
-
-def _join_one(api: Signed) -> Identity:
-    """A fresh admitted member (reads /v1/slots for the load generator)."""
-    ident = Identity.generate()
-    api.call(ident, "POST", "/v1/join", JoinRequest(admission_token=api.tokens(1)[0], contribution_level="minimal",
-                                                    privacy_mode="open"))
-    return ident
 
 
 if __name__ == "__main__":

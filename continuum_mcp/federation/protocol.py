@@ -34,6 +34,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# the secagg package knows nothing of HTTP: it sits below the wire contract, which carries its messages
+from continuum_mcp.secagg import PHASES, KeyRoster, Kind, ShareInbox, SurvivorList
+
 API_PREFIX = "/v1"
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a masked vector of 256 slots x 384 dims is ~0.5 MB in base64
 MAX_PATTERNS_PER_SUBMISSION = 250
@@ -43,8 +46,8 @@ ADMIN_TOKEN_HEADER = "X-Continuum-Admin-Token"
 
 ModeName = Literal["high", "balanced", "open"]
 LevelName = Literal["minimal", "standard", "extensive"]
-RoundPhase = Literal["collecting", "advertise", "share_keys", "masked_input", "unmask", "released", "aborted"]
-SecAggKind = Literal["advertise", "share_keys", "masked_input", "unmask"]
+RoundPhase = Literal["collecting", Kind, "released", "aborted"]
+SecAggKind = Kind  # the secagg package names its phases once
 
 
 class _Model(BaseModel):
@@ -279,38 +282,12 @@ class Health(_Model):
     federation_id: str
 
 
-#: The routes, for both sides (method, path template, request model, response model).
-ROUTES: list[tuple[str, str, type[BaseModel] | None, type[BaseModel]]] = [
-    ("GET", "/v1/health", None, Health),                       # unsigned
-    ("GET", "/v1/federation", None, FederationInfo),           # signed; non-members may call it
-    ("POST", "/v1/join", JoinRequest, JoinResponse),           # signed by the joining identity
-    ("GET", "/v1/status", None, MemberStatus),
-    ("POST", "/v1/contributions", ContributionRequest, ContributionReceipt),
-    ("DELETE", "/v1/contributions", None, DeletionReceipt),
-    ("POST", "/v1/leave", None, DeletionReceipt),
-    ("GET", "/v1/rounds/current", None, RoundState),
-    ("GET", "/v1/rounds/{round_id}", None, RoundState),
-    ("POST", "/v1/rounds/{round_id}/secagg/{kind}", SecAggPost, ActionReceipt),
-    ("GET", "/v1/rounds/{round_id}/secagg/roster", None, BaseModel),     # secagg.KeyRoster
-    ("GET", "/v1/rounds/{round_id}/secagg/inbox", None, BaseModel),      # secagg.ShareInbox (for the caller)
-    ("GET", "/v1/rounds/{round_id}/secagg/survivors", None, BaseModel),  # secagg.SurvivorList
-    ("GET", "/v1/slots", None, SlotsResponse),
-    ("POST", "/v1/query", QueryRequest, QueryResponse),
-    ("GET", "/v1/patterns/download", None, DownloadResponse),
-    ("POST", "/v1/patterns/{pattern_id}/verify", None, ActionReceipt),
-    ("POST", "/v1/patterns/{pattern_id}/vote", VoteRequest, ActionReceipt),
-    ("GET", "/v1/credits", None, CreditBalance),
-    ("POST", "/v1/admin/invites", InviteRequest, InviteResponse),       # admin token header, unsigned
-    ("POST", "/v1/admin/rounds/close", None, RoundState),              # admin token header, unsigned
-]
-
-
 # ----- routes: the one table both the coordinator's HTTP app and CoordinatorAPI are built from -
 Auth = Literal["none", "signed", "member", "admin"]
 
 #: the four secure-aggregation message kinds, in protocol order (also the round phases between
-#: ``collecting`` and ``released``).
-SECAGG_PHASES: tuple[SecAggKind, ...] = ("advertise", "share_keys", "masked_input", "unmask")
+#: ``collecting`` and ``released``): the secagg package's own ``PHASES``, not a second spelling.
+SECAGG_PHASES: tuple[SecAggKind, ...] = PHASES
 
 
 class RouteSpec(BaseModel):
@@ -342,9 +319,6 @@ class RouteSpec(BaseModel):
 
 
 def _routes() -> dict[str, RouteSpec]:
-    # Imported here so that the secagg package (which knows nothing of HTTP) stays below protocol.
-    from continuum_mcp.secagg import KeyRoster, ShareInbox, SurvivorList
-
     specs = [
         RouteSpec(name="health", method="GET", path="/v1/health", auth="none", response=Health,
                   summary="Liveness and version; no authentication."),

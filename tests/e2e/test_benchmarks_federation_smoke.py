@@ -9,23 +9,12 @@ with no errors in the load run and an honest label of what was simulated.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from test_benchmarks_smoke import run_script  # the one runner of benchmark scripts (same folder)
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_script(name: str, *args: str, timeout: float) -> str:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], check=False, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
+pytestmark = pytest.mark.slow  # each script starts a coordinator process and runs real rounds (15-90 s)
 
 
 @pytest.mark.slow

@@ -19,22 +19,23 @@ import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
-import httpx
 import pytest
+from fedkit import admin_api
 from mcp import Client, StdioServerParameters
 from mcp_calls import call
 
 from continuum_mcp.config import Settings
 from continuum_mcp.crypto.cipher import Invite, generate_federation_key
 from continuum_mcp.errors import CoordinatorUnavailable, Forbidden, InsufficientCredits
-from continuum_mcp.federation.client._client import FederationClient
-from continuum_mcp.federation.protocol import ADMIN_TOKEN_HEADER
+from continuum_mcp.federation.api import CoordinatorAPI
+from continuum_mcp.federation.client import FederationClient
 from continuum_mcp.memory.store import MemoryStore
 from embeddings import SentenceTransformerEmbedder
+
+pytestmark = pytest.mark.slow  # real processes and a full round with a restart: minutes, not seconds
 
 FED = "e2e-federation"
 N_MCP = 3          # instances 0-2: separate server processes over stdio
@@ -94,7 +95,7 @@ class CoordinatorProcess:
     """`continuum-mcp coordinator` as a child process that can be SIGKILLed and restarted."""
 
     def __init__(self, storage: Path) -> None:
-        self.storage, self.port, self.admin = storage, free_port(), secrets.token_urlsafe(16)
+        self.storage, self.port, self.admin_token = storage, free_port(), secrets.token_urlsafe(16)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -102,15 +103,16 @@ class CoordinatorProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--port", str(self.port),
              "--storage", str(self.storage), "--min-contributors", "3", "--privacy-mode", "open",
-             "--federation-id", FED, "--admin-token", self.admin, "--phase-timeout", "6"],
+             "--federation-id", FED, "--admin-token", self.admin_token, "--phase-timeout", "6"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "coordinator exited"
             try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
+                with CoordinatorAPI(self.url, None, timeout_seconds=1, max_retries=0) as probe:
+                    probe.health()
+                return
+            except CoordinatorUnavailable:
                 time.sleep(0.1)
         raise AssertionError("coordinator did not start")
 
@@ -119,10 +121,8 @@ class CoordinatorProcess:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def admin_post(self, path: str, json: Any = None) -> dict[str, Any]:
-        r = httpx.post(f"{self.url}{path}", json=json, headers={ADMIN_TOKEN_HEADER: self.admin}, timeout=30)
-        r.raise_for_status()
-        return r.json()
+    def admin(self) -> CoordinatorAPI:
+        return admin_api(self.url, self.admin_token)
 
 
 @pytest.fixture
@@ -149,7 +149,8 @@ def sync_until_released(client: FederationClient, stop: threading.Event) -> None
 def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
                                embedder: SentenceTransformerEmbedder) -> None:
     key = generate_federation_key()
-    tokens = coordinator.admin_post("/v1/admin/invites", {"count": 13})["admission_tokens"]
+    with coordinator.admin() as admin:
+        tokens = admin.admin_invites(13).admission_tokens
     invites = [Invite.build(coordinator.url, FED, t, key).format() for t in tokens]
 
     stores: dict[int, MemoryStore] = {}
@@ -203,8 +204,9 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             assert all(n >= 2 for n in contributed.values())
 
             # --- the round: close, kill the coordinator mid-aggregation, restart, complete ----------
-            state = coordinator.admin_post("/v1/admin/rounds/close")
-            assert state["phase"] == "advertise" and state["submissions"] == N_MEMBERS
+            with coordinator.admin() as admin:
+                state = admin.admin_close_round()
+            assert state.phase == "advertise" and state.submissions == N_MEMBERS
             stop = threading.Event()
             participants = [i for i in range(N_MCP, N_MEMBERS) if i not in DROPOUTS]
 

@@ -1,11 +1,11 @@
 """The federation coordinator against real HTTP, real identities, real secure aggregation.
 
-Every test starts a real ``FederationCoordinator`` on 127.0.0.1 (uvicorn in a thread) and talks to
-it with httpx, signing each request with a real Ed25519 identity. The client side of secure
-aggregation is driven by the real ``SecAggClient`` state machines through the HTTP routes (a small
-test-only driver below; the production client is ``continuum_mcp.federation.client._client``). Most tests use a
-16-slot codebook (16 x 384 = 6144 secagg dimensions) to keep the run short; one test runs the full
-256 x 384 layout.
+Every test starts a real ``FederationCoordinator`` on 127.0.0.1 (uvicorn in a thread). Members
+talk to it as the production client does: ``CoordinatorAPI`` (signed, typed), contributions built
+by ``federation.submission`` and rounds driven by ``RoundParticipant`` (``fedkit.run_full_round``).
+Refusals the well-behaved API cannot produce (unsigned, tampered, replayed, oversized requests)
+are sent raw with ``fedkit.send``. Most tests use a 16-slot codebook (16 x 384 = 6144 secagg
+dimensions) to keep the run short; one test runs the full 256 x 384 layout.
 """
 
 from __future__ import annotations
@@ -16,33 +16,51 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from fedkit import (
+    Member,
+    admin_api,
+    admit,
+    member_api,
+    pattern,
+    rand_unit,
+    refused,
+    run_full_round,
+    send,
+    unit,
+)
 
-from continuum_mcp.federation.coordinator.http import FederationCoordinator, main, openapi_document
-from continuum_mcp.federation.coordinator.store import DB_NAME
 from continuum_mcp.crypto.cipher import FederationCipher, generate_federation_key
 from continuum_mcp.crypto.identity import Identity
+from continuum_mcp.errors import (
+    BadInvite,
+    Conflict,
+    Forbidden,
+    InsufficientCredits,
+    InvalidInput,
+    NotAdmitted,
+    NotFound,
+    RateLimited,
+    WrongPhase,
+)
+from continuum_mcp.federation.coordinator import FederationCoordinator, main, openapi_document
+from continuum_mcp.federation.coordinator.store import DB_NAME
 from continuum_mcp.federation.protocol import (
     ADMIN_TOKEN_HEADER,
     MAX_BODY_BYTES,
-    ContributionRequest,
-    CreditBalance,
     ErrorBody,
-    JoinRequest,
-    PatternSubmission,
-    PhraseSubmission,
-    QueryResponse,
+    QueryRequest,
     RoundState,
     SecAggPost,
 )
-from continuum_mcp.secagg._core import KeyRoster, SecAggClient, SecAggParams, ShareInbox, SignedMessage, SurvivorList
+from continuum_mcp.federation.submission import build_contribution
+from continuum_mcp.secagg import SecAggClient, SecAggParams
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,15 +71,6 @@ DIM = 384
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Any:
-    from embeddings import SentenceTransformerEmbedder
-
-    emb = SentenceTransformerEmbedder()
-    emb.start()
-    return emb
 
 
 @pytest.fixture()
@@ -87,172 +96,27 @@ def make_coord(tmp_path: Path) -> Iterator[Any]:
             pass
 
 
-# ------------------------------------------------------------------------------------------ driver
-
-
-@dataclass
-class Pattern:
-    slot: int
-    phrases: list[str]
-    statement: str | None
-    vector: np.ndarray
-
-
-@dataclass
-class Member:
-    """Test-only client: signs requests and runs SecAggClient steps over HTTP."""
-
-    coord: FederationCoordinator
-    cipher: FederationCipher
-    identity: Identity = field(default_factory=Identity.generate)
-    patterns: list[Pattern] = field(default_factory=list)
-    secagg: SecAggClient | None = None
-
-    @property
-    def id(self) -> str:
-        return self.identity.instance_id
-
-    def request(self, method: str, path: str, body: Any = None, *, sign: bool = True,
-                headers: dict[str, str] | None = None) -> httpx.Response:
-        raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        h = {"content-type": "application/json"} if raw else {}
-        if sign:
-            h.update(self.identity.sign_request(method, path, raw))
-        h.update(headers or {})
-        return httpx.request(method, self.coord.url + path, content=raw, headers=h, timeout=60)
-
-    def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        r = self.request(method, path, body)
-        assert r.status_code == status, (method, path, r.status_code, r.text)
-        return r.json()
-
-    def join(self, token: str | None, level: str = "standard", mode: str = "open") -> httpx.Response:
-        return self.request("POST", "/v1/join", JoinRequest(admission_token=token, contribution_level=level,
-                                                            privacy_mode=mode).model_dump())
-
-    def contribute(self, round_id: int) -> httpx.Response:
-        subs = []
-        for p in self.patterns:
-            phrases = [PhraseSubmission(token=self.cipher.phrase_token(p.slot, ph),
-                                        ciphertext=b64(self.cipher.encrypt(p.slot, round_id, ph))) for ph in p.phrases]
-            st = None if p.statement is None else b64(self.cipher.encrypt(p.slot, round_id, p.statement))
-            subs.append(PatternSubmission(slot=p.slot, confidence=0.9, phrases=phrases, statement_ciphertext=st))
-        body = ContributionRequest(round_id=round_id, patterns=subs).model_dump()
-        return self.request("POST", "/v1/contributions", body)
-
-    def state(self, round_id: int | None = None) -> RoundState:
-        path = "/v1/rounds/current" if round_id is None else f"/v1/rounds/{round_id}"
-        return RoundState.model_validate(self.ok("GET", path))
-
-    def credits(self) -> CreditBalance:
-        return CreditBalance.model_validate(self.ok("GET", "/v1/credits"))
-
-    def input_vector(self, params: SecAggParams) -> np.ndarray:
-        x = np.zeros(params.dim)
-        for p in self.patterns:
-            x[p.slot * DIM_OF(params) : (p.slot + 1) * DIM_OF(params)] = p.vector
-        n = float(np.linalg.norm(x))
-        return x * (params.clip_norm / n) if n > 0 else x
-
-    def post(self, round_id: int, kind: str, msg: SignedMessage) -> httpx.Response:
-        return self.request("POST", f"/v1/rounds/{round_id}/secagg/{kind}",
-                            SecAggPost(message=msg.model_dump(mode="json")).model_dump())
-
-
-_DIMS: dict[int, int] = {}
-
-
-def DIM_OF(params: SecAggParams) -> int:  # block size of a slot for this params' total length
-    return _DIMS[params.dim]
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def wait_phase(m: Member, round_id: int, phases: Sequence[str], timeout: float = 30) -> RoundState:
-    end = time.monotonic() + timeout
-    while True:
-        st = m.state(round_id)
-        if st.phase in phases:
-            return st
-        assert time.monotonic() < end, f"round {round_id} stuck in {st.phase}, wanted {phases}"
-        time.sleep(0.05)
+@pytest.fixture()
+def cipher() -> FederationCipher:
+    return FederationCipher(generate_federation_key(), FED)
 
 
 def admin_close(coord: FederationCoordinator) -> RoundState:
-    r = httpx.post(coord.url + "/v1/admin/rounds/close", headers={ADMIN_TOKEN_HEADER: ADMIN}, timeout=60)
-    assert r.status_code == 200, r.text
-    return RoundState.model_validate(r.json())
+    return admin_api(coord.url, ADMIN).admin_close_round()
 
 
-def run_secagg(members: Sequence[Member], round_id: int, drop: dict[str, str] | None = None) -> RoundState:
-    """Drive one attempt of the current round; ``drop`` maps member id -> first phase it skips."""
-    drop = drop or {}
-    st = members[0].state(round_id)
-    assert st.phase == "advertise", st
-    params = SecAggParams.model_validate(st.params)
-    roster = [m for m in members if m.id in params.roster]
-    order = ["advertise", "share_keys", "masked_input", "unmask"]
-
-    def active(phase: str) -> list[Member]:
-        return [m for m in roster if m.id not in drop or order.index(drop[m.id]) > order.index(phase)]
-
-    for m in roster:
-        m.secagg = SecAggClient(m.identity, params)
-    for m in active("advertise"):
-        assert m.post(round_id, "advertise", m.secagg.advertise_keys()).status_code == 200
-    st = wait_phase(roster[0], round_id, ["share_keys", "aborted"])
-    if st.phase == "aborted":
-        return st
-    for m in active("share_keys"):
-        kr = KeyRoster.model_validate(m.ok("GET", f"/v1/rounds/{round_id}/secagg/roster"))
-        assert m.post(round_id, "share_keys", m.secagg.share_keys(kr)).status_code == 200
-    st = wait_phase(roster[0], round_id, ["masked_input", "aborted"])
-    if st.phase == "aborted":
-        return st
-    for m in active("masked_input"):
-        inbox = ShareInbox.model_validate(m.ok("GET", f"/v1/rounds/{round_id}/secagg/inbox"))
-        msg = m.secagg.masked_input(inbox, m.input_vector(params))
-        assert m.post(round_id, "masked_input", msg).status_code == 200
-    survivor = active("unmask")[0] if active("unmask") else roster[0]
-    st = wait_phase(survivor, round_id, ["unmask", "aborted"])
-    if st.phase == "aborted":
-        return st
-    for m in active("unmask"):
-        sl = SurvivorList.model_validate(m.ok("GET", f"/v1/rounds/{round_id}/secagg/survivors"))
-        assert m.post(round_id, "unmask", m.secagg.unmask(sl)).status_code == 200
-    return wait_phase(survivor, round_id, ["released", "aborted"])
-
-
-def new_members(coord: FederationCoordinator, cipher: FederationCipher, n: int, level: str = "standard") -> list[Member]:
-    tokens = coord.create_admission_tokens(n)
-    out = []
-    for t in tokens:
-        m = Member(coord, cipher)
-        r = m.join(t, level=level)
-        assert r.status_code == 200, r.text
-        out.append(m)
-    _DIMS[coord.config.slots * coord.config.dim] = coord.config.dim
-    return out
-
-
-def contributing_members(coord: FederationCoordinator, cipher: FederationCipher, n: int, slot: int, phrase: str,
-                         rng: np.random.Generator) -> list[Member]:
+def contributing(coord: FederationCoordinator, cipher: FederationCipher, n: int, slot: int, phrase: str,
+                 rng: np.random.Generator) -> list[Member]:
     """``n`` new members, each having contributed one pattern (``slot``, ``phrase``) to round 0."""
-    members = new_members(coord, cipher, n)
+    members = admit(coord, n)
     for m in members:
-        m.patterns = [Pattern(slot, [phrase], None, rand_unit(rng))]
-        assert m.contribute(0).status_code == 202
+        m.patterns = [pattern(slot, [phrase], rand_unit(rng, DIM))]
+        m.contribute(0, cipher)
     return members
 
 
-def unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v)
-
-
-def rand_unit(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
-    return unit(rng.standard_normal(dim))
+def query(m: Member, *slots: int, priority: bool = False) -> Any:
+    return m.api.query(QueryRequest(slots=list(slots), priority=priority))
 
 
 def db_snapshot(coord: FederationCoordinator) -> str:
@@ -266,59 +130,51 @@ def db_snapshot(coord: FederationCoordinator) -> str:
     return h.hexdigest()
 
 
-def error(r: httpx.Response, status: int, code: str) -> ErrorBody:
-    assert r.status_code == status, (r.status_code, r.text)
-    body = ErrorBody.model_validate(r.json())
-    assert body.code == code, body
-    return body
-
-
-@pytest.fixture()
-def cipher() -> FederationCipher:
-    return FederationCipher(generate_federation_key(), FED)
-
-
 # ------------------------------------------------------------------------------------------ tests
 
 
-def test_join_with_and_without_invites(make_coord: Any, cipher: FederationCipher, tmp_path: Path) -> None:
+def test_join_with_and_without_invites(make_coord: Any, tmp_path: Path) -> None:
     coord = make_coord(privacy_mode="balanced")
     token, other = coord.create_admission_tokens(2)
-    a, b = Member(coord, cipher), Member(coord, cipher)
-    error(a.join(None, mode="balanced"), 403, "bad_invite")
-    error(a.join("not-a-token", mode="balanced"), 403, "bad_invite")
-    msg = error(a.join(token, mode="high"), 400, "invalid_input").message
-    assert "balanced mode" in msg and "high forbids it" in msg
+    a, b = Member(member_api(coord.url)), Member(member_api(coord.url))
+    with pytest.raises(BadInvite):
+        a.join(None, mode="balanced")
+    with pytest.raises(BadInvite):
+        a.join("not-a-token", mode="balanced")
+    with pytest.raises(InvalidInput) as refusal:
+        a.join(token, mode="high")
+    assert "balanced mode" in refusal.value.message and "high forbids it" in refusal.value.message
     r = a.join(token, mode="balanced")
-    assert r.status_code == 200 and r.json()["instance_id"] == a.id
-    assert r.json()["federation"]["privacy_mode"] == "balanced"
-    error(b.join(token, mode="balanced"), 403, "bad_invite")  # single use
-    assert a.join(None, mode="balanced").status_code == 200  # idempotent for the same member
-    error(a.join(None, level="extensive", mode="balanced"), 409, "conflict")
-    assert b.join(other, mode="open").status_code == 200  # open members may join a balanced federation
+    assert r.instance_id == a.id and r.federation.privacy_mode == "balanced"
+    with pytest.raises(BadInvite):
+        b.join(token, mode="balanced")  # single use
+    assert a.join(None, mode="balanced").instance_id == a.id  # idempotent for the same member
+    with pytest.raises(Conflict):
+        a.join(None, level="extensive", mode="balanced")
+    assert b.join(other, mode="open").instance_id == b.id  # open members may join a balanced federation
     # an open (invite-less) federation admits anyone
     open_coord = make_coord(storage=tmp_path / "open", private=False)
-    c = Member(open_coord, cipher)
-    assert c.join(None).status_code == 200
-    info = c.ok("GET", "/v1/federation")
-    assert info["private"] is False and info["slots"] == SLOTS
+    c = Member(member_api(open_coord.url))
+    c.join(None)
+    info = c.api.federation()
+    assert info.private is False and info.slots == SLOTS
 
 
-def test_cli_invite_tokens_admit(make_coord: Any, cipher: FederationCipher, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_invite_tokens_admit(make_coord: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     storage = tmp_path / "cli"
     assert main(["invite", "--storage", str(storage), "--count", "2"]) == 0
     tokens = capsys.readouterr().out.split()
     assert len(tokens) == 2
     coord = make_coord(storage=storage)
-    assert Member(coord, cipher).join(tokens[0]).status_code == 200
-    error(Member(coord, cipher).join(tokens[0]), 403, "bad_invite")
+    Member(member_api(coord.url)).join(tokens[0])
+    with pytest.raises(BadInvite):
+        Member(member_api(coord.url)).join(tokens[0])
 
 
 @pytest.mark.slow
 def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: FederationCipher, embedder: Any) -> None:
     coord = make_coord()
-    members = new_members(coord, cipher, 7)
+    members = admit(coord, 7)
     contributors, outsider = members[:6], members[6]
     facts = [
         "I deploy services with docker compose on a small VPS",
@@ -333,32 +189,33 @@ def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: Fede
     common = ["docker compose", "vps deployment", "container services"]
     for k, m in enumerate(contributors):
         phrases = list(common) + [f"secret phrase {k} of member"]  # one phrase only this member has
-        m.patterns = [Pattern(3, phrases, facts[k], vecs[k])]
+        m.patterns = [pattern(3, phrases, vecs[k], facts[k])]
         if k < 2:  # a slot only two members share: below the floor of 3, never served
-            m.patterns.append(Pattern(7, ["cat vacuum fear"], "the cat fears the vacuum", rare[k]))
-    r0 = outsider.state()
+            m.patterns.append(pattern(7, ["cat vacuum fear"], rare[k], "the cat fears the vacuum"))
+    r0 = outsider.api.round_current()
     assert r0.round_id == 0 and r0.phase == "collecting"
     # too few submitters: the round is carried over, nothing lost
     for m in contributors[:2]:
-        assert m.contribute(0).status_code == 202
+        m.contribute(0, cipher)
     assert admin_close(coord).phase == "collecting"
     for m in contributors[2:]:
-        assert m.contribute(0).status_code == 202
+        m.contribute(0, cipher)
     st = admin_close(coord)
     assert st.phase == "advertise" and st.submissions == 6 and st.params is not None
     params = SecAggParams.model_validate(st.params)
     assert params.session_id == f"{FED}/r0/a0" and params.dim == SLOTS * DIM
     assert sorted(params.roster) == sorted(m.id for m in contributors)
     assert params.noise_sigma >= coord.engine.mode.sigma * params.quantised_sensitivity - 1e-12
-    error(contributors[0].contribute(0), 409, "wrong_phase")  # contributions wait for the next round
-    final = run_secagg(contributors, 0)
+    with pytest.raises(WrongPhase):
+        contributors[0].contribute(0, cipher)  # contributions wait for the next round
+    final = run_full_round(contributors)
     assert final.phase == "released" and final.epsilon_spent is not None and final.epsilon_spent > 0
-    assert outsider.state().round_id == 1
+    assert outsider.api.round_current().round_id == 1
 
     # DP centroid of slot 3 is close to the mean of its contributors' vectors
-    slots = {s["slot"]: s for s in outsider.ok("GET", "/v1/slots")["slots"]}
+    slots = {s.slot: s for s in outsider.api.slots().slots}
     assert 3 in slots and 7 not in slots
-    centroid = np.array(slots[3]["vector"])
+    centroid = np.array(slots[3].vector)
     true_mean = unit(vecs.mean(axis=0))
     cos_true = float(centroid @ true_mean)
     cos_other = float(centroid @ unit(rare.mean(axis=0)))
@@ -366,7 +223,7 @@ def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: Fede
     assert cos_true > 0.2 and cos_true > cos_other + 0.1, (cos_true, cos_other)
 
     # query: free tier first, then charged; only released material is served
-    q = QueryResponse.model_validate(outsider.ok("POST", "/v1/query", {"slots": [3, 7, 11]}))
+    q = query(outsider, 3, 7, 11)
     assert q.free_tier and q.charged == 0
     assert [p.slot for p in q.patterns] == [3]
     pat = q.patterns[0]
@@ -376,37 +233,43 @@ def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: Fede
     assert statements == set(facts)  # open mode: the contributors' scrubbed statements
     assert pat.pattern_id == "p-3" and pat.released_at_round == 0
     for _ in range(2):
-        assert QueryResponse.model_validate(outsider.ok("POST", "/v1/query", {"slots": [3]})).free_tier
-    error(outsider.request("POST", "/v1/query", {"slots": [3]}), 402, "insufficient_credits")
+        assert query(outsider, 3).free_tier
+    with pytest.raises(InsufficientCredits):
+        query(outsider, 3)
 
     # credits: +1 per accepted pattern to the round's contributors
-    c0 = contributors[0].credits()
+    c0 = contributors[0].api.credits()
     assert c0.available == 2 and c0.earned_this_month == 2 and c0.pending == 0
-    assert contributors[5].credits().available == 1
+    assert contributors[5].api.credits().available == 1
     # verification: not by a contributor, once per member, +0.5
-    error(contributors[0].request("POST", "/v1/patterns/p-3/verify"), 403, "forbidden")
-    v = outsider.ok("POST", "/v1/patterns/p-3/verify")
-    assert v["credits"]["available"] == 0.5
-    error(outsider.request("POST", "/v1/patterns/p-3/verify"), 409, "conflict")
-    error(outsider.request("POST", "/v1/patterns/p-7/verify"), 404, "not_found")
+    with pytest.raises(Forbidden):
+        contributors[0].api.verify("p-3")
+    v = outsider.api.verify("p-3")
+    assert v.credits is not None and v.credits.available == 0.5
+    with pytest.raises(Conflict):
+        outsider.api.verify("p-3")
+    with pytest.raises(NotFound):
+        outsider.api.verify("p-7")
     # votes: contributors cannot vote on their own pattern; 3 net up votes -> +2 to contributors
-    error(contributors[1].request("POST", "/v1/patterns/p-3/vote", {"up": True}), 403, "forbidden")
-    voters = new_members(coord, cipher, 2)
+    with pytest.raises(Forbidden):
+        contributors[1].api.vote("p-3", up=True)
+    voters = admit(coord, 2)
     for voter in [outsider, *voters]:
-        outcome = voter.ok("POST", "/v1/patterns/p-3/vote", {"up": True})
-    assert "quality threshold reached" in outcome["detail"]
-    assert contributors[5].credits().available == 3
-    voters[0].ok("POST", "/v1/patterns/p-3/vote", {"up": False})  # changing a vote is allowed, credit only once
-    voters[0].ok("POST", "/v1/patterns/p-3/vote", {"up": True})
-    assert contributors[5].credits().available == 3
+        outcome = voter.api.vote("p-3", up=True)
+    assert "quality threshold reached" in outcome.detail
+    assert contributors[5].api.credits().available == 3
+    voters[0].api.vote("p-3", up=False)  # changing a vote is allowed, credit only once
+    voters[0].api.vote("p-3", up=True)
+    assert contributors[5].api.credits().available == 3
     # priority costs 5 (free for extensive); download costs 10
-    error(contributors[5].request("GET", "/v1/patterns/download"), 402, "insufficient_credits")
+    with pytest.raises(InsufficientCredits):
+        contributors[5].api.download()
     for _ in range(3):
-        contributors[5].ok("POST", "/v1/query", {"slots": [3]})
-    q = QueryResponse.model_validate(contributors[5].ok("POST", "/v1/query", {"slots": [3]}))
+        query(contributors[5], 3)
+    q = query(contributors[5], 3)
     assert not q.free_tier and q.charged == 1 and q.credits.available == 2
-    status = contributors[0].ok("GET", "/v1/status")
-    assert status["epsilon_spent_window"] > 0 and status["last_released_round"] == 0
+    status = contributors[0].api.status()
+    assert status.epsilon_spent_window > 0 and status.last_released_round == 0
 
     # the coordinator's storage holds none of the texts, and no single member's embedding
     blobs = [p.read_bytes() for p in coord.store.storage_files()]
@@ -420,46 +283,51 @@ def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: Fede
 
     # deletion: 4 contributors delete -> slot 3 falls below the floor and is withdrawn
     for m in contributors[:3]:
-        d = m.ok("DELETE", "/v1/contributions")
-        assert d["deleted_submissions"] >= 1 and d["withdrawn_patterns"] == 0
-    assert [p.slot for p in QueryResponse.model_validate(voters[1].ok("POST", "/v1/query", {"slots": [3]})).patterns] == [3]
-    d = contributors[3].ok("POST", "/v1/leave")
-    assert d["withdrawn_patterns"] == 1
-    assert QueryResponse.model_validate(voters[1].ok("POST", "/v1/query", {"slots": [3]})).patterns == []
-    assert 3 not in {s["slot"] for s in outsider.ok("GET", "/v1/slots")["slots"]}
-    error(contributors[3].request("GET", "/v1/status"), 403, "not_admitted")
+        d = m.api.delete_contributions()
+        assert d.deleted_submissions >= 1 and d.withdrawn_patterns == 0
+    assert [p.slot for p in query(voters[1], 3).patterns] == [3]
+    assert contributors[3].api.leave().withdrawn_patterns == 1
+    assert query(voters[1], 3).patterns == []
+    assert 3 not in {s.slot for s in outsider.api.slots().slots}
+    with pytest.raises(NotAdmitted):
+        contributors[3].api.status()
 
 
 @pytest.mark.slow
 def test_concurrent_queries_never_overspend(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord(credit_rules=None)
     rng = np.random.default_rng(1)
-    members = new_members(coord, cipher, 4)
-    for k, m in enumerate(members):
-        m.patterns = [Pattern(s, ["shared phrase"], None, rand_unit(rng)) for s in range(5)]
-        assert m.contribute(0).status_code == 202
+    members = admit(coord, 4)
+    for m in members:
+        m.patterns = [pattern(s, ["shared phrase"], rand_unit(rng, DIM)) for s in range(5)]
+        m.contribute(0, cipher)
     admin_close(coord)
-    assert run_secagg(members, 0).phase == "released"
+    assert run_full_round(members).phase == "released"
     spender = members[0]
-    assert spender.credits().available == 5
+    assert spender.api.credits().available == 5
+
+    def one(_: int) -> Any:
+        try:
+            return query(spender, 1, 2)
+        except InsufficientCredits:
+            return None
+
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(lambda _: spender.request("POST", "/v1/query", {"slots": [1, 2]}), range(24)))
-    codes = sorted(r.status_code for r in results)
-    assert codes.count(200) == 3 + 5 and codes.count(402) == 24 - 8, codes  # 3 free, 5 paid
-    bal = spender.credits()
+        results = list(pool.map(one, range(24)))
+    paid = [r for r in results if r is not None]
+    assert len(paid) == 3 + 5, results  # 3 free, 5 paid, the other 16 refused with 402
+    bal = spender.api.credits()
     assert bal.available == 0 and bal.spent_this_month == 5 and bal.free_queries_left_today == 0
-    paid = [QueryResponse.model_validate(r.json()) for r in results if r.status_code == 200]
     assert sum(p.charged for p in paid) == 5 and sum(p.free_tier for p in paid) == 3
 
 
-def test_queries_free_when_contribution_not_required(make_coord: Any, cipher: FederationCipher) -> None:
+def test_queries_free_when_contribution_not_required(make_coord: Any) -> None:
     coord = make_coord(require_contribution=False)
-    (m,) = new_members(coord, cipher, 1)
+    (m,) = admit(coord, 1)
     for _ in range(6):
-        q = QueryResponse.model_validate(m.ok("POST", "/v1/query", {"slots": [0], "priority": True}))
-        assert q.charged == 0
-    assert m.ok("GET", "/v1/patterns/download")["charged"] == 0
-    assert m.credits().available == 0
+        assert query(m, 0, priority=True).charged == 0
+    assert m.api.download().charged == 0
+    assert m.api.credits().available == 0
 
 
 @pytest.mark.slow
@@ -468,35 +336,32 @@ def test_thirty_percent_dropout_round_completes(make_coord: Any, cipher: Federat
     # members then cost one timeout
     coord = make_coord(phase_timeout_seconds=6)
     rng = np.random.default_rng(2)
-    members = contributing_members(coord, cipher, 10, 2, "common phrase", rng)
+    members = contributing(coord, cipher, 10, 2, "common phrase", rng)
     admin_close(coord)
     dropped = members[:3]
-    st = run_secagg(members, 0, drop={m.id: "masked_input" for m in dropped})
+    st = run_full_round(members, drop={m.id: "masked_input" for m in dropped})
     assert st.phase == "released"
     for m in dropped:  # their acknowledged submissions wait for the next round
         assert coord.store.pending_snapshot(m.id) == [(1, 0, 2)]
-        assert m.credits().available == 0 and m.state().you_submitted
-    assert members[5].credits().available == 1
-    assert members[5].state().round_id == 1
+        assert m.api.credits().available == 0 and m.api.round_current().you_submitted
+    assert members[5].api.credits().available == 1
+    assert members[5].api.round_current().round_id == 1
 
 
 @pytest.mark.slow
 def test_too_few_survivors_aborts_and_keeps_submissions(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord(phase_timeout_seconds=2)
     rng = np.random.default_rng(3)
-    members = new_members(coord, cipher, 6)  # t = 4
-    for m in members:
-        m.patterns = [Pattern(4, ["some phrase"], None, rand_unit(rng))]
-        assert m.contribute(0).status_code == 202
+    members = contributing(coord, cipher, 6, 4, "some phrase", rng)  # t = 4
     admin_close(coord)
-    st = run_secagg(members, 0, drop={m.id: "advertise" for m in members[:3]})
+    st = run_full_round(members, drop={m.id: "advertise" for m in members[:3]})
     assert st.phase == "aborted"
-    nxt = members[0].state()
+    nxt = members[0].api.round_current()
     assert nxt.round_id == 1 and nxt.phase == "collecting" and nxt.submissions == 6 and nxt.you_submitted
-    assert QueryResponse.model_validate(members[0].ok("POST", "/v1/query", {"slots": [4]})).patterns == []
+    assert query(members[0], 4).patterns == []
     assert admin_close(coord).phase == "advertise"
-    assert run_secagg(members, 1).phase == "released"
-    q = QueryResponse.model_validate(members[0].ok("POST", "/v1/query", {"slots": [4]}))
+    assert run_full_round(members).phase == "released"
+    q = query(members[0], 4)
     assert q.patterns[0].phrases[0].round_id == 0  # ciphertexts stay bound to the round they were made for
 
 
@@ -505,33 +370,29 @@ def test_restart_mid_round_loses_nothing(make_coord: Any, cipher: FederationCiph
     storage = tmp_path / "restart"
     coord = make_coord(storage=storage)
     rng = np.random.default_rng(4)
-    members = contributing_members(coord, cipher, 5, 6, "kept phrase", rng)
+    members = contributing(coord, cipher, 5, 6, "kept phrase", rng)
     admin_close(coord)
-    st = members[0].state()
-    params = SecAggParams.model_validate(st.params)
-    for m in members:
-        m.secagg = SecAggClient(m.identity, params)
-        assert m.post(0, "advertise", m.secagg.advertise_keys()).status_code == 200
-    wait_phase(members[0], 0, ["share_keys"])
-    kr = KeyRoster.model_validate(members[0].ok("GET", "/v1/rounds/0/secagg/roster"))
-    assert members[0].post(0, "share_keys", members[0].secagg.share_keys(kr)).status_code == 200
+    # everyone advertises; only the first member gets to share its keys before the restart
+    first, rest = members[0], members[1:]
+    st = run_full_round(members, drop={first.id: "masked_input", **{m.id: "share_keys" for m in rest}})
+    assert st.phase == "share_keys"
     # a signed request captured before the restart
-    captured_body = b""
-    captured = members[1].identity.sign_request("GET", "/v1/credits", captured_body)
-    assert httpx.get(coord.url + "/v1/credits", headers=captured).status_code == 200
+    captured = members[1].identity.sign_request("GET", "/v1/credits", b"")
+    assert send(coord.url, "GET", "/v1/credits", headers=captured).status_code == 200
     coord.stop()
 
     coord2 = make_coord(storage=storage)
     for m in members:
-        m.coord = coord2
-    st2 = members[0].state()
+        m.api.close()
+        m.api = member_api(coord2.url, m.identity)
+    st2 = members[0].api.round_current()
     assert st2.round_id == 0 and st2.attempt == 1 and st2.phase == "advertise" and st2.submissions == 5
     assert SecAggParams.model_validate(st2.params).session_id == f"{FED}/r0/a1"
     for m in members:
         assert coord2.store.pending_snapshot(m.id) == [(0, 0, 6)]
-    error(httpx.get(coord2.url + "/v1/credits", headers=captured), 401, "replay")
-    assert run_secagg(members, 0).phase == "released"
-    q = QueryResponse.model_validate(members[0].ok("POST", "/v1/query", {"slots": [6]}))
+    refused(send(coord2.url, "GET", "/v1/credits", headers=captured), 401, "replay")
+    assert run_full_round(members).phase == "released"
+    q = query(members[0], 6)
     assert q.patterns and cipher.decrypt(6, 0, base64.b64decode(q.patterns[0].phrases[0].ciphertext)) == "kept phrase"
 
 
@@ -539,100 +400,105 @@ def test_restart_mid_round_loses_nothing(make_coord: Any, cipher: FederationCiph
 def test_full_size_codebook_round(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord(slots=256, dim=384)
     rng = np.random.default_rng(5)
-    members = new_members(coord, cipher, 5)
+    members = admit(coord, 5)
     for k, m in enumerate(members):
-        m.patterns = [Pattern(200, ["big phrase"], None, rand_unit(rng)), Pattern(k, ["own"], None, rand_unit(rng))]
-        assert m.contribute(0).status_code == 202
+        m.patterns = [pattern(200, ["big phrase"], rand_unit(rng, DIM)), pattern(k, ["own"], rand_unit(rng, DIM))]
+        m.contribute(0, cipher)
     assert SecAggParams.model_validate(admin_close(coord).params).dim == 256 * 384
-    assert run_secagg(members, 0).phase == "released"
-    q = QueryResponse.model_validate(members[0].ok("POST", "/v1/query", {"slots": [200, 0, 1]}))
-    assert [p.slot for p in q.patterns] == [200]
+    assert run_full_round(members).phase == "released"
+    assert [p.slot for p in query(members[0], 200, 0, 1).patterns] == [200]
 
 
 @pytest.mark.slow
 def test_security_refusals_change_nothing(make_coord: Any, cipher: FederationCipher) -> None:
     coord = make_coord()
+    url, path = coord.url, "/v1/contributions"
     rng = np.random.default_rng(6)
-    members = new_members(coord, cipher, 4)
+    members = admit(coord, 4)
     a, b = members[0], members[1]
     for m in members:
-        m.patterns = [Pattern(1, ["p"], None, rand_unit(rng))]
-    body = json.dumps(ContributionRequest(round_id=0, patterns=[PatternSubmission(
-        slot=1, confidence=0.5, phrases=[])]).model_dump()).encode()
+        m.patterns = [pattern(1, ["p"], rand_unit(rng, DIM))]
+    body = build_contribution([pattern(1, [], rand_unit(rng, DIM), confidence=0.5)], 0, cipher, "high"
+                              ).model_dump_json().encode()
     before = db_snapshot(coord)
 
-    error(a.request("POST", "/v1/contributions", body, sign=False), 401, "unauthenticated")
-    tampered = a.identity.sign_request("POST", "/v1/contributions", body)
-    error(a.request("POST", "/v1/contributions", body.replace(b"0.5", b"0.6"), sign=False, headers=tampered),
-          401, "unauthenticated")
-    wrong_path = a.identity.sign_request("POST", "/v1/contributions?x=1", body)
-    error(a.request("POST", "/v1/contributions", body, sign=False, headers=wrong_path), 401, "unauthenticated")
+    refused(send(url, "POST", path, body), 401, "unauthenticated")
+    tampered = a.identity.sign_request("POST", path, body)
+    refused(send(url, "POST", path, body.replace(b"0.5", b"0.6"), headers=tampered), 401, "unauthenticated")
+    wrong_path = a.identity.sign_request("POST", path + "?x=1", body)
+    refused(send(url, "POST", path, body, headers=wrong_path), 401, "unauthenticated")
     # signed by b's key but claiming to be a (acting for another identity at the HTTP layer)
-    forged = b.identity.sign_request("POST", "/v1/contributions", body)
+    forged = b.identity.sign_request("POST", path, body)
     forged["X-Continuum-Instance"] = a.id
-    error(a.request("POST", "/v1/contributions", body, sign=False, headers=forged), 401, "unauthenticated")
+    refused(send(url, "POST", path, body, headers=forged), 401, "unauthenticated")
     # a stranger's key with a's public key header: the signature does not verify
-    stranger = Identity.generate().sign_request("POST", "/v1/contributions", body)
+    stranger = Identity.generate().sign_request("POST", path, body)
     stranger["X-Continuum-Instance"], stranger["X-Continuum-Public-Key"] = a.id, a.identity.public_key_b64
-    error(a.request("POST", "/v1/contributions", body, sign=False, headers=stranger), 401, "unauthenticated")
-    stale = a.identity.sign("POST", "/v1/contributions", body, timestamp=int(time.time()) - 3600).to_headers()
-    error(a.request("POST", "/v1/contributions", body, sign=False, headers=stale), 401, "replay")
-    error(a.request("POST", "/v1/contributions", b"x" * (MAX_BODY_BYTES + 1)), 413, "too_large")
-    assert "JSON" in error(a.request("POST", "/v1/contributions", b'{"round_id": 0, "patterns": ['), 400,
-                           "invalid_input").message
-    msg = error(a.request("POST", "/v1/contributions", {"round_id": 0, "patterns": [{"slot": -1, "confidence": 2,
-                                                                                      "phrases": []}]}),
-                400, "invalid_input").message
+    refused(send(url, "POST", path, body, headers=stranger), 401, "unauthenticated")
+    stale = a.identity.sign("POST", path, body, timestamp=int(time.time()) - 3600).to_headers()
+    refused(send(url, "POST", path, body, headers=stale), 401, "replay")
+    refused(send(url, "POST", path, b"x" * (MAX_BODY_BYTES + 1), sign_as=a.identity), 413, "too_large")
+    assert "JSON" in refused(send(url, "POST", path, b'{"round_id": 0, "patterns": [', sign_as=a.identity), 400,
+                             "invalid_input").message
+    bad = {"round_id": 0, "patterns": [{"slot": -1, "confidence": 2, "phrases": []}]}
+    msg = refused(send(url, "POST", path, bad, sign_as=a.identity), 400, "invalid_input").message
     assert "patterns.0.slot" in msg and "patterns.0.confidence" in msg
-    error(a.request("POST", "/v1/contributions", {"round_id": 0, "patterns": [{"slot": SLOTS, "confidence": 1,
-                                                                                "phrases": []}]}), 400, "invalid_input")
-    error(a.request("POST", "/v1/contributions", {"round_id": 5, "patterns": [{"slot": 1, "confidence": 1,
-                                                                                "phrases": []}]}), 409, "wrong_phase")
-    stranger_member = Member(coord, cipher, patterns=[Pattern(1, ["p"], None, rand_unit(rng))])
-    error(stranger_member.contribute(0), 403, "not_admitted")
-    error(stranger_member.request("GET", "/v1/rounds/current"), 403, "not_admitted")
-    error(a.request("POST", "/v1/admin/rounds/close", sign=False, headers={ADMIN_TOKEN_HEADER: "wrong"}), 403, "forbidden")
-    error(a.request("POST", "/v1/admin/invites", {"count": 1}), 403, "forbidden")  # signed is not admin
+    outside = {"round_id": 0, "patterns": [{"slot": SLOTS, "confidence": 1, "phrases": []}]}
+    refused(send(url, "POST", path, outside, sign_as=a.identity), 400, "invalid_input")
+    future = {"round_id": 5, "patterns": [{"slot": 1, "confidence": 1, "phrases": []}]}
+    refused(send(url, "POST", path, future, sign_as=a.identity), 409, "wrong_phase")
+    stranger_member = Member(member_api(url), patterns=[pattern(1, ["p"], rand_unit(rng, DIM))])
+    with pytest.raises(NotAdmitted):
+        stranger_member.contribute(0, cipher)
+    with pytest.raises(NotAdmitted):
+        stranger_member.api.round_current()
+    refused(send(url, "POST", "/v1/admin/rounds/close", headers={ADMIN_TOKEN_HEADER: "wrong"}), 403, "forbidden")
+    signed_is_not_admin = send(url, "POST", "/v1/admin/invites", {"count": 1}, sign_as=a.identity)
+    refused(signed_is_not_admin, 403, "forbidden")
     assert db_snapshot(coord) == before
 
     # replay of an accepted request
-    raw = json.dumps(ContributionRequest(round_id=0, patterns=[PatternSubmission(
-        slot=1, confidence=0.5, phrases=[])]).model_dump()).encode()
-    h = a.identity.sign_request("POST", "/v1/contributions", raw)
-    assert a.request("POST", "/v1/contributions", raw, sign=False, headers=h).status_code == 202
+    h = a.identity.sign_request("POST", path, body)
+    assert send(url, "POST", path, body, headers=h).status_code == 202
     after_first = db_snapshot(coord)
-    error(a.request("POST", "/v1/contributions", raw, sign=False, headers=h), 401, "replay")
+    refused(send(url, "POST", path, body, headers=h), 401, "replay")
     assert db_snapshot(coord) == after_first
 
     # secagg: a member posting a message signed by another identity is refused
     for m in members:
-        assert m.contribute(0).status_code == 202
-    st = admin_close(coord)
-    params = SecAggParams.model_validate(st.params)
+        m.contribute(0, cipher)
+    params = SecAggParams.model_validate(admin_close(coord).params)
     clients = {m.id: SecAggClient(m.identity, params) for m in members}
     b_advert = clients[b.id].advertise_keys()
     before = db_snapshot(coord)
-    error(a.post(0, "advertise", b_advert), 403, "forbidden")
-    error(a.post(0, "share_keys", clients[a.id].advertise_keys()), 409, "wrong_phase")
-    error(a.request("POST", "/v1/rounds/0/secagg/advertise", {"message": {"envelope": {}, "payload": {}}}), 400,
-          "invalid_input")
+    with pytest.raises(Forbidden):
+        a.api.secagg_post(0, "advertise", b_advert)
+    with pytest.raises(WrongPhase):
+        a.api.secagg_post(0, "share_keys", clients[a.id].advertise_keys())
+    with pytest.raises(InvalidInput):
+        a.api.secagg_post(0, "advertise", SecAggPost(message={"envelope": {}, "payload": {}}))
     assert db_snapshot(coord) == before
-    assert b.post(0, "advertise", b_advert).status_code == 200
-    error(b.post(0, "advertise", b_advert), 409, "conflict")
+    assert b.api.secagg_post(0, "advertise", b_advert).ok
+    with pytest.raises(Conflict):
+        b.api.secagg_post(0, "advertise", b_advert)
 
 
-def test_rate_limit_returns_429(make_coord: Any, cipher: FederationCipher) -> None:
+def test_rate_limit_returns_429(make_coord: Any) -> None:
     coord = make_coord(rate_limit_per_minute=5)
-    (m,) = new_members(coord, cipher, 1)
-    codes = [m.request("GET", "/v1/credits") for _ in range(8)]
-    limited = [r for r in codes if r.status_code == 429]
-    assert limited and int(limited[0].headers["Retry-After"]) >= 1
-    assert ErrorBody.model_validate(limited[0].json()).code == "rate_limited"
+    (m,) = admit(coord, 1)
+    api = member_api(coord.url, m.identity, max_retries=0)  # see every 429, do not wait it out
+    limited: list[RateLimited] = []
+    for _ in range(8):
+        try:
+            api.credits()
+        except RateLimited as exc:
+            limited.append(exc)
+    assert limited and limited[0].retry_after >= 1
 
 
 def test_openapi_document_covers_routes(make_coord: Any) -> None:
     coord = make_coord()
-    doc = httpx.get(coord.url + "/openapi.json").json()
+    doc = send(coord.url, "GET", "/openapi.json").json()
     assert doc["openapi"].startswith("3.1")
     assert doc == json.loads(json.dumps(openapi_document(coord.info())))
     join = doc["paths"]["/v1/join"]["post"]
@@ -648,27 +514,21 @@ def test_schemathesis_fuzz_finds_no_server_errors(make_coord: Any, cipher: Feder
     from hypothesis.errors import Unsatisfiable
 
     coord = make_coord(rate_limit_per_minute=100_000)
-    rng = np.random.default_rng(7)
-    members = new_members(coord, cipher, 3)
-    for m in members:
-        m.patterns = [Pattern(0, ["fuzz"], None, rand_unit(rng))]
-        m.contribute(0)
-    doc = httpx.get(coord.url + "/openapi.json").json()
+    members = contributing(coord, cipher, 3, 0, "fuzz", np.random.default_rng(7))
+    doc = send(coord.url, "GET", "/openapi.json").json()
     schema = schemathesis.openapi.from_dict(doc)
     signer = members[0]
     seen: dict[int, int] = {}
     client = httpx.Client(timeout=30)
 
-    def send(case: Any, sign: bool) -> None:
+    def fire(case: Any, sign: bool) -> None:
         kw = case.as_transport_kwargs(base_url=coord.url)
         body = b"" if "json" not in kw else json.dumps(kw["json"]).encode()
         headers = {k: v for k, v in kw["headers"].items() if k.lower() not in ("content-length",)}
         req = client.build_request(kw["method"], kw["url"], params=kw.get("params") or None, content=body,
                                    headers=headers)
-        if sign:
-            path = req.url.raw_path.decode()
-            for k, v in signer.identity.sign_request(kw["method"], path, body).items():
-                req.headers[k] = v
+        if sign:  # over the path httpx will send, query string included
+            req.headers.update(signer.identity.sign_request(kw["method"], req.url.raw_path.decode(), body))
         try:
             r = client.send(req)
         except httpx.HTTPError as exc:  # a malformed header httpx refuses to send is not a server error
@@ -693,8 +553,8 @@ def test_schemathesis_fuzz_finds_no_server_errors(make_coord: Any, cipher: Feder
                       suppress_health_check=list(HealthCheck))
             @given(case=strategy)
             def fuzz(case: Any) -> None:
-                send(case, sign=True)
-                send(case, sign=False)
+                fire(case, sign=True)
+                fire(case, sign=False)
 
             try:
                 fuzz()
@@ -712,36 +572,32 @@ def test_high_mode_small_federation_releases_nothing(make_coord: Any, cipher: Fe
     are charged, and neither the slot nor its phrases are served."""
     coord = make_coord(privacy_mode="high")
     rng = np.random.default_rng(8)
-    members = []
-    for t in coord.create_admission_tokens(4):
-        m = Member(coord, cipher)
-        assert m.join(t, mode="high").status_code == 200
-        members.append(m)
-    _DIMS[SLOTS * DIM] = DIM
+    members = admit(coord, 4, mode="high")
     for m in members:
-        m.patterns = [Pattern(9, ["everyone says this"], None, rand_unit(rng))]
-        assert m.contribute(0).status_code == 202
+        m.patterns = [pattern(9, ["everyone says this"], rand_unit(rng, DIM))]
+        m.contribute(0, cipher, mode="high")
     admin_close(coord)
-    assert run_secagg(members, 0).phase == "released"
+    assert run_full_round(members).phase == "released"
     requirement = coord.policy.release_requirement("high", "standard", "phrases")
     assert requirement.threshold > 4 * 10  # computed, not typed in: far above 4 contributors
-    assert QueryResponse.model_validate(members[0].ok("POST", "/v1/query", {"slots": [9]})).patterns == []
-    assert members[0].ok("GET", "/v1/slots")["slots"] == []
-    spent = members[0].ok("GET", "/v1/status")["epsilon_spent_window"]
-    assert spent == pytest.approx(coord.engine.round_epsilon(), rel=1e-3)
+    assert query(members[0], 9).patterns == []
+    assert members[0].api.slots().slots == []
+    assert members[0].api.status().epsilon_spent_window == pytest.approx(coord.engine.round_epsilon(), rel=1e-3)
 
 
-def test_cli_options_are_generated_from_the_one_config(capsys: Any) -> None:
+def test_cli_options_are_generated_from_the_one_config(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from continuum_mcp.federation.coordinator import CoordinatorConfig, build_parser
     from continuum_mcp.federation.coordinator.config import parse_config
 
+    monkeypatch.setenv("COLUMNS", "100000")  # one help line per option: descriptions are not wrapped
     parser = build_parser()
-    by_dest = {a.dest: a for a in parser._actions}
+    dests = vars(parser.parse_args(["--storage", "/tmp/s"]))
+    help_text = parser.format_help()
     for name, f in CoordinatorConfig.model_fields.items():
         if name == "credit_rules":  # a nested model: set in code, not on the command line
             continue
-        assert name in by_dest, name
-        assert f.description and (f.description in (by_dest[name].help or "") or name == "private")
+        assert name in dests, name
+        assert f.description and (f.description in help_text or name == "private"), name
     cfg = parse_config(["--storage", "/tmp/s", "--open", "--round-interval", "7", "--privacy-mode", "balanced"])
     assert cfg == CoordinatorConfig(storage_path=Path("/tmp/s"), port=8080, private=False, round_interval_seconds=7,
                                     privacy_mode="balanced")

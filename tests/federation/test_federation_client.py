@@ -21,7 +21,7 @@ from mcp import Client
 from mcp_calls import call, error
 
 from continuum_mcp.config import Settings
-from continuum_mcp.federation.coordinator.http import FederationCoordinator
+from continuum_mcp.federation.coordinator import FederationCoordinator
 from continuum_mcp.crypto.cipher import Invite, generate_federation_key
 from continuum_mcp.errors import (
     BadInvite,
@@ -352,6 +352,7 @@ def test_error_mapping_identity_persistence_and_private_files(fed: Fed) -> None:
     assert stat.S_IMODE((cl.dir / "outbox.db").stat().st_mode) == 0o600
 
 
+@pytest.mark.slow
 def test_auto_sync_contributes_in_the_background_and_is_persisted(fed: Fed) -> None:
     import time
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from continuum_mcp.errors import Conflict, Forbidden, WrongPhase
-from continuum_mcp.secagg._core import (
+from continuum_mcp.secagg import (
     AggregateResult,
     KeyRoster,
     SecAggParams,

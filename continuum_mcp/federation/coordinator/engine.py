@@ -44,7 +44,7 @@ from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest
 from continuum_mcp.privacy.dp import gdp_epsilon
 from continuum_mcp.privacy.ledger import PrivacyLedger
 from continuum_mcp.privacy.modes import PrivacyPolicy, ReleaseRequirement
-from continuum_mcp.secagg._core import AggregateResult, KeyRoster, SecAggParams, SecAggServer, ShareInbox, SignedMessage, SurvivorList
+from continuum_mcp.secagg import AggregateResult, KeyRoster, SecAggParams, SecAggServer, ShareInbox, SignedMessage, SurvivorList
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from continuum_mcp.federation.coordinator.ratelimit import TokenBucket
 from continuum_mcp.federation.coordinator.service import CoordinatorService
 from continuum_mcp.federation.coordinator.store import Member
 from continuum_mcp.federation.protocol import ADMIN_TOKEN_HEADER, MAX_BODY_BYTES, ErrorBody, RouteSpec, routes
-from continuum_mcp.secagg._core import SignedMessage
+from continuum_mcp.secagg import SignedMessage
 
 logger = logging.getLogger(__name__)
 

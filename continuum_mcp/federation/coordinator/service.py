@@ -23,7 +23,7 @@ from continuum_mcp.federation.coordinator.engine import RoundEngine
 from continuum_mcp.federation.coordinator.store import CoordinatorStore
 from continuum_mcp.federation import protocol as wire
 from continuum_mcp.privacy.modes import PrivacyPolicy
-from continuum_mcp.secagg._core import SignedMessage
+from continuum_mcp.secagg import SignedMessage
 
 logger = logging.getLogger(__name__)
 
