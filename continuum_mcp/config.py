@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 ENV_DATA_DIR = "CONTINUUM_DATA_DIR"
 ENV_MODEL_PATH = "CONTINUUM_MODEL_PATH"
+ENV_DEDUP_THRESHOLD = "CONTINUUM_DEDUP_THRESHOLD"
 
 
 def default_data_dir() -> Path:
@@ -26,7 +27,15 @@ class Settings(BaseModel):
         default=None, description="A sentence-transformers model directory; None = bundled all-MiniLM-L6-v2.")
     dedup_threshold: float = Field(
         default=0.95, ge=0.0, le=1.0,
-        description="Cosine at or above which a new memory counts as a near-duplicate of an existing one.")
+        description="Cosine at or above which a new memory is compared with an existing one: merged if it "
+                    "restates it with the same facts (numbers, dates, names, negation), otherwise stored "
+                    "and linked as an update of it (1.0 turns both off; exact duplicates still fold).")
+    relevance_floor: float = Field(
+        default=0.2, ge=-1.0, le=1.0,
+        description="Cosine below which a hit is not about the query (all-MiniLM-L6-v2: unrelated sentence "
+                    "pairs sit around 0.0-0.15). Below it recall sets no_good_match, and keyword matches "
+                    "do not lift a memory in hybrid fusion.")
+    read_only: bool = Field(default=False, description="Open the store for reading only (e.g. a backup copy).")
     max_text_chars: int = Field(default=20_000, gt=0)
     max_tags: int = Field(default=32, gt=0)
     max_metadata_bytes: int = Field(default=16_384, gt=0)
@@ -47,4 +56,12 @@ class Settings(BaseModel):
         mp = model_path or os.environ.get(ENV_MODEL_PATH)
         if mp:
             values["model_path"] = Path(mp).expanduser()
+        dedup = os.environ.get(ENV_DEDUP_THRESHOLD)
+        if dedup and "dedup_threshold" not in values:
+            try:
+                values["dedup_threshold"] = float(dedup)
+            except ValueError:
+                from continuum_mcp.errors import InvalidInput
+
+                raise InvalidInput(f"{ENV_DEDUP_THRESHOLD}={dedup!r} is not a number from 0 to 1") from None
         return cls(**values)  # type: ignore[arg-type]
