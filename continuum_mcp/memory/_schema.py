@@ -9,8 +9,15 @@ derived vector index stays valid.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 from pathlib import Path
+
+from continuum_mcp import _sqlite as durable
+from continuum_mcp.errors import DiskFull, StoreCorrupt, StoreReadOnly
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 
@@ -82,3 +89,58 @@ def migrate(conn: sqlite3.Connection, found: int) -> None:
             conn.execute("ALTER TABLE memories ADD COLUMN supersedes INTEGER "
                          "REFERENCES memories(id) ON DELETE SET NULL")
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+def storage_error(exc: sqlite3.OperationalError, path: object) -> Exception:
+    """The precise error for a failed write: read-only store, full disk, or the original."""
+    msg = str(exc).lower()
+    if "readonly" in msg or "read-only" in msg:
+        return StoreReadOnly(f"{path} is read-only ({exc}); nothing was written. Memories can still be "
+                             "read; make the file and its directory writable to store new ones.")
+    if "disk is full" in msg or "disk full" in msg:
+        return DiskFull(f"the disk holding {path} is full ({exc}); nothing was written. Free some space "
+                        "and try again.")
+    return exc
+
+
+def _corrupt(path: Path, exc: Exception) -> StoreCorrupt:
+    return StoreCorrupt(f"{path} is not a readable continuum-mcp database ({exc}). Nothing was "
+                        "changed; restore it from a backup or an export, or move it aside to start afresh.")
+
+
+def _is_read_only(exc: BaseException | None, path: Path) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and isinstance(storage_error(exc, path), StoreReadOnly)
+
+
+def open_database(path: Path, *, read_only: bool) -> tuple[sqlite3.Connection, threading.RLock | None, bool]:
+    """Open (creating or upgrading) the store's file: (connection, its lock, opened read-only?).
+
+    A healthy file that cannot be written is opened read-only instead of being called corrupt."""
+    if not read_only:
+        try:
+            stamp_legacy(path)
+            db = durable.Database(path, SCHEMA, version=SCHEMA_VERSION, migrate=migrate, what="memory store")
+            conn = db.conn
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreCorrupt(f"{path}: could not switch to WAL mode (got {mode})")
+            conn.execute("PRAGMA foreign_keys = ON")
+            return conn, db.lock, False
+        except StoreCorrupt as exc:
+            if not _is_read_only(exc.__cause__, path):
+                raise _corrupt(path, exc.__cause__ or exc) from exc
+        except sqlite3.DatabaseError as exc:
+            if not _is_read_only(exc, path):
+                raise _corrupt(path, exc) from exc
+        log.info("memory store %s is read-only; opened for reading", path)
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False, timeout=30.0)
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise _corrupt(path, exc) from exc
+    if found != SCHEMA_VERSION:
+        conn.close()
+        raise StoreReadOnly(f"{path} is read-only and has schema version {found}; this release must upgrade "
+                            f"it to {SCHEMA_VERSION} in place first: make it writable and open it once.")
+    return conn, None, True

@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from continuum_mcp.errors import NotFound
 from continuum_mcp.memory._validate import content_hash
 from continuum_mcp.memory.facts import same_facts
+from continuum_mcp.memory.models import Progress
 from continuum_mcp.memory.vector_index import VectorIndex
+
+if TYPE_CHECKING:
+    from continuum_mcp.memory.store import MemoryStore
 
 Status = Literal["created", "updated", "duplicate", "near_duplicate"]
 
@@ -106,3 +110,28 @@ def plan_batch(conn: sqlite3.Connection, index: VectorIndex, clean: list[dict[st
         sim = round(near[1], 6) if near is not None and updates is not None and near[1] >= threshold else None
         out.append(Planned("updated" if updates is not None else "created", mid, sim, updates=updates))
     return out
+
+
+def reembed_all(store: "MemoryStore", *, progress: Progress | None, batch_size: int) -> int:
+    """Re-embed every memory in batches, then record the new model in ``meta`` (the store's lock held)."""
+    conn = store._conn
+    total = conn.execute("SELECT COUNT(*) FROM memories").fetchone()[0]
+    done, last = 0, 0
+    while True:
+        rows = conn.execute("SELECT id, text FROM memories WHERE id > ? ORDER BY id LIMIT ?",
+                            (last, batch_size)).fetchall()
+        if not rows:
+            break
+        vecs = store.embedder.encode([r[1] for r in rows])
+        with store._tx(check_model=False) as c:
+            c.executemany("UPDATE memories SET embedding = ?, model_id = ? WHERE id = ?",
+                          [(v.astype(np.float32).tobytes(), store.embedder.model_id, r[0]) for r, v in zip(rows, vecs)])
+            c.executemany("INSERT INTO changes(memory_id) VALUES (?)", [(r[0],) for r in rows])
+        done += len(rows)
+        last = rows[-1][0]
+        if progress:
+            progress(done, total)
+    with store._tx(check_model=False) as c:
+        c.execute("UPDATE meta SET value = ? WHERE key = 'model_id'", (store.embedder.model_id,))
+        c.execute("UPDATE meta SET value = ? WHERE key = 'dim'", (str(store.embedder.dim),))
+    return done

@@ -25,15 +25,15 @@ import numpy as np
 
 from continuum_mcp import _sqlite as durable
 from continuum_mcp.config import Settings
-from continuum_mcp.errors import DiskFull, InvalidInput, ModelMismatch, NotFound, StoreCorrupt, StoreReadOnly
+from continuum_mcp.errors import InvalidInput, ModelMismatch, NotFound, StoreReadOnly
 from continuum_mcp.memory import io as jsonl
 from continuum_mcp.memory import search
-from continuum_mcp.memory._schema import SCHEMA, SCHEMA_VERSION, migrate, stamp_legacy
+from continuum_mcp.memory._schema import SCHEMA_VERSION, open_database, storage_error
 from continuum_mcp.memory._validate import (
     check_id, clean_filters, clean_input, clean_metadata, clean_tags, clean_text, content_hash, dt, make_input,
     normalize_text, now,
 )
-from continuum_mcp.memory._write import plan_batch
+from continuum_mcp.memory._write import plan_batch, reembed_all
 from continuum_mcp.memory.models import (
     Filters, ForgetResult, ImportResult, Memory, MemoryInput, MemoryPage, OnDuplicate, Progress, RecallHit,
     RecallResult, RememberResult, SearchMode, StoreStats,
@@ -54,18 +54,6 @@ def _row(r: Sequence[Any]) -> Memory:
                   created_at=dt(r[5]), updated_at=dt(r[6]), content_hash=r[7], supersedes=r[8], superseded_by=r[9])
 
 
-def _storage_error(exc: sqlite3.OperationalError, path: object) -> Exception:
-    """The precise error for a failed write: read-only store, full disk, or the original."""
-    msg = str(exc).lower()
-    if "readonly" in msg or "read-only" in msg:
-        return StoreReadOnly(f"{path} is read-only ({exc}); nothing was written. Memories can still be "
-                             "read; make the file and its directory writable to store new ones.")
-    if "disk is full" in msg or "disk full" in msg:
-        return DiskFull(f"the disk holding {path} is full ({exc}); nothing was written. Free some space "
-                        "and try again.")
-    return exc
-
-
 class MemoryStore:
     """A user's long-term memory in one data directory. Thread-safe; safe across processes."""
 
@@ -82,56 +70,10 @@ class MemoryStore:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise InvalidInput(f"cannot create data directory {self.data_dir}: {exc}") from exc
-        self._conn = self._open()
+        self._conn, lock, self.read_only = open_database(self._path, read_only=self.read_only)
+        self._lock = lock or self._lock
         self._closed = False
         self.store_model_id, self.store_dim = self._init_meta()
-
-    # ----- opening --------------------------------------------------------------------------
-    def _open(self) -> sqlite3.Connection:
-        if not self.read_only:
-            try:
-                stamp_legacy(self._path)
-                db = durable.Database(self._path, SCHEMA, version=SCHEMA_VERSION, migrate=migrate,
-                                      what="memory store")
-                self._lock = db.lock
-                return self._checked(db.conn)
-            except sqlite3.OperationalError as exc:
-                if not isinstance(_storage_error(exc, self._path), StoreReadOnly):
-                    raise self._corrupt(exc) from exc
-            except sqlite3.DatabaseError as exc:
-                raise self._corrupt(exc) from exc
-            except StoreCorrupt as exc:
-                cause = exc.__cause__
-                if not (isinstance(cause, sqlite3.OperationalError)
-                        and isinstance(_storage_error(cause, self._path), StoreReadOnly)):
-                    raise
-            self.read_only = True
-            log.info("memory store %s is read-only; opened for reading", self._path)
-        return self._open_read_only()
-
-    def _open_read_only(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(f"{self._path.as_uri()}?mode=ro", uri=True, isolation_level=None,
-                                   check_same_thread=False, timeout=30.0)
-            found = conn.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(exc) from exc
-        if found != SCHEMA_VERSION:
-            conn.close()
-            raise StoreReadOnly(f"{self._path} is read-only and has schema version {found}; this release "
-                                f"must upgrade it to {SCHEMA_VERSION} in place first. Make it writable once.")
-        return conn
-
-    def _checked(self, conn: sqlite3.Connection) -> sqlite3.Connection:
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode.lower() != "wal":
-            raise StoreCorrupt(f"{self._path}: could not switch to WAL mode (got {mode})")
-        conn.execute("PRAGMA foreign_keys = ON")
-        return conn
-
-    def _corrupt(self, exc: Exception) -> StoreCorrupt:
-        return StoreCorrupt(f"{self._path} is not a readable continuum-mcp database ({exc}). Nothing was "
-                            "changed; restore it from a backup or an export, or move it aside to start afresh.")
 
     def _init_meta(self) -> tuple[str, int]:
         rows = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
@@ -159,7 +101,7 @@ class MemoryStore:
                             f"with that model, or re-embed again: `continuum-mcp reembed --data-dir {self.data_dir}`.")
                 yield conn
         except sqlite3.OperationalError as exc:
-            raise _storage_error(exc, self._path) from exc
+            raise storage_error(exc, self._path) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -394,26 +336,7 @@ class MemoryStore:
     def reembed(self, *, progress: Progress | None = None, batch_size: int = 128) -> int:
         """Re-embed every memory with the configured model and adopt it as the store's model."""
         with self._lock:
-            total = self._conn.execute("SELECT COUNT(*) FROM memories").fetchone()[0]
-            done, last = 0, 0
-            while True:
-                rows = self._conn.execute("SELECT id, text FROM memories WHERE id > ? ORDER BY id LIMIT ?",
-                                          (last, batch_size)).fetchall()
-                if not rows:
-                    break
-                vecs = self.embedder.encode([r[1] for r in rows])
-                with self._tx(check_model=False) as conn:
-                    conn.executemany("UPDATE memories SET embedding = ?, model_id = ? WHERE id = ?",
-                                     [(v.astype(np.float32).tobytes(), self.embedder.model_id, r[0])
-                                      for r, v in zip(rows, vecs)])
-                    conn.executemany("INSERT INTO changes(memory_id) VALUES (?)", [(r[0],) for r in rows])
-                done += len(rows)
-                last = rows[-1][0]
-                if progress:
-                    progress(done, total)
-            with self._tx(check_model=False) as conn:
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'model_id'", (self.embedder.model_id,))
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'dim'", (str(self.embedder.dim),))
+            done = reembed_all(self, progress=progress, batch_size=batch_size)
             self.store_model_id, self.store_dim = self.embedder.model_id, self.embedder.dim
             self._index = None
             self._vectors().save()

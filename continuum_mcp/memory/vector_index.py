@@ -126,7 +126,8 @@ class VectorIndex:
 
     def sync(self, conn: sqlite3.Connection) -> int:
         """Replay changes newer than ``seq``; rebuild if the log no longer reaches back that far."""
-        head = conn.execute("SELECT COALESCE(MAX(seq), 0), MIN(seq) FROM changes").fetchone()
+        # Two scalar subqueries: each is one b-tree probe; the combined aggregate scans the table.
+        head = conn.execute("SELECT COALESCE((SELECT MAX(seq) FROM changes), 0), (SELECT MIN(seq) FROM changes)").fetchone()
         latest, oldest = head[0], head[1]
         if latest == self.seq:
             return 0
