@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from continuum_mcp.errors import InvalidInput
 
 ENV_DATA_DIR = "CONTINUUM_DATA_DIR"
 ENV_MODEL_PATH = "CONTINUUM_MODEL_PATH"
@@ -61,7 +63,9 @@ class Settings(BaseModel):
             try:
                 values["dedup_threshold"] = float(dedup)
             except ValueError:
-                from continuum_mcp.errors import InvalidInput
-
-                raise InvalidInput(f"{ENV_DEDUP_THRESHOLD}={dedup!r} is not a number from 0 to 1") from None
-        return cls(**values)  # type: ignore[arg-type]
+                values["dedup_threshold"] = dedup  # pydantic names the problem below
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InvalidInput(f"setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
