@@ -71,6 +71,8 @@ def plan_batch(conn: sqlite3.Connection, index: VectorIndex, clean: list[dict[st
     if want:
         q = ",".join("?" * len(want))
         texts = dict(conn.execute(f"SELECT id, text FROM memories WHERE id IN ({q})", want).fetchall())
+    within = vecs[probe] @ vecs.T if probe else None  # cosines inside the batch, one product
+    row_of = {i: r for r, i in enumerate(probe)}
     out: list[Planned] = []
     batch_rows: list[int] = []  # positions in this batch that were inserted
     batch_ids: list[int] = []
@@ -79,8 +81,8 @@ def plan_batch(conn: sqlite3.Connection, index: VectorIndex, clean: list[dict[st
             out.append(Planned("duplicate", existing[h], 1.0, duplicate_of=existing[h]))
             continue
         near = stored.get(i)
-        if threshold < 1.0 and batch_rows:
-            sims = vecs[batch_rows] @ vecs[i]
+        if within is not None and batch_rows and i in row_of:
+            sims = within[row_of[i], batch_rows]
             j = int(np.argmax(sims))
             if near is None or sims[j] > near[1]:
                 near = (batch_ids[j], float(sims[j]))
