@@ -76,6 +76,10 @@ def plan_batch(conn: sqlite3.Connection, index: VectorIndex, clean: list[dict[st
     out: list[Planned] = []
     batch_rows: list[int] = []  # positions in this batch that were inserted
     batch_ids: list[int] = []
+    rows: list[tuple[Any, ...]] = []
+    # Ids are assigned here (the write lock is held), so the batch goes in with three executemany.
+    next_id = conn.execute("SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'memories'), 0), "
+                           "COALESCE((SELECT MAX(id) FROM memories), 0))").fetchone()[0] + 1
     for i, (c, h) in enumerate(zip(clean, hashes)):
         if merge and h in existing:
             out.append(Planned("duplicate", existing[h], 1.0, duplicate_of=existing[h]))
@@ -97,20 +101,20 @@ def plan_batch(conn: sqlite3.Connection, index: VectorIndex, clean: list[dict[st
         if updates is not None and not conn.execute("SELECT 1 FROM memories WHERE id = ?", (updates,)).fetchone():
             raise NotFound(f"supersedes: no memory with id {updates}; nothing was stored")
         created = c["created_at"] or when
-        cur = conn.execute(
-            "INSERT INTO memories(text, tags, metadata, source, created_at, updated_at, content_hash, embedding,"
-            " model_id, supersedes) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (c["text"], json.dumps(c["tags"], ensure_ascii=False), c["metadata"], c["source"], created,
-             c["updated_at"] or created, h, vecs[i].tobytes(), model_id, updates))
-        mid = int(cur.lastrowid)  # type: ignore[arg-type]
-        conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)", [(mid, t) for t in c["tags"]])
-        conn.execute("INSERT INTO changes(memory_id) VALUES (?)", (mid,))
+        mid, next_id = next_id, next_id + 1
+        rows.append((mid, c["text"], json.dumps(c["tags"], ensure_ascii=False), c["metadata"], c["source"], created,
+                     c["updated_at"] or created, h, vecs[i].tobytes(), model_id, updates))
         if merge:
             existing.setdefault(h, mid)
         batch_rows.append(i)
         batch_ids.append(mid)
         sim = round(near[1], 6) if near is not None and updates is not None and near[1] >= threshold else None
         out.append(Planned("updated" if updates is not None else "created", mid, sim, updates=updates))
+    conn.executemany("INSERT INTO memories(id, text, tags, metadata, source, created_at, updated_at, content_hash,"
+                     " embedding, model_id, supersedes) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+    conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)",
+                     [(r[0], t) for r, i in zip(rows, batch_rows) for t in clean[i]["tags"]])
+    conn.executemany("INSERT INTO changes(memory_id) VALUES (?)", [(r[0],) for r in rows])
     return out
 
 
