@@ -98,7 +98,8 @@ def plan_batch(conn: sqlite3.Connection, index: VectorIndex, clean: list[dict[st
                 continue
             if updates is None:
                 updates = _current(conn, near[0])
-        if updates is not None and not conn.execute("SELECT 1 FROM memories WHERE id = ?", (updates,)).fetchone():
+        if updates is not None and updates not in batch_ids \
+                and not conn.execute("SELECT 1 FROM memories WHERE id = ?", (updates,)).fetchone():
             raise NotFound(f"supersedes: no memory with id {updates}; nothing was stored")
         created = c["created_at"] or when
         mid, next_id = next_id, next_id + 1

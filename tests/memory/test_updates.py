@@ -135,3 +135,9 @@ def test_memories_carry_their_own_time(store: MemoryStore) -> None:
     from continuum_mcp.memory import Filters
     hits = store.recall("support group", filters=Filters(until=datetime(2023, 12, 31, tzinfo=timezone.utc))).hits
     assert [h.memory.id for h in hits] == [m.id]
+
+
+def test_an_update_within_one_batch_links_to_the_earlier_item(store: MemoryStore) -> None:
+    rs = store.remember_many([MemoryInput(text="Dana's phone number is +44 7700 900987"),
+                              MemoryInput(text="Dana's phone number is +44 7700 900988")])
+    assert rs[1].status == "updated" and rs[1].updates == rs[0].memory.id == rs[1].memory.supersedes
