@@ -6,11 +6,11 @@ evidence turns is asked through :meth:`MemoryStore.recall` in each mode, and we 
 evidence turns come back: Recall@5, Recall@10, hit@10 and nDCG@10, per category (by number, as
 the official ``task_eval/evaluation.py`` numbers them) and overall.
 
-Why ``dedup_threshold=1.0``: the store normally folds near-duplicates (cosine >= 0.95) into the
-existing memory; a benchmark must keep every turn, so only texts whose embeddings are identical
-(and exact duplicates by content hash, which the store always folds) share a memory. Each
-dia_id maps to the memory id that ``remember_many`` returned for it, so a folded turn still
-counts as found when its twin is retrieved.
+Why ``dedup_threshold=1.0``: the store folds only true restatements (same facts, cosine >= 0.95)
+and links updates; a benchmark must keep every turn unlinked, so only exact duplicates by content
+hash (which the store always folds) share a memory. Each dia_id maps to the memory id that
+``remember_many`` returned for it, so a folded turn still counts as found when its twin is
+retrieved. Each turn carries its session's time (``created_at``), as ``remember(at=...)`` allows.
 
 Run:  .venv/bin/python benchmarks/bench_locomo.py            (all 10 conversations)
       .venv/bin/python benchmarks/bench_locomo.py --quick    (first conversation only)
@@ -105,13 +105,14 @@ def turn_memories(conversation: dict[str, Any]) -> list[tuple[str, MemoryInput]]
 
 
 def score(ranked: list[int], relevant: set[int]) -> dict[str, float]:
-    """Recall@5/@10 (fraction of evidence found), hit@10 and binary nDCG@10 for one question."""
+    """Recall@5/@10 (fraction of evidence found), hit@10, binary nDCG@10 and MRR@10 for one question."""
     top10 = ranked[:10]
     dcg = sum(1.0 / math.log2(i + 2) for i, mid in enumerate(top10) if mid in relevant)
     idcg = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), 10)))
     found10 = len(relevant & set(top10))
     return {"r5": len(relevant & set(ranked[:5])) / len(relevant), "r10": found10 / len(relevant),
-            "hit10": float(found10 > 0), "ndcg10": dcg / idcg}
+            "hit10": float(found10 > 0), "ndcg10": dcg / idcg,
+            "mrr": next((1.0 / (i + 1) for i, mid in enumerate(top10) if mid in relevant), 0.0)}
 
 
 def run_sample(sample: dict[str, Any], embedder: Embedder, modes: tuple[SearchMode, ...],
@@ -128,7 +129,7 @@ def run_sample(sample: dict[str, Any], embedder: Embedder, modes: tuple[SearchMo
                 chunk = turns[start:start + batch]
                 for (did, _), res in zip(chunk, store.remember_many([m for _, m in chunk])):
                     dia_to_mem[did] = res.memory.id
-                    counts["folded"] += res.status != "created"
+                    counts["folded"] += res.status not in ("created", "updated")
             counts["fill_s"] += time.perf_counter() - t0  # type: ignore[assignment]
             counts["turns"] += len(turns)
             t0 = time.perf_counter()
@@ -156,8 +157,8 @@ def run_sample(sample: dict[str, Any], embedder: Embedder, modes: tuple[SearchMo
 
 def table(results: dict[str, dict[int, Scores]], modes: tuple[SearchMode, ...]) -> str:
     """The README table: one row per mode and category, with the published reference beside it."""
-    lines = ["| mode | category | n | Recall@5 | Recall@10 | hit@10 | nDCG@10 | published nDCG@10 / Recall@10 |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| mode | category | n | Recall@5 | Recall@10 | hit@10 | nDCG@10 | MRR | published nDCG@10 / Recall@10 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         overall = Scores()
         for cat in sorted(CATEGORIES):
@@ -167,10 +168,10 @@ def table(results: dict[str, dict[int, Scores]], modes: tuple[SearchMode, ...]) 
                 overall.sums[key] += v
             ref = f"{REFERENCE[cat][0]:.3f} / {REFERENCE[cat][1]:.3f}" if mode == "semantic" else ""
             lines.append(f"| {mode} | {cat} {CATEGORIES[cat]} | {s.n} | {s.mean('r5'):.3f} | {s.mean('r10'):.3f} "
-                         f"| {s.mean('hit10'):.3f} | {s.mean('ndcg10'):.3f} | {ref} |")
+                         f"| {s.mean('hit10'):.3f} | {s.mean('ndcg10'):.3f} | {s.mean('mrr'):.3f} | {ref} |")
         lines.append(f"| {mode} | **overall (1-4)** | {overall.n} | **{overall.mean('r5'):.3f}** | "
                      f"**{overall.mean('r10'):.3f}** | **{overall.mean('hit10'):.3f}** | "
-                     f"**{overall.mean('ndcg10'):.3f}** | |")
+                     f"**{overall.mean('ndcg10'):.3f}** | **{overall.mean('mrr'):.3f}** | |")
     return "\n".join(lines)
 
 

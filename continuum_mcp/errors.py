@@ -48,6 +48,18 @@ class StoreCorrupt(ContinuumError):
     code, http_status, exit_code = "store_corrupt", 500, 5
 
 
+class StoreReadOnly(ContinuumError):
+    """The store is healthy but cannot be written (read-only file, directory or mount)."""
+
+    code, http_status, exit_code = "store_read_only", 503, 5
+
+
+class DiskFull(ContinuumError):
+    """The disk holding the store is full; the write was rolled back, nothing changed."""
+
+    code, http_status, exit_code = "disk_full", 507, 5
+
+
 class PrivacyBudgetExceeded(ContinuumError):
     """A contribution would spend more privacy budget than the rolling window allows."""
 
@@ -193,6 +205,6 @@ __all__ = [
     "AggregationAborted", "BadInvite", "Conflict", "ContinuumError", "CoordinatorUnavailable", "CryptoError",
     "ERRORS_BY_CODE", "EXIT_CODE_MEANINGS", "FederationError", "Forbidden", "InsufficientCredits",
     "InvalidInput", "ModelMismatch", "NotAdmitted", "NotFound", "NotJoined", "PrivacyBudgetExceeded",
-    "RateLimited", "ReplayError", "StoreCorrupt", "TooLarge", "Unauthenticated", "VerificationRefused",
+    "RateLimited", "ReplayError", "StoreCorrupt", "StoreReadOnly", "DiskFull", "TooLarge", "Unauthenticated", "VerificationRefused",
     "WrongPhase", "error_for_code",
 ]

@@ -126,7 +126,8 @@ class VectorIndex:
 
     def sync(self, conn: sqlite3.Connection) -> int:
         """Replay changes newer than ``seq``; rebuild if the log no longer reaches back that far."""
-        head = conn.execute("SELECT COALESCE(MAX(seq), 0), MIN(seq) FROM changes").fetchone()
+        # Two scalar subqueries: each is one b-tree probe; the combined aggregate scans the table.
+        head = conn.execute("SELECT COALESCE((SELECT MAX(seq) FROM changes), 0), (SELECT MIN(seq) FROM changes)").fetchone()
         latest, oldest = head[0], head[1]
         if latest == self.seq:
             return 0
@@ -176,11 +177,29 @@ class VectorIndex:
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def nearest_batch(self, queries: np.ndarray) -> list[tuple[int, float] | None]:
-        """The nearest (id, cosine) of each query row: one FAISS call for a whole batch."""
+        """The nearest (id, cosine) of each query row, for a whole batch at once.
+
+        On the flat index this is one matrix product over the stored vectors (read in place, in
+        blocks): FAISS's k=1 flat search is some 30x slower than BLAS for a batch of queries."""
         if self.count == 0 or len(queries) == 0:
             return [None] * len(queries)
-        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), 1)
-        return [(int(i), float(sc)) if i >= 0 else None for i, sc in zip(ids[:, 0], scores[:, 0])]
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.kind != "flat":
+            scores, ids = self.index.search(q, 1)
+            return [(int(i), float(sc)) if i >= 0 else None for i, sc in zip(ids[:, 0], scores[:, 0])]
+        flat = faiss.downcast_index(self.index.index)
+        n = self.count
+        xb = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+        id_map = faiss.vector_to_array(self.index.id_map)
+        best = np.full(len(q), -np.inf, dtype=np.float32)
+        arg = np.zeros(len(q), dtype=np.int64)
+        for start in range(0, n, 32768):
+            sims = q @ xb[start:start + 32768].T
+            j = sims.argmax(axis=1)
+            top = sims[np.arange(len(q)), j]
+            better = top > best
+            best[better], arg[better] = top[better], j[better] + start
+        return [(int(id_map[a]), float(b)) for a, b in zip(arg, best)]
 
     def _nprobe(self) -> int:
         return int(faiss.downcast_index(self.index.index).nprobe)

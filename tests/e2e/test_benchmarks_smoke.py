@@ -37,6 +37,7 @@ def test_bench_memory_quick_prints_table() -> None:
     for mode in ("semantic", "keyword", "hybrid"):
         assert f"| recall `{mode}` at 500 (flat) p50 / p95 |" in out
     assert "memories/s |" in out and "peak RSS" in out
+    assert "| at 500: encode + search alone p50; semantic / that; hybrid / semantic |" in out  # the ratios
 
 
 @pytest.mark.slow
@@ -44,7 +45,7 @@ def test_bench_memory_quick_prints_table() -> None:
 @pytest.mark.skipif(not LOCOMO.is_file(), reason="LoCoMo data (../shared/eval/locomo10.json) not present")
 def test_bench_locomo_quick_prints_table() -> None:
     out = run_script("bench_locomo.py", "--quick", timeout=170)
-    assert "| mode | category | n | Recall@5 | Recall@10 | hit@10 | nDCG@10 |" in out
+    assert "| mode | category | n | Recall@5 | Recall@10 | hit@10 | nDCG@10 | MRR |" in out
     for mode in ("semantic", "keyword", "hybrid"):
         assert f"| {mode} | **overall (1-4)** |" in out
         for cat in ("1 multi-hop", "2 temporal", "3 open-domain", "4 single-hop"):
