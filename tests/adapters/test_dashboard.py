@@ -276,3 +276,45 @@ def test_create_search_edit_delete_and_the_budget_plot_in_headless_chromium(runn
             ctx.close()
     assert problems == []  # no script error and no CSP violation
     print(f"\nbrowser test {time.monotonic() - started:.1f} s; screenshots in {ARTIFACTS}")
+
+
+# ------------------------------------------------------------------------------ the sent-log hook
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_real_contribution_is_logged_exactly_as_its_preview_said(tmp_path: Path,
+                                                                   embedder: SentenceTransformerEmbedder) -> None:
+    """Join a real coordinator, contribute: the sent-log holds what the dry run promised, and the
+    statement is absent because the federation's mode (high) does not send statements."""
+    from continuum_mcp.crypto.cipher import Invite, generate_federation_key
+    from continuum_mcp.federation.coordinator.http import FederationCoordinator
+
+    coord = FederationCoordinator(port=0, storage_path=tmp_path / "coord", privacy_mode="high", min_contributors=3,
+                                  require_contribution=False, federation_id="fed-dash", admin_token="admin-dash",
+                                  phase_timeout_seconds=20)
+    coord.start()
+    try:
+        with Continuum(Settings(data_dir=tmp_path / "m"), embedder) as app:
+            for text in ("I prefer a dark theme in my code editor", "My code editor always runs a dark theme",
+                         "I switched my code editor back to a dark theme", "The wifi password at home is hunter2-Xk9!pQ"):
+                app.remember(text, tags=["prefs"])
+            app.remember("My sister Alice lives at 12 Baker Street", tags=["private"])
+            invite = Invite.build(coord.url, "fed-dash", coord.create_admission_tokens(1)[0], generate_federation_key())
+            app.join(invite.format(), contribution_level="minimal", privacy_mode="high")
+            assert app.contribution_history() == []
+            h = app.privacy_history()  # joined: the federation's mode; nothing spent before a round
+            assert h.joined and h.mode == "high" and h.spends == [] and h.window_epsilon == 0.0
+            preview = app.contribute(min_confidence=0.6, dry_run=True).preview
+            sent = app.contribute(min_confidence=0.6)
+            assert sent.status == "sent" and preview
+            log = app.contribution_history()
+            assert len(log) == 1 and log[0].round_id == sent.round_id and log[0].federation_mode == "high"
+            assert [(p.slot, p.phrases, p.pattern_id) for p in log[0].patterns] == \
+                   [(p.slot, p.phrases, p.pattern_id) for p in preview]
+            assert all(p.statement is None for p in log[0].patterns)
+            raw = (app.federation_dir / "sent.db").read_bytes()
+            assert b"Alice" not in raw and b"hunter2" not in raw
+            assert (app.federation_dir / "sent.db").stat().st_mode & 0o777 == 0o600
+    finally:
+        coord.stop()
