@@ -75,7 +75,8 @@
     li.dataset.id = m.id;
     const view = () => {
       li.replaceChildren();
-      const meta = el("div", "meta", el("span", "", `#${m.id}`), el("span", "", fmtTime(m.created_at)), ...tagList(m.tags));
+      const meta = metaRow(`#${m.id}`, fmtTime(m.created_at));
+      meta.append(...tagList(m.tags));
       if (hit && hit.similarity !== null && hit.similarity !== undefined) {
         meta.append(el("span", "", `similarity ${num(hit.similarity, 3)}`));
       }
@@ -233,39 +234,40 @@
     }
   }
 
-  async function loadContributions() {
-    const rows = await api("GET", "/api/contributions");
-    const list = $("contribution-list");
-    if (rows.length === 0) {
-      list.replaceChildren(el("li", "muted", "Nothing has been sent yet."));
-      return;
-    }
-    list.replaceChildren(...rows.map((c) => {
-      const li = el("li", "contribution", el("div", "meta", ...[`round ${c.round_id}`, fmtTime(c.sent_at),
-        `${c.federation_mode} mode`, `${c.patterns.length} pattern(s)`].map((t) => el("span", "", t))));
-      for (const p of c.patterns) {
-        li.append(el("div", "pattern-phrases", `slot ${p.slot} · confidence ${num(p.confidence)} · `,
-          ...tagList(p.phrases)));
-        li.append(el("div", p.statement === null ? "muted" : "text",
-          p.statement === null ? `statement not sent (${c.federation_mode} mode)` : p.statement));
-      }
-      li.append(el("details", "muted", el("summary", "", "what exactly went over the wire"), c.what_leaves));
-      return li;
-    }));
+  // A list from an API route, or one line saying why it is empty.
+  async function fillList(id, path, empty, render) {
+    const rows = await api("GET", path);
+    $(id).replaceChildren(...(rows.length ? rows.map(render) : [el("li", "muted", empty)]));
   }
 
-  async function loadPatterns() {
-    const rows = await api("GET", "/api/patterns");
-    const list = $("pattern-list");
-    if (rows.length === 0) {
-      list.replaceChildren(el("li", "muted", "No released patterns in the local cache."));
-      return;
+  const metaRow = (...items) => el("div", "meta", ...items.map((t) => el("span", "", t)));
+
+  function contributionCard(c) {
+    const li = el("li", "contribution", metaRow(`round ${c.round_id}`, fmtTime(c.sent_at), `${c.federation_mode} mode`,
+      `${c.patterns.length} pattern(s)`));
+    for (const p of c.patterns) {
+      li.append(el("div", "pattern-phrases", `slot ${p.slot} · confidence ${num(p.confidence)} · `,
+        ...tagList(p.phrases)));
+      li.append(el("div", p.statement === null ? "muted" : "text",
+        p.statement === null ? `statement not sent (${c.federation_mode} mode)` : p.statement));
+      if (p.source_memory_ids.length) {
+        li.append(el("div", "muted", `made from your memories ${p.source_memory_ids.map((i) => `#${i}`).join(", ")} `
+          + "(the ids stay here)"));
+      }
     }
-    list.replaceChildren(...rows.map((p) => el("li", "pattern", el("div", "text", p.summary),
-      el("div", "pattern-phrases", ...tagList(p.phrases)),
-      el("div", "meta", ...[`round ${p.released_at_round}`, `~${num(p.contributor_count, 1)} contributors (noisy)`,
-        `${p.verification_count} verification(s)`, `▲${p.votes_up} ▼${p.votes_down}`].map((t) => el("span", "", t))))));
+    li.append(el("details", "muted", el("summary", "", "what exactly went over the wire"), c.what_leaves));
+    return li;
   }
+
+  const patternCard = (p) => el("li", "pattern", el("div", "text", p.summary),
+    el("div", "pattern-phrases", ...tagList(p.phrases)),
+    metaRow(`round ${p.released_at_round}`, `~${num(p.contributor_count, 1)} contributors (noisy)`,
+      `${p.verification_count} verification(s)`, `▲${p.votes_up} ▼${p.votes_down}`));
+
+  const loadContributions = () => fillList("contribution-list", "/api/contributions", "Nothing has been sent yet.",
+    contributionCard);
+  const loadPatterns = () => fillList("pattern-list", "/api/patterns", "No released patterns in the local cache.",
+    patternCard);
 
   // ----- wiring -------------------------------------------------------------------------------
   $("new-form").addEventListener("submit", guarded(async (ev) => {

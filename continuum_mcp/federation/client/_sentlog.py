@@ -2,9 +2,10 @@
 
 Why: the outbox forgets a submission once its round is re-sent, released or the member leaves,
 so nothing else could later answer "what exactly left this machine, and when?". Each accepted
-contribution is recorded here with the plain text of what was sent encrypted (phrases always,
-the statement only in a mode that sends statements), its slot and confidence: never the
-memories, their ids, or the embedding (which left only inside secure aggregation). Local only,
+contribution is recorded here as its preview shows it (``OutgoingPattern``): the plain text of
+what was sent encrypted (phrases always, the statement only in a mode that sends statements),
+slot and confidence, and which local memories it came from (ids only, never sent). Never a
+memory's text or the embedding (which left only inside secure aggregation). Local only,
 kept after leaving (like the privacy ledger: what was sent was sent).
 """
 
@@ -19,23 +20,13 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from continuum_mcp._sqlite import Database
-from continuum_mcp.federation.submission import PlannedPattern, sends_statements, what_leaves
+from continuum_mcp.federation.submission import OutgoingPattern, PlannedPattern, sends_statements, what_leaves
 
 SENT_DB = "sent.db"
 SENT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sent (id INTEGER PRIMARY KEY AUTOINCREMENT, round_id INTEGER NOT NULL,
     sent_at REAL NOT NULL, federation_mode TEXT NOT NULL, patterns TEXT NOT NULL)
 """
-
-
-class SentPattern(BaseModel):
-    """One pattern exactly as it left, in plain text (it travelled encrypted)."""
-
-    slot: int
-    confidence: float
-    phrases: list[str] = Field(description="Sent as opaque tokens plus ciphertexts.")
-    statement: str | None = Field(description="Sent as a ciphertext; None = not sent in this mode.")
-    pattern_id: str
 
 
 class SentContribution(BaseModel):
@@ -45,7 +36,7 @@ class SentContribution(BaseModel):
     round_id: int
     sent_at: datetime
     federation_mode: str
-    patterns: list[SentPattern]
+    patterns: list[OutgoingPattern] = Field(description="What left, as the contribution preview shows it.")
     what_leaves: str = Field(description="The plain-language account of the wire content.")
 
 
@@ -57,8 +48,9 @@ class SentLog(Database):
 
     def record(self, round_id: int, patterns: Sequence[PlannedPattern], federation_mode: str) -> None:
         statements = sends_statements(federation_mode)
-        rows = [SentPattern(slot=p.slot, confidence=p.confidence, phrases=p.phrases, pattern_id=p.pattern_id,
-                            statement=p.statement if statements else None).model_dump() for p in patterns]
+        rows = [OutgoingPattern(slot=p.slot, confidence=p.confidence, phrases=p.phrases, pattern_id=p.pattern_id,
+                                statement=p.statement if statements else None,
+                                source_memory_ids=p.source_memory_ids).model_dump() for p in patterns]
         with self.tx() as c:
             c.execute("INSERT INTO sent (round_id, sent_at, federation_mode, patterns) VALUES (?, ?, ?, ?)",
                       (int(round_id), time.time(), federation_mode, json.dumps(rows)))
@@ -69,7 +61,7 @@ class SentLog(Database):
                          "LIMIT ? OFFSET ?", (int(limit), int(offset)))
         return [SentContribution(id=r[0], round_id=r[1], sent_at=datetime.fromtimestamp(r[2], tz=timezone.utc),
                                  federation_mode=r[3], what_leaves=what_leaves(r[3]),
-                                 patterns=[SentPattern.model_validate(d) for d in json.loads(r[4])]) for r in rows]
+                                 patterns=[OutgoingPattern.model_validate(d) for d in json.loads(r[4])]) for r in rows]
 
     def count(self) -> int:
         return int(self.read("SELECT COUNT(*) FROM sent")[0][0])
@@ -84,4 +76,4 @@ def record_sent(federation_dir: Path, round_id: int, patterns: Sequence[PlannedP
         log.close()
 
 
-__all__ = ["SENT_DB", "SentContribution", "SentLog", "SentPattern", "record_sent"]
+__all__ = ["SENT_DB", "SentContribution", "SentLog", "record_sent"]
