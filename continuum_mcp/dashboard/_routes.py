@@ -36,7 +36,7 @@ STATIC = ("index.html", "app.css", "app.js")
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid")
 
 
 class PageQuery(_Input):

@@ -15,6 +15,7 @@ import uvicorn
 from continuum_mcp.app import Continuum
 from continuum_mcp.dashboard._guard import TOKEN_QUERY, check_loopback, new_token
 from continuum_mcp.dashboard._routes import build_app
+from continuum_mcp.errors import InvalidInput
 
 
 class Dashboard:
@@ -27,7 +28,12 @@ class Dashboard:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((self.host, port))
+        try:
+            self._sock.bind((self.host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise InvalidInput(f"cannot listen on {self.host}:{port} ({exc.strerror}); pick another --port "
+                               "(0 picks a free one)") from None
         self.port = int(self._sock.getsockname()[1])
         cfg = uvicorn.Config(self.asgi, log_level="warning", access_log=False, lifespan="off",
                              timeout_graceful_shutdown=2)

@@ -116,6 +116,8 @@ def test_only_loopback_hosts_are_served(running: Running, tmp_path: Path) -> Non
     for host in ("0.0.0.0", "192.168.1.10", "::", "example.com"):
         with pytest.raises(InvalidInput, match="loopback only"):
             Dashboard(running.app, host, 0)
+    with pytest.raises(InvalidInput, match="pick another --port"):
+        Dashboard(running.app, "127.0.0.1", running.dash.port)  # taken: one line, not a traceback
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     p = subprocess.run([sys.executable, "-m", "continuum_mcp.cli.main", "dashboard", "--host", "0.0.0.0",
                         "--data-dir", str(tmp_path / "never")], capture_output=True, text=True, env=env, timeout=60)
