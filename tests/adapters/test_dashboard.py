@@ -275,6 +275,30 @@ def test_create_search_edit_delete_and_the_budget_plot_in_headless_chromium(runn
 
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             page.locator("#privacy-section").screenshot(path=str(ARTIFACTS / "budget-plot.png"))
+
+            # memory text is data, never markup
+            hostile = running.app.remember('<img src=x onerror="document.title=1"> <b>bold</b>').memory
+            page.click("#search-clear")
+            card = page.locator(f"#memory-list li.memory[data-id='{hostile.id}']")
+            expect(card).to_contain_text('<img src=x onerror="document.title=1">')
+            assert card.locator("img, b").count() == 0 and page.title() == "continuum-mcp dashboard"
+            running.app.forget([hostile.id])
+
+            # a fresh store that never joined: every section says why it is empty, without an error
+            with Continuum(Settings(data_dir=tmp_path / "empty"), running.app.store.embedder) as empty:
+                other = Dashboard(empty, "127.0.0.1", 0)
+                other.start()
+                try:
+                    page.goto(other.url)
+                    expect(page.locator("#list-info")).to_have_text("No memories yet.")
+                    expect(page.locator("#budget-summary")).to_contain_text("No privacy budget spent yet")
+                    expect(page.locator("#budget-svg")).to_be_visible()
+                    expect(page.locator("#contribution-list")).to_contain_text("Nothing has been sent yet")
+                    expect(page.locator("#credits")).to_contain_text("not a member")
+                    page.screenshot(path=str(ARTIFACTS / "dashboard-empty.png"), full_page=True)
+                finally:
+                    other.stop()
+            assert not (tmp_path / "empty" / "federation").exists()
         finally:
             ctx.close()
     assert problems == []  # no script error and no CSP violation
