@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # the federation and privacy stacks are imported only when us
         AutoSyncSettings, ContributionResult, DeletionResult, DownloadResult, FederatedPattern, FederationClient,
         FederationStatus, JoinResult, LeaveResult, SyncResult, VerifyResult, VoteResult,
     )
+    from continuum_mcp._history import PrivacyHistory, ReceivedPattern
+    from continuum_mcp.federation.client._sentlog import SentContribution
     from continuum_mcp.federation.protocol import CreditBalance
     from continuum_mcp.privacy.generalize import Generalizer
     from continuum_mcp.privacy.preview import PatternPreview
@@ -276,6 +278,25 @@ class Continuum:
         from continuum_mcp.federation.client._client import AutoSyncSettings
 
         return AutoSyncSettings(enabled=False)
+
+    # ----- history (read-only: what the dashboard shows; continuum_mcp._history) ---------------
+    def privacy_history(self) -> PrivacyHistory:
+        """Every privacy spend and the budget over time (rolling window and lifetime)."""
+        from continuum_mcp._history import privacy_history
+
+        return privacy_history(self.federation_dir, self._member())
+
+    def contribution_history(self, *, offset: int = 0, limit: int = 50) -> list[SentContribution]:
+        """What each accepted contribution sent (plain text of what left encrypted), newest first."""
+        from continuum_mcp._history import contribution_history
+
+        return contribution_history(self.federation_dir, offset=offset, limit=limit)
+
+    def received_patterns(self) -> list[ReceivedPattern]:
+        """The released patterns in the local cache, newest release first (no network, no credits)."""
+        from continuum_mcp._history import received_patterns
+
+        return received_patterns(self.federation_dir, self._member())
 
     def resume_auto_sync(self) -> bool:
         """Start auto-sync again if this instance is a member and had it enabled; True if running.

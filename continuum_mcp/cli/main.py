@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from continuum_mcp import __version__
-from continuum_mcp.cli import federation, memory
+from continuum_mcp.cli import dashboard, federation, memory
 from continuum_mcp.cli._common import HelpFormatter, add_command, fail, filter_options, json_option, store_options
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import EXIT_CODE_MEANINGS, ContinuumError, ModelMismatch
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "to mint admission tokens; `continuum-mcp coordinator --help` for its options",
                    formatter_class=HelpFormatter)
     federation.add_parsers(sub, common)
+    dashboard.add_parser(sub, common)
     return p
 
 

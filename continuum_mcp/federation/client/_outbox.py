@@ -18,6 +18,7 @@ from continuum_mcp._sqlite import Database
 from continuum_mcp.crypto.cipher import FederationCipher
 from continuum_mcp.errors import WrongPhase
 from continuum_mcp.federation.api import CoordinatorAPI
+from continuum_mcp.federation.client._sentlog import record_sent
 from continuum_mcp.federation.protocol import ContributionReceipt, ModeName
 from continuum_mcp.federation.submission import PlannedPattern, build_contribution, choose_for_round
 
@@ -78,6 +79,7 @@ class Outbox(Database):
             c.executemany("INSERT OR REPLACE INTO submitted (round_id, slot, pattern, submitted_at, status) "
                           "VALUES (?, ?, ?, ?, 'pending')", [(r, p.slot, p.model_dump_json(), now) for p in chosen])
             c.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
+        record_sent(self.path.parent, r, chosen, federation_mode)  # what left, for the user to see later
         logger.info("submitted %d pattern(s) to round %d", len(chosen), r)
         return receipt
 
