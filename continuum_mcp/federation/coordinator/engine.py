@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+import numpy as np
 
 from continuum_mcp.errors import (
     AggregationAborted,
@@ -40,7 +41,9 @@ from continuum_mcp.federation.coordinator._attempt import Attempt
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.credits import Credits
 from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore
-from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState, slot_vector_layout
+from continuum_mcp.federation.coordinator._bounds import refuse_poisoned_blocks
+from continuum_mcp.federation.participant import round_params
+from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState
 from continuum_mcp.privacy.dp import gdp_epsilon
 from continuum_mcp.privacy.ledger import PrivacyLedger
 from continuum_mcp.privacy.modes import PrivacyPolicy, ReleaseRequirement
@@ -97,17 +100,11 @@ class RoundEngine:
         return self._requirements[key]
 
     def make_params(self, round_id: int, attempt: int, roster: list[str]) -> SecAggParams:
-        """SecAggParams with the documented calibration: noise_sigma = mode.sigma * quantised
-        sensitivity, clip norm sqrt(centroid share of the round's unit norm)."""
-        total, _ = slot_vector_layout(self.config.slots, self.config.dim)
-        clip = math.sqrt(self.mode.allocation.centroids)
-        session = f"{self.config.federation_id}/r{round_id}/a{attempt}"
-        probe = SecAggParams.create(session, round_id, roster, total, clip, self.mode.sigma * clip)
-        params = SecAggParams.create(session, round_id, roster, total, clip,
-                                     self.mode.sigma * probe.quantised_sensitivity, frac_bits=probe.frac_bits)
-        if params.noise_sigma + 1e-12 < self.mode.sigma * params.quantised_sensitivity:
-            raise InvalidInput("secure aggregation noise is below the mode's calibration")
-        return params
+        """SecAggParams with the one documented calibration (``participant.round_params``, which
+        every client checks against): the mode's clip and noise, raised for the configured sybil
+        fraction so that the honest survivors alone add the mode's noise."""
+        return round_params(self.config.federation_id, round_id, attempt, roster, self.config.slots, self.config.dim,
+                            self.mode, self.config.sybil_fraction)
 
     # ------------------------------------------------------------------------------ life cycle
 
@@ -212,7 +209,18 @@ class RoundEngine:
         assert a is not None
         try:
             step = a.close_phase()
-        except (AggregationAborted, CryptoError, InvalidInput) as exc:
+        except AggregationAborted as exc:
+            if a.phase == "unmask" and a.survivors is not None and len(a.posted) >= a.params.threshold:
+                # enough unmasking shares, so only the sum's norm check refused it: some input was
+                # not clipped. Nobody can tell whose (no range proofs), and one client must not be
+                # able to abort everyone's round: release the phrases, refuse every centroid.
+                logger.warning("round %d attempt %d: %s; releasing without centroids", a.round_id, a.attempt, exc)
+                self.release_aggregate(_without_centroids(a.survivors.survivors, a.params.dim))
+                return
+            logger.warning("round %d attempt %d aborted in %s: %s", a.round_id, a.attempt, a.phase, exc)
+            self._abort(a, now)
+            return
+        except (CryptoError, InvalidInput) as exc:
             logger.warning("round %d attempt %d aborted in %s: %s", a.round_id, a.attempt, a.phase, exc)
             self._abort(a, now)
             return
@@ -256,10 +264,10 @@ class RoundEngine:
             now, r = self.now(), a.round_id
             survivors = list(result.contributors)
             spend = self.mode.round_spend()
-            for m in survivors:  # idempotent per round label: a retried release never spends twice
+            for m in survivors:  # one label per attempt (its session id), as the clients charge
                 try:
                     with self._ledger(m) as ledger:
-                        ledger.spend(spend, round_id=f"{self.config.federation_id}/r{r}")
+                        ledger.spend(spend, round_id=a.params.session_id)
                 except PrivacyBudgetExceeded:
                     logger.warning("member %s is past its privacy budget; spend not recorded", m)
             with self.store.transaction() as conn:
@@ -267,10 +275,15 @@ class RoundEngine:
                 self.store.open_round(conn, r + 1, now, self.config.round_interval_seconds)
                 self.store.carry_over(conn, r, r + 1, dropped)
                 counts = self.store.pending_submitters(conn, r)
+                float_sum, refused = refuse_poisoned_blocks(result, a.params, self.config.slots, self.config.dim,
+                                                            self.store.slot_submitters(conn, r))
+                if refused:
+                    logger.warning("round %d: centroids of %d slot(s) refused (block norm above what their "
+                                   "contributors' clipped inputs and the noise can give)", r, len(refused))
                 self.store.mark_released(conn, r, survivors, now)
                 self.credits.earn_round(conn, r, counts, survivors, now)
                 # only slots some survivor contributed to this round get a new centroid
-                vectors = release.centroids(result.float_sum, self.config.slots, self.config.dim,
+                vectors = release.centroids(float_sum, self.config.slots, self.config.dim,
                                             rsql.slots_released_in(conn, r))
                 self._recompute(conn, r, now, vectors)
                 # a member still in the carried-over round keeps its other pending rows too
@@ -294,9 +307,11 @@ class RoundEngine:
             prior_slots, prior_phrases, floor=self.config.min_contributors,
             slot_requirement=self._requirement(level, "slots"), phrase_requirement=self._requirement(level, "phrases"),
             dp_select=self.mode.name != "open", noise=self._noise, withdraw_only=withdraw_only)
-        return rsql.apply_plan(conn, plan, round_id=round_id, window_start=window_start, prior_slots=prior_slots,
-                               prior_phrases=prior_phrases, centroids=vectors, statements=self.mode.name == "open",
-                               withdraw_only=withdraw_only)
+        withdrawn = rsql.apply_plan(conn, plan, round_id=round_id, window_start=window_start, prior_slots=prior_slots,
+                                    prior_phrases=prior_phrases, centroids=vectors, statements=self.mode.name == "open",
+                                    withdraw_only=withdraw_only)
+        # open mode: a statement itself needs min_contributors contributors (not just its slot)
+        return withdrawn | self.store.enforce_statement_floor(conn, self.config.min_contributors, window_start)
 
     # ------------------------------------------------------------------------------ contributions
 
@@ -336,12 +351,24 @@ class RoundEngine:
                     who = self.store.pending_submitters(conn, row.round_id)
             a = self._attempt if self._attempt is not None and self._attempt.round_id == row.round_id else None
             deadline = None if row.phase_deadline is None else datetime.fromtimestamp(row.phase_deadline, tz=timezone.utc)
+            params = None if row.params_json is None else json.loads(row.params_json)
+            # members see only their own participation: the params name the roster, so only the
+            # roster's members get them (they need the roster's keys anyway); counts only the operator
+            in_roster = params is not None and caller in params.get("roster", ())
+            member_view = caller is not None
             return RoundState(
                 round_id=row.round_id, attempt=row.attempt, phase=row.phase,  # type: ignore[arg-type]
-                phase_deadline=deadline, submissions=len(who), you_submitted=caller in who,
+                phase_deadline=deadline, submissions=None if member_view else len(who), you_submitted=caller in who,
                 you_in_roster=bool(a is not None and caller in a.params.roster),
                 you_pending=a.pending_for(caller) if a is not None else None,  # type: ignore[arg-type]
-                params=None if row.params_json is None else json.loads(row.params_json), epsilon_spent=row.epsilon)
+                params=params if in_roster or not member_view else None, epsilon_spent=row.epsilon)
+
+
+def _without_centroids(contributors: list[str], dim: int) -> AggregateResult:
+    """An aggregate that releases no centroid (an all-zero sum gives none) for ``contributors``."""
+    zeros = np.zeros(dim, dtype=np.float64)
+    return AggregateResult(int_sum=zeros.astype(np.int64), float_sum=zeros, contributors=list(contributors),
+                           recovered_dropouts=[], noise_sigma=0.0, norm=float("nan"), norm_bound=float("nan"))
 
 
 __all__ = ["Clock", "RoundEngine"]

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from continuum_mcp._sqlite import Database
-from continuum_mcp.errors import BadInvite, Conflict, InvalidInput, StoreCorrupt
-from continuum_mcp.federation.coordinator._schema import SCHEMA, SCHEMA_VERSION
+from continuum_mcp.errors import BadInvite, Conflict, InvalidInput, StoreCorrupt, TooLarge
+from continuum_mcp.federation.coordinator._schema import SCHEMA, SCHEMA_VERSION, migrate
 from continuum_mcp.federation.protocol import PatternSubmission
 
 DB_NAME = "coordinator.db"
@@ -102,7 +102,8 @@ class CoordinatorStore:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.dir / DB_NAME
         refuse_lost_state(self.dir)
-        self._db = Database(self.path, SCHEMA, version=SCHEMA_VERSION, timeout=busy_timeout_s, private=True,
+        self._db = Database(self.path, SCHEMA, version=SCHEMA_VERSION, migrate=migrate, timeout=busy_timeout_s,
+                            private=True,
                             what="coordinator database")
         self._lock = self._db.lock
         self._conn = self._db.conn
@@ -141,18 +142,34 @@ class CoordinatorStore:
 
     # ----------------------------------------------------------------------------- admission
 
-    def create_admission_tokens(self, n: int) -> list[str]:
-        """Mint ``n`` single-use admission tokens; only their hashes are stored."""
+    def create_admission_tokens(self, n: int, *, max_per_day: int | None = None, via: str = "local",
+                                now: float | None = None) -> list[str]:
+        """Mint ``n`` single-use admission tokens; only their hashes are stored, and every minting
+        is journalled (when, how many, through which door). Each token is one identity, i.e. one
+        possible sybil, so ``max_per_day`` caps what the last 24 hours may mint (``TooLarge`` past it)."""
         if not 1 <= n <= 10_000:
             raise InvalidInput("mint between 1 and 10000 admission tokens at a time")
         tokens = [secrets.token_urlsafe(24) for _ in range(n)]
-        now = time.time()
+        now = time.time() if now is None else now
         with self.transaction() as conn:
+            if max_per_day is not None:
+                minted = int(conn.execute("SELECT COALESCE(SUM(count), 0) FROM invite_journal WHERE at > ?",
+                                          (now - 86400.0,)).fetchone()[0])
+                if minted + n > max_per_day:
+                    raise TooLarge(f"invite minting is limited to {max_per_day} per 24 hours ({minted} minted); "
+                                   "every admission token is a possible fake identity")
             conn.executemany(
                 "INSERT INTO admission_tokens (token_hash, created_at) VALUES (?, ?)",
                 [(hash_token(t), now) for t in tokens],
             )
+            conn.execute("INSERT INTO invite_journal (at, count, via) VALUES (?, ?, ?)", (now, n, via))
         return tokens
+
+    def invite_journal(self) -> list[tuple[float, int, str]]:
+        """(at, count, via) of every minting, oldest first: the operator's sybil budget is auditable."""
+        with self._lock:
+            rows = self._conn.execute("SELECT at, count, via FROM invite_journal ORDER BY id").fetchall()
+        return [(float(a), int(c), str(v)) for a, c, v in rows]
 
     def get_member(self, instance_id: str, conn: sqlite3.Connection | None = None) -> Member | None:
         c = conn or self._conn
@@ -263,14 +280,64 @@ class CoordinatorStore:
         for p in patterns:
             cur = conn.execute(
                 "INSERT INTO submissions (instance_id, round_id, ct_round, slot, confidence, statement_ct,"
-                " submitted_at) VALUES (?,?,?,?,?,?,?)",
-                (instance_id, round_id, round_id, p.slot, p.confidence, p.statement_ciphertext, now),
+                " statement_token, submitted_at) VALUES (?,?,?,?,?,?,?,?)",
+                (instance_id, round_id, round_id, p.slot, p.confidence, p.statement_ciphertext, p.statement_token,
+                 now),
             )
             sid = cur.lastrowid
             conn.executemany(
                 "INSERT INTO phrases (submission_id, position, token, ciphertext) VALUES (?,?,?,?)",
                 [(sid, k, ph.token, ph.ciphertext) for k, ph in enumerate(p.phrases)],
             )
+
+    @staticmethod
+    def slot_submitters(conn: sqlite3.Connection, round_id: int) -> dict[int, int]:
+        """Slot -> members with a pending submission for it in ``round_id`` (the per-slot norm bound)."""
+        rows = conn.execute(
+            "SELECT slot, COUNT(DISTINCT instance_id) FROM submissions WHERE round_id=? AND status='pending' "
+            "GROUP BY slot", (round_id,)).fetchall()
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    @staticmethod
+    def released_ciphertexts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
+        """Phrase token -> the ciphertexts released for it (phrase ciphertexts are deterministic,
+        so an honest contributor of a released phrase sends exactly one of these)."""
+        out: dict[str, set[str]] = {}
+        for token in set(tokens):
+            for (ct,) in conn.execute("SELECT ciphertext FROM released_phrases WHERE token=?", (token,)):
+                out.setdefault(token, set()).add(str(ct))
+        return out
+
+    @staticmethod
+    def released_statement_ciphertexts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
+        """Statement token -> the statement ciphertexts released for it."""
+        out: dict[str, set[str]] = {}
+        for token in set(tokens):
+            for (ct,) in conn.execute(
+                    "SELECT r.ciphertext FROM released_statements r JOIN submissions s ON s.id = r.submission_id "
+                    "WHERE s.statement_token=?", (token,)):
+                out.setdefault(token, set()).add(str(ct))
+        return out
+
+    @staticmethod
+    def enforce_statement_floor(conn: sqlite3.Connection, floor: int, window_start: float) -> set[int]:
+        """Keep a released statement only if that statement itself (its token and ciphertext, which
+        are deterministic) has at least ``floor`` distinct contributors released in the window (after
+        ``window_start``), and only once per
+        slot; returns the slots that lost their last statement (and with it, maybe, their pattern)."""
+        before = {int(r[0]) for r in conn.execute("SELECT DISTINCT slot FROM released_statements")}
+        conn.execute(
+            "DELETE FROM released_statements WHERE submission_id NOT IN ("
+            " SELECT MIN(r.submission_id) FROM released_statements r JOIN submissions s ON s.id = r.submission_id"
+            " WHERE s.statement_token IS NOT NULL AND (s.statement_token, r.ciphertext) IN ("
+            "  SELECT statement_token, statement_ct FROM submissions WHERE status='released' AND released_at > ?"
+            "  AND statement_token IS NOT NULL GROUP BY statement_token, statement_ct"
+            "  HAVING COUNT(DISTINCT instance_id) >= ?)"
+            " GROUP BY r.slot, s.statement_token)", (window_start, floor))
+        after = {int(r[0]) for r in conn.execute("SELECT DISTINCT slot FROM released_statements")}
+        shown = {int(r[0]) for r in conn.execute("SELECT slot FROM released_phrases UNION "
+                                                 "SELECT slot FROM released_statements")}
+        return (before - after) - shown
 
     @staticmethod
     def pending_submitters(conn: sqlite3.Connection, round_id: int) -> dict[str, int]:
