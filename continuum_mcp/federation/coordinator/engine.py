@@ -118,6 +118,9 @@ class RoundEngine:
                 return
             if cur.phase in SECAGG_PHASES:
                 logger.info("round %d was in %s at shutdown: starting attempt %d", cur.round_id, cur.phase, cur.attempt + 1)
+                if cur.params_json is not None:  # masked inputs the lost attempt had received are spent
+                    self._charge_attempt(json.loads(cur.params_json)["session_id"],
+                                         self.store.secagg_senders(conn, cur.round_id, cur.attempt, "masked_input"))
                 if not self._fix_roster(conn, cur.round_id, cur.attempt + 1, now):
                     self.store.set_round(conn, cur.round_id, phase="collecting", attempt=cur.attempt + 1,
                                          phase_deadline=None, params_json=None,
@@ -232,7 +235,26 @@ class RoundEngine:
         with self.store.transaction() as conn:
             self.store.set_round(conn, a.round_id, phase=a.phase, phase_deadline=a.deadline)
 
+    def _charge_attempt(self, session_id: str, members: list[str] | set[str]) -> None:
+        """Charge the round's spend to each member whose masked input this attempt received, under
+        one label per attempt (its session id), exactly as the clients charge themselves: an
+        attempt that aborted after masked inputs were sent could still have been unmasked by a
+        malicious coordinator, so it is a spend too. Idempotent per (member, attempt)."""
+        spend = self.mode.round_spend()
+        for m in sorted(members):
+            try:
+                with self._ledger(m) as ledger:
+                    ledger.spend(spend, round_id=session_id)
+            except PrivacyBudgetExceeded:
+                logger.warning("member %s is past its privacy budget; spend not recorded", m)
+
+    def _masked_senders(self, a: Attempt) -> set[str]:
+        if a.phase == "masked_input":
+            return set(a.posted)
+        return set(a.survivors.survivors) if a.phase == "unmask" and a.survivors is not None else set()
+
     def _abort(self, a: Attempt, now: float) -> None:
+        self._charge_attempt(a.params.session_id, self._masked_senders(a))
         with self.store.transaction() as conn:
             self.store.set_round(conn, a.round_id, phase="aborted", phase_deadline=None, finished_at=now)
             self.store.open_round(conn, a.round_id + 1, now, self.config.round_interval_seconds)
@@ -263,13 +285,7 @@ class RoundEngine:
                 raise WrongPhase("no round is aggregating")
             now, r = self.now(), a.round_id
             survivors = list(result.contributors)
-            spend = self.mode.round_spend()
-            for m in survivors:  # one label per attempt (its session id), as the clients charge
-                try:
-                    with self._ledger(m) as ledger:
-                        ledger.spend(spend, round_id=a.params.session_id)
-                except PrivacyBudgetExceeded:
-                    logger.warning("member %s is past its privacy budget; spend not recorded", m)
+            self._charge_attempt(a.params.session_id, survivors)
             with self.store.transaction() as conn:
                 dropped = [m for m in a.params.roster if m not in set(survivors)]
                 self.store.open_round(conn, r + 1, now, self.config.round_interval_seconds)

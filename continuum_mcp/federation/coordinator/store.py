@@ -403,6 +403,13 @@ class CoordinatorStore:
             (round_id, attempt, kind, instance_id, message_json, now),
         )
 
+    @staticmethod
+    def secagg_senders(conn: sqlite3.Connection, round_id: int, attempt: int, kind: str) -> set[str]:
+        """Members whose ``kind`` message of this attempt was received (e.g. whose masked input)."""
+        rows = conn.execute("SELECT instance_id FROM secagg_messages WHERE round_id=? AND attempt=? AND kind=?",
+                            (round_id, attempt, kind)).fetchall()
+        return {str(r[0]) for r in rows}
+
     # ----------------------------------------------------------------------------- misc
 
     def storage_files(self) -> list[Path]:
