@@ -114,3 +114,22 @@ def test_balanced_sends_no_statements_and_its_coordinator_accepts_none(tmp_path:
         assert api.contribute(req).accepted_patterns == 1
     finally:
         kit.close()
+
+
+def test_decoys_are_fixed_per_interest_so_repeated_queries_reveal_nothing_new() -> None:
+    from continuum_mcp.crypto.identity import Identity
+    from continuum_mcp.federation.client import QUERY_PADDED_SLOTS, decoy_secret, pad_with_decoys
+
+    me = Identity.generate()
+    secret = decoy_secret(me)
+    assert secret == decoy_secret(me) and secret != decoy_secret(Identity.generate())  # local, stable
+    released = list(range(0, 200, 3))
+    asked = [pad_with_decoys([12, 30], released, 256, secret) for _ in range(3)]
+    assert asked[0] == asked[1] == asked[2]  # three identical queries ask for the identical slot set
+    assert len(asked[0]) == QUERY_PADDED_SLOTS and {12, 30} <= set(asked[0]) and asked[0] == sorted(asked[0])
+    assert set(asked[0]) <= set(released)  # decoys from the released slots first
+    # another interest, another (fixed) set; another member's decoys for the same interest differ
+    assert pad_with_decoys([12, 33], released, 256, secret) != asked[0]
+    assert pad_with_decoys([12, 30], released, 256, decoy_secret(Identity.generate())) != asked[0]
+    # few releases: all of them are asked for, padded from the rest
+    assert {3, 9, 27} <= set(pad_with_decoys([3], [3, 9, 27], 256, secret))
