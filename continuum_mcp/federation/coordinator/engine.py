@@ -35,12 +35,13 @@ from continuum_mcp.errors import (
     WrongPhase,
 )
 from continuum_mcp.crypto.identity import Verifier
+from continuum_mcp.federation.coordinator import _integrity_sql as isql
 from continuum_mcp.federation.coordinator import _release_sql as rsql
 from continuum_mcp.federation.coordinator import release
 from continuum_mcp.federation.coordinator._attempt import Attempt
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.credits import Credits
-from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore
+from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore, RoundRow
 from continuum_mcp.federation.coordinator._bounds import refuse_poisoned_blocks
 from continuum_mcp.federation.participant import round_params
 from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState
@@ -100,9 +101,7 @@ class RoundEngine:
         return self._requirements[key]
 
     def make_params(self, round_id: int, attempt: int, roster: list[str]) -> SecAggParams:
-        """SecAggParams with the one documented calibration (``participant.round_params``, which
-        every client checks against): the mode's clip and noise, raised for the configured sybil
-        fraction so that the honest survivors alone add the mode's noise."""
+        """SecAggParams of the one calibration every client checks (``participant.round_params``)."""
         return round_params(self.config.federation_id, round_id, attempt, roster, self.config.slots, self.config.dim,
                             self.mode, self.config.sybil_fraction)
 
@@ -120,7 +119,7 @@ class RoundEngine:
                 logger.info("round %d was in %s at shutdown: starting attempt %d", cur.round_id, cur.phase, cur.attempt + 1)
                 if cur.params_json is not None:  # masked inputs the lost attempt had received are spent
                     self._charge_attempt(json.loads(cur.params_json)["session_id"],
-                                         self.store.secagg_senders(conn, cur.round_id, cur.attempt, "masked_input"))
+                                         isql.secagg_senders(conn, cur.round_id, cur.attempt, "masked_input"))
                 if not self._fix_roster(conn, cur.round_id, cur.attempt + 1, now):
                     self.store.set_round(conn, cur.round_id, phase="collecting", attempt=cur.attempt + 1,
                                          phase_deadline=None, params_json=None,
@@ -212,18 +211,15 @@ class RoundEngine:
         assert a is not None
         try:
             step = a.close_phase()
-        except AggregationAborted as exc:
-            if a.phase == "unmask" and a.survivors is not None and len(a.posted) >= a.params.threshold:
-                # enough unmasking shares, so only the sum's norm check refused it: some input was
-                # not clipped. Nobody can tell whose (no range proofs), and one client must not be
-                # able to abort everyone's round: release the phrases, refuse every centroid.
+        except (AggregationAborted, CryptoError, InvalidInput) as exc:
+            if isinstance(exc, AggregationAborted) and a.phase == "unmask" and a.survivors is not None \
+                    and len(a.posted) >= a.params.threshold:
+                # enough unmasking shares, so only the sum's norm check refused it: some input was not
+                # clipped. Nobody can tell whose (no range proofs), and one client must not be able to
+                # abort everyone's round: release the phrases, refuse every centroid.
                 logger.warning("round %d attempt %d: %s; releasing without centroids", a.round_id, a.attempt, exc)
                 self.release_aggregate(_without_centroids(a.survivors.survivors, a.params.dim))
                 return
-            logger.warning("round %d attempt %d aborted in %s: %s", a.round_id, a.attempt, a.phase, exc)
-            self._abort(a, now)
-            return
-        except (CryptoError, InvalidInput) as exc:
             logger.warning("round %d attempt %d aborted in %s: %s", a.round_id, a.attempt, a.phase, exc)
             self._abort(a, now)
             return
@@ -236,25 +232,18 @@ class RoundEngine:
             self.store.set_round(conn, a.round_id, phase=a.phase, phase_deadline=a.deadline)
 
     def _charge_attempt(self, session_id: str, members: list[str] | set[str]) -> None:
-        """Charge the round's spend to each member whose masked input this attempt received, under
-        one label per attempt (its session id), exactly as the clients charge themselves: an
-        attempt that aborted after masked inputs were sent could still have been unmasked by a
-        malicious coordinator, so it is a spend too. Idempotent per (member, attempt)."""
-        spend = self.mode.round_spend()
+        """Charge each member whose masked input this attempt received, one label per attempt (its
+        session id) as the clients do: an attempt that aborted after masked inputs were sent could
+        still have been unmasked by a malicious coordinator. Idempotent per (member, attempt)."""
         for m in sorted(members):
             try:
                 with self._ledger(m) as ledger:
-                    ledger.spend(spend, round_id=session_id)
+                    ledger.spend(self.mode.round_spend(), round_id=session_id)
             except PrivacyBudgetExceeded:
                 logger.warning("member %s is past its privacy budget; spend not recorded", m)
 
-    def _masked_senders(self, a: Attempt) -> set[str]:
-        if a.phase == "masked_input":
-            return set(a.posted)
-        return set(a.survivors.survivors) if a.phase == "unmask" and a.survivors is not None else set()
-
     def _abort(self, a: Attempt, now: float) -> None:
-        self._charge_attempt(a.params.session_id, self._masked_senders(a))
+        self._charge_attempt(a.params.session_id, masked_senders(a))
         with self.store.transaction() as conn:
             self.store.set_round(conn, a.round_id, phase="aborted", phase_deadline=None, finished_at=now)
             self.store.open_round(conn, a.round_id + 1, now, self.config.round_interval_seconds)
@@ -292,10 +281,9 @@ class RoundEngine:
                 self.store.carry_over(conn, r, r + 1, dropped)
                 counts = self.store.pending_submitters(conn, r)
                 float_sum, refused = refuse_poisoned_blocks(result, a.params, self.config.slots, self.config.dim,
-                                                            self.store.slot_submitters(conn, r))
-                if refused:
-                    logger.warning("round %d: centroids of %d slot(s) refused (block norm above what their "
-                                   "contributors' clipped inputs and the noise can give)", r, len(refused))
+                                                            isql.slot_submitters(conn, r))
+                if refused:  # a block above what its contributors' clipped inputs plus the noise can give
+                    logger.warning("round %d: centroids of %d slot(s) refused", r, len(refused))
                 self.store.mark_released(conn, r, survivors, now)
                 self.credits.earn_round(conn, r, counts, survivors, now)
                 # only slots some survivor contributed to this round get a new centroid
@@ -327,7 +315,7 @@ class RoundEngine:
                                     prior_phrases=prior_phrases, centroids=vectors, statements=self.mode.name == "open",
                                     withdraw_only=withdraw_only)
         # open mode: a statement itself needs min_contributors contributors (not just its slot)
-        return withdrawn | self.store.enforce_statement_floor(conn, self.config.min_contributors, window_start)
+        return withdrawn | isql.enforce_statement_floor(conn, self.config.min_contributors, window_start)
 
     # ------------------------------------------------------------------------------ contributions
 
@@ -366,18 +354,30 @@ class RoundEngine:
                 else:
                     who = self.store.pending_submitters(conn, row.round_id)
             a = self._attempt if self._attempt is not None and self._attempt.round_id == row.round_id else None
-            deadline = None if row.phase_deadline is None else datetime.fromtimestamp(row.phase_deadline, tz=timezone.utc)
-            params = None if row.params_json is None else json.loads(row.params_json)
-            # members see only their own participation: the params name the roster, so only the
-            # roster's members get them (they need the roster's keys anyway); counts only the operator
-            in_roster = params is not None and caller in params.get("roster", ())
-            member_view = caller is not None
-            return RoundState(
-                round_id=row.round_id, attempt=row.attempt, phase=row.phase,  # type: ignore[arg-type]
-                phase_deadline=deadline, submissions=None if member_view else len(who), you_submitted=caller in who,
-                you_in_roster=bool(a is not None and caller in a.params.roster),
-                you_pending=a.pending_for(caller) if a is not None else None,  # type: ignore[arg-type]
-                params=params if in_roster or not member_view else None, epsilon_spent=row.epsilon)
+            return round_view(row, who, a, caller)
+
+
+def round_view(row: RoundRow, who: set[str] | dict[str, int], a: Attempt | None, caller: str | None) -> RoundState:
+    """A round as ``caller`` may see it (None: the operator). Members see only their own
+    participation: no submission count, and the params (which name the roster) only if they are
+    in that round's roster, as they need the roster's keys anyway."""
+    deadline = None if row.phase_deadline is None else datetime.fromtimestamp(row.phase_deadline, tz=timezone.utc)
+    params = None if row.params_json is None else json.loads(row.params_json)
+    operator = caller is None
+    in_roster = params is not None and caller in params.get("roster", ())
+    return RoundState(
+        round_id=row.round_id, attempt=row.attempt, phase=row.phase,  # type: ignore[arg-type]
+        phase_deadline=deadline, submissions=len(who) if operator else None, you_submitted=caller in who,
+        you_in_roster=bool(a is not None and caller in a.params.roster),
+        you_pending=a.pending_for(caller) if a is not None else None,  # type: ignore[arg-type]
+        params=params if operator or in_roster else None, epsilon_spent=row.epsilon)
+
+
+def masked_senders(a: Attempt) -> set[str]:
+    """Members whose masked input the attempt has received (so far)."""
+    if a.phase == "masked_input":
+        return set(a.posted)
+    return set(a.survivors.survivors) if a.phase == "unmask" and a.survivors is not None else set()
 
 
 def _without_centroids(contributors: list[str], dim: int) -> AggregateResult:
@@ -387,4 +387,4 @@ def _without_centroids(contributors: list[str], dim: int) -> AggregateResult:
                            recovered_dropouts=[], noise_sigma=0.0, norm=float("nan"), norm_bound=float("nan"))
 
 
-__all__ = ["Clock", "RoundEngine"]
+__all__ = ["Clock", "RoundEngine", "masked_senders", "round_view"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from continuum_mcp import __version__
 from continuum_mcp.errors import Conflict, Forbidden, InvalidInput, NotFound
+from continuum_mcp.federation.coordinator import _integrity_sql as isql
 from continuum_mcp.federation.coordinator import _release_sql as rsql
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.engine import RoundEngine
@@ -140,8 +141,8 @@ class CoordinatorService:
         statements = [(p.statement_token, p.statement_ciphertext) for p in request.patterns
                       if p.statement_token is not None]
         with self.store.reading() as conn:
-            released = self.store.released_ciphertexts(conn, [t for t, _ in phrases])
-            released_st = self.store.released_statement_ciphertexts(conn, [str(t) for t, _ in statements])
+            released = isql.released_ciphertexts(conn, [t for t, _ in phrases])
+            released_st = isql.released_statement_ciphertexts(conn, [str(t) for t, _ in statements])
         for what, pairs, known in (("phrase", phrases, released), ("statement", statements, released_st)):
             for token, ct in pairs:
                 if token in known and ct not in known[token]:

@@ -291,55 +291,6 @@ class CoordinatorStore:
             )
 
     @staticmethod
-    def slot_submitters(conn: sqlite3.Connection, round_id: int) -> dict[int, int]:
-        """Slot -> members with a pending submission for it in ``round_id`` (the per-slot norm bound)."""
-        rows = conn.execute(
-            "SELECT slot, COUNT(DISTINCT instance_id) FROM submissions WHERE round_id=? AND status='pending' "
-            "GROUP BY slot", (round_id,)).fetchall()
-        return {int(r[0]): int(r[1]) for r in rows}
-
-    @staticmethod
-    def released_ciphertexts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
-        """Phrase token -> the ciphertexts released for it (phrase ciphertexts are deterministic,
-        so an honest contributor of a released phrase sends exactly one of these)."""
-        out: dict[str, set[str]] = {}
-        for token in set(tokens):
-            for (ct,) in conn.execute("SELECT ciphertext FROM released_phrases WHERE token=?", (token,)):
-                out.setdefault(token, set()).add(str(ct))
-        return out
-
-    @staticmethod
-    def released_statement_ciphertexts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
-        """Statement token -> the statement ciphertexts released for it."""
-        out: dict[str, set[str]] = {}
-        for token in set(tokens):
-            for (ct,) in conn.execute(
-                    "SELECT r.ciphertext FROM released_statements r JOIN submissions s ON s.id = r.submission_id "
-                    "WHERE s.statement_token=?", (token,)):
-                out.setdefault(token, set()).add(str(ct))
-        return out
-
-    @staticmethod
-    def enforce_statement_floor(conn: sqlite3.Connection, floor: int, window_start: float) -> set[int]:
-        """Keep a released statement only if that statement itself (its token and ciphertext, which
-        are deterministic) has at least ``floor`` distinct contributors released in the window (after
-        ``window_start``), and only once per
-        slot; returns the slots that lost their last statement (and with it, maybe, their pattern)."""
-        before = {int(r[0]) for r in conn.execute("SELECT DISTINCT slot FROM released_statements")}
-        conn.execute(
-            "DELETE FROM released_statements WHERE submission_id NOT IN ("
-            " SELECT MIN(r.submission_id) FROM released_statements r JOIN submissions s ON s.id = r.submission_id"
-            " WHERE s.statement_token IS NOT NULL AND (s.statement_token, r.ciphertext) IN ("
-            "  SELECT statement_token, statement_ct FROM submissions WHERE status='released' AND released_at > ?"
-            "  AND statement_token IS NOT NULL GROUP BY statement_token, statement_ct"
-            "  HAVING COUNT(DISTINCT instance_id) >= ?)"
-            " GROUP BY r.slot, s.statement_token)", (window_start, floor))
-        after = {int(r[0]) for r in conn.execute("SELECT DISTINCT slot FROM released_statements")}
-        shown = {int(r[0]) for r in conn.execute("SELECT slot FROM released_phrases UNION "
-                                                 "SELECT slot FROM released_statements")}
-        return (before - after) - shown
-
-    @staticmethod
     def pending_submitters(conn: sqlite3.Connection, round_id: int) -> dict[str, int]:
         """Members with a pending submission in ``round_id`` -> number of patterns."""
         rows = conn.execute(
@@ -402,13 +353,6 @@ class CoordinatorStore:
             "INSERT OR REPLACE INTO secagg_messages VALUES (?,?,?,?,?,?)",
             (round_id, attempt, kind, instance_id, message_json, now),
         )
-
-    @staticmethod
-    def secagg_senders(conn: sqlite3.Connection, round_id: int, attempt: int, kind: str) -> set[str]:
-        """Members whose ``kind`` message of this attempt was received (e.g. whose masked input)."""
-        rows = conn.execute("SELECT instance_id FROM secagg_messages WHERE round_id=? AND attempt=? AND kind=?",
-                            (round_id, attempt, kind)).fetchall()
-        return {str(r[0]) for r in rows}
 
     # ----------------------------------------------------------------------------- misc
 
