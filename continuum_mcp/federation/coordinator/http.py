@@ -110,11 +110,11 @@ def parse_body(model: type[BaseModel], body: bytes) -> Any:
 
 def check_protocol(spec: RouteSpec, headers: Any) -> None:
     """Refuse (426 ``upgrade_required``) a request of another protocol version. Signed requests
-    must name their version (every v2 client sends it; a v1 client does not, so it is told to
-    upgrade instead of taking part in a round it would get wrong); unsigned ones may."""
+    must name their version (every v2 client sends it; a v1 client signs without it, so it is told
+    to upgrade instead of taking part in a round it would get wrong); unsigned ones may."""
     given = headers.get(PROTOCOL_HEADER)
-    if given is None and spec.auth in ("none", "admin"):
-        return
+    if given is None and (spec.auth in ("none", "admin") or HEADER_INSTANCE not in headers):
+        return  # unsigned: nothing claims a version (a signed route then refuses it as unauthenticated)
     if given != str(PROTOCOL_VERSION):
         spoken = f"v{given}" if given else "v1 (no protocol header)"
         older = "this client" if not given or not given.isdigit() or int(given) < PROTOCOL_VERSION else "this coordinator"
