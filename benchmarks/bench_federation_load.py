@@ -192,11 +192,12 @@ def seed_release(api: Signed, cipher: FederationCipher, rng: np.random.Generator
         vec = np.zeros(SLOTS * DIM)
         for s in SHARED_SLOTS:
             phrases = [f"shared topic {s}", f"common phrase {s}", f"member {k} wording {s}"]
+            st_token, st_ct = cipher.seal_statement(f"statement about topic {s} from member {k}")
             subs.append(PatternSubmission(
                 slot=s, confidence=0.9,
-                phrases=[PhraseSubmission(token=cipher.phrase_token(s, p), ciphertext=b64(cipher.encrypt(s, 0, p)))
-                         for p in phrases],
-                statement_ciphertext=b64(cipher.encrypt(s, 0, f"statement about topic {s} from member {k}"))))
+                phrases=[PhraseSubmission(token=t, ciphertext=b64(ct)) for t, ct in
+                         (cipher.seal_phrase(s, p) for p in phrases)],
+                statement_token=st_token, statement_ciphertext=b64(st_ct)))
             e = centres[s] + 0.3 * rng.standard_normal(DIM)
             vec[s * DIM:(s + 1) * DIM] = e / np.linalg.norm(e)
         vectors[ident.instance_id] = vec
@@ -283,11 +284,11 @@ def contribution_body(cipher: FederationCipher, round_id: int, rnd: random.Rando
     for s in slots:
         phrases = [f"load phrase {rnd.randrange(50)} in {s}" for _ in range(PHRASES_PER_PATTERN)]
         phrases = list(dict.fromkeys(phrases))
+        st_token, st_ct = cipher.seal_statement(f"a scrubbed statement about slot {s}")
         subs.append(PatternSubmission(
             slot=s, confidence=round(rnd.uniform(0.5, 1.0), 3),
-            phrases=[PhraseSubmission(token=cipher.phrase_token(s, p), ciphertext=b64(cipher.encrypt(s, round_id, p)))
-                     for p in phrases],
-            statement_ciphertext=b64(cipher.encrypt(s, round_id, f"a scrubbed statement about slot {s}"))))
+            phrases=[PhraseSubmission(token=t, ciphertext=b64(ct)) for t, ct in (cipher.seal_phrase(s, p) for p in phrases)],
+            statement_token=st_token, statement_ciphertext=b64(st_ct)))
     return ContributionRequest(round_id=round_id, patterns=subs).model_dump_json().encode()
 
 
