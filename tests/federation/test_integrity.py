@@ -103,6 +103,8 @@ def test_a_substituted_ciphertext_never_reaches_another_members_query(kit: Kit, 
     attacker.contribute(ContributionRequest(round_id=rid, patterns=[substituted(kit, pattern.slot, token)]))
     outcomes = kit.run_round({**{api: [pattern] for api in honest}, attacker: [pattern]})
     assert all(o.released for o in outcomes)
+    # the honest ciphertext (3 contributors) is served, the substituted one earns nothing
+    assert honest[0].credits().earned_this_month == 1 and attacker.credits().earned_this_month == 0
 
     victim = kit.client("victim", embedder)
     victim.join(kit.invite(), privacy_mode="open")

@@ -68,5 +68,21 @@ def secagg_senders(conn: sqlite3.Connection, round_id: int, attempt: int, kind: 
     return {str(r[0]) for r in rows}
 
 
+
+def without_substitutions(conn: sqlite3.Connection, round_id: int, patterns: dict[str, int]) -> dict[str, int]:
+    """``patterns`` (member -> patterns released in ``round_id``) less each member's patterns that
+    carry a phrase whose token is released with another ciphertext: honest contributors of a
+    released phrase send exactly its (deterministic) ciphertext, so those are substituted texts,
+    and substitution earns no credit."""
+    rows = conn.execute(
+        "SELECT s.instance_id, COUNT(DISTINCT s.id) FROM submissions s JOIN phrases p ON p.submission_id = s.id "
+        "JOIN released_phrases r ON r.token = p.token AND r.slot = s.slot "
+        "WHERE s.released_round = ? AND r.ciphertext != p.ciphertext GROUP BY s.instance_id", (round_id,)).fetchall()
+    out = dict(patterns)
+    for member, n in rows:
+        out[str(member)] = max(0, out.get(str(member), 0) - int(n))
+    return out
+
+
 __all__ = ["enforce_statement_floor", "released_ciphertexts", "released_statement_ciphertexts", "secagg_senders",
-           "slot_submitters"]
+           "slot_submitters", "without_substitutions"]

@@ -285,11 +285,11 @@ class RoundEngine:
                 if refused:  # a block above what its contributors' clipped inputs plus the noise can give
                     logger.warning("round %d: centroids of %d slot(s) refused", r, len(refused))
                 self.store.mark_released(conn, r, survivors, now)
-                self.credits.earn_round(conn, r, counts, survivors, now)
                 # only slots some survivor contributed to this round get a new centroid
                 vectors = release.centroids(float_sum, self.config.slots, self.config.dim,
                                             rsql.slots_released_in(conn, r))
-                self._recompute(conn, r, now, vectors)
+                self._recompute(conn, r, now, vectors)  # then credit: no credit for a substituted phrase
+                self.credits.earn_round(conn, r, isql.without_substitutions(conn, r, counts), survivors, now)
                 # a member still in the carried-over round keeps its other pending rows too
                 self.store.carry_over(conn, r, r + 1)
                 self.store.set_round(conn, r, phase="released", phase_deadline=None, finished_at=now,
