@@ -319,7 +319,10 @@ def test_cli_invite_tokens_admit(make_coord: Any, cipher: FederationCipher, tmp_
 
 @pytest.mark.slow
 def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: FederationCipher, embedder: Any) -> None:
-    coord = make_coord()
+    # the centroid-quality check below is calibrated for the mode's bare noise; the sybil
+    # calibration (each share raised by sqrt(t / honest survivors), sqrt(2) at n = 6) is
+    # tested in test_roles
+    coord = make_coord(sybil_fraction=0.0)
     members = new_members(coord, cipher, 7)
     contributors, outsider = members[:6], members[6]
     facts = [
