@@ -168,6 +168,12 @@ class TooLarge(ContinuumError):
     code, http_status, exit_code = "too_large", 413, 2
 
 
+class UpgradeRequired(ContinuumError):
+    """The other side speaks another federation protocol version: upgrade the older one."""
+
+    code, http_status, exit_code = "upgrade_required", 426, 11
+
+
 def _all_subclasses(cls: type[ContinuumError]) -> list[type[ContinuumError]]:
     out: list[type[ContinuumError]] = []
     for sub in cls.__subclasses__():
@@ -192,6 +198,7 @@ EXIT_CODE_MEANINGS: dict[int, str] = {
     8: "federation state does not allow this (not joined, wrong phase, conflict)",
     9: "not enough credits (contribute or verify patterns to earn more)",
     10: "refused: bad invite, not admitted, forbidden, or a signature/crypto check failed",
+    11: "protocol version mismatch with the coordinator (upgrade continuum-mcp or the coordinator)",
 }
 
 
@@ -205,6 +212,7 @@ __all__ = [
     "AggregationAborted", "BadInvite", "Conflict", "ContinuumError", "CoordinatorUnavailable", "CryptoError",
     "ERRORS_BY_CODE", "EXIT_CODE_MEANINGS", "FederationError", "Forbidden", "InsufficientCredits",
     "InvalidInput", "ModelMismatch", "NotAdmitted", "NotFound", "NotJoined", "PrivacyBudgetExceeded",
-    "RateLimited", "ReplayError", "StoreCorrupt", "StoreReadOnly", "DiskFull", "TooLarge", "Unauthenticated", "VerificationRefused",
+    "RateLimited", "ReplayError", "StoreCorrupt", "StoreReadOnly", "DiskFull", "TooLarge", "Unauthenticated",
+    "UpgradeRequired", "VerificationRefused",
     "WrongPhase", "error_for_code",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -31,6 +32,7 @@ FEDERATION_KEY_BYTES = 32
 INVITE_PREFIX = "continuum-invite:v1:"
 _KDF_PERSON = b"continuum-mcp/kd"  # BLAKE2b personalisation: at most 16 bytes
 _CIPHERTEXT_VERSION = 1
+_SEALED_VERSION = 2  # deterministic, token-bound (protocol v2)
 _NONCE_BYTES = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  # 24
 _TAG_BYTES = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES  # 16
 
@@ -116,19 +118,36 @@ def normalise_phrase(phrase: str) -> str:
     return text
 
 
+def _siv_nonce(key: bytes, associated_data: bytes, plaintext: bytes) -> bytes:
+    """A synthetic nonce: keyed BLAKE2b of (associated data, plaintext).
+
+    Equal inputs give equal ciphertexts (so equal phrases from different members can be compared
+    without decrypting them); different plaintexts get independent nonces, so no nonce is ever
+    reused with a different message. Deterministic encryption reveals only plaintext equality,
+    which the phrase token already reveals."""
+    data = len(associated_data).to_bytes(4, "big") + associated_data + plaintext
+    return hashlib.blake2b(data, key=key, digest_size=_NONCE_BYTES, person=b"continuum-mcp/sv").digest()
+
+
 class FederationCipher:
-    """Pattern-text encryption and phrase tokens for one federation.
+    """Pattern-text encryption and phrase/statement tokens for one federation.
 
     Why XChaCha20-Poly1305 rather than ``SecretBox``: ``SecretBox`` (XSalsa20-Poly1305) has no
-    associated data, so binding a ciphertext to its (federation, slot, round) would need a subkey per
-    context. libsodium's XChaCha20-Poly1305 IETF AEAD (via PyNaCl's bindings) has the same 24-byte
-    random nonces and Poly1305 tag as ``SecretBox`` and authenticates associated data directly: a
-    ciphertext moved to another slot, round or federation fails to decrypt. The encryption key is
-    itself derived from the federation key with its own domain tag and the federation id.
+    associated data. libsodium's XChaCha20-Poly1305 IETF AEAD (via PyNaCl's bindings) has the same
+    24-byte nonces and Poly1305 tag and authenticates associated data directly: a ciphertext moved
+    to another token, slot or federation fails to decrypt. Keys are derived from the federation
+    key with their own domain tags and the federation id.
 
-    Phrase tokens are keyed BLAKE2b of (slot || normalised phrase) under a separate derived key.
-    They are bound to federation and slot but deliberately *not* to the round: the coordinator
-    counts distinct contributors of a token across the rounds of a window, which needs stable tokens.
+    Integrity (protocol v2): a phrase is sealed under associated data naming its token, with a
+    synthetic nonce (:func:`_siv_nonce`), and :meth:`open_phrase` recomputes the token of the
+    decrypted text and refuses a mismatch. Every member holds the key, so the AEAD alone cannot
+    stop a member from encrypting *its own* text under a popular phrase's token; the token check
+    does (the token is a PRF of the text), and the deterministic ciphertext lets the coordinator
+    see that such a ciphertext differs from the one already released for the token.
+
+    Phrase tokens are keyed BLAKE2b of (slot || normalised phrase); statement tokens are keyed
+    BLAKE2b of the normalised statement under another derived key (open mode counts contributors
+    of a statement itself). Neither is bound to the round: contributors are counted across rounds.
     """
 
     def __init__(self, federation_key: bytes, federation_id: str) -> None:
@@ -139,13 +158,20 @@ class FederationCipher:
         self.federation_id = federation_id
         self._text_key = derive_key(federation_key, "federation/pattern-text/v1", federation_id)
         self._token_key = derive_key(federation_key, "federation/phrase-token/v1", federation_id)
+        self._sealed_key = derive_key(federation_key, "federation/sealed-text/v2", federation_id)
+        self._nonce_key = derive_key(federation_key, "federation/synthetic-nonce/v2", federation_id)
+        self._statement_key = derive_key(federation_key, "federation/statement-token/v2", federation_id)
 
     def __repr__(self) -> str:
         return f"FederationCipher({self.federation_id!r})"
 
+    @staticmethod
+    def _check_slot(slot: int) -> None:
+        if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < 2**32:
+            raise InvalidInput("slot must be an integer in [0, 2^32)")
+
     def _associated_data(self, slot: int, round_id: int | str) -> bytes:
-        if isinstance(slot, bool) or not isinstance(slot, int) or slot < 0:
-            raise InvalidInput("slot must be a non-negative integer")
+        self._check_slot(slot)
         return canonical_json(
             {
                 "purpose": "continuum-mcp/pattern-text/v1",
@@ -156,25 +182,75 @@ class FederationCipher:
         )
 
     def encrypt(self, slot: int, round_id: int | str, plaintext: str) -> bytes:
-        """Encrypt pattern text for (this federation, slot, round)."""
+        """Encrypt free pattern text for (this federation, slot, round) with a random nonce."""
         return aead_encrypt(
             self._text_key, plaintext.encode("utf-8"), self._associated_data(slot, round_id)
         )
 
     def decrypt(self, slot: int, round_id: int | str, ciphertext: bytes) -> str:
         """Decrypt; raises CryptoError if slot, round, federation or key differ, or on tampering."""
-        data = aead_decrypt(self._text_key, ciphertext, self._associated_data(slot, round_id))
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:  # pragma: no cover - authenticated, so only a bug
-            raise CryptoError("decrypted text is not UTF-8") from exc
+        return _utf8(aead_decrypt(self._text_key, ciphertext, self._associated_data(slot, round_id)))
 
     def phrase_token(self, slot: int, phrase: str) -> str:
         """Opaque, deterministic token of a phrase in a slot (hex, 256 bits)."""
-        if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < 2**32:
-            raise InvalidInput("slot must be an integer in [0, 2^32)")
+        self._check_slot(slot)
         data = slot.to_bytes(4, "big") + normalise_phrase(phrase).encode("utf-8")
         return hashlib.blake2b(data, key=self._token_key, digest_size=32).hexdigest()
+
+    def statement_token(self, statement: str) -> str:
+        """Opaque, deterministic token of a normalised statement (hex, 256 bits)."""
+        data = normalise_phrase(statement).encode("utf-8")
+        return hashlib.blake2b(data, key=self._statement_key, digest_size=32).hexdigest()
+
+    # ----- sealed text: bound to its token, checked on opening ---------------------------
+    def _sealed_ad(self, kind: str, token: str) -> bytes:
+        if not re.fullmatch(r"[0-9a-f]{64}", token):
+            raise InvalidInput("a token is 64 lowercase hex digits")
+        return canonical_json({"purpose": f"continuum-mcp/sealed-{kind}/v2", "federation_id": self.federation_id,
+                               "token": token})
+
+    def _seal(self, kind: str, token: str, text: str) -> bytes:
+        ad, plain = self._sealed_ad(kind, token), normalise_phrase(text).encode("utf-8")
+        nonce = _siv_nonce(self._nonce_key, ad, plain)
+        ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, ad, nonce, self._sealed_key)
+        return bytes([_SEALED_VERSION]) + nonce + ct
+
+    def _open(self, kind: str, token: str, blob: bytes) -> str:
+        if len(blob) < 1 + _NONCE_BYTES + _TAG_BYTES or blob[0] != _SEALED_VERSION:
+            raise CryptoError("sealed ciphertext is malformed or of an unknown version")
+        return _utf8(aead_decrypt(self._sealed_key, bytes([_CIPHERTEXT_VERSION]) + blob[1:], self._sealed_ad(kind, token)))
+
+    def seal_phrase(self, slot: int, phrase: str) -> tuple[str, bytes]:
+        """(token, ciphertext) of a phrase: the ciphertext is bound to the token and deterministic."""
+        token = self.phrase_token(slot, phrase)
+        return token, self._seal("phrase", token, phrase)
+
+    def open_phrase(self, slot: int, token: str, ciphertext: bytes) -> str:
+        """The phrase, only if it decrypts under ``token`` *and* hashes back to it (else CryptoError):
+        a member cannot make others read its own text under a popular phrase's token."""
+        text = self._open("phrase", token, ciphertext)
+        if not hmac.compare_digest(self.phrase_token(slot, text), token):
+            raise CryptoError("the phrase does not match its token (substituted text); dropped")
+        return text
+
+    def seal_statement(self, statement: str) -> tuple[str, bytes]:
+        """(statement token, ciphertext) of a normalised statement, bound to each other."""
+        token = self.statement_token(statement)
+        return token, self._seal("statement", token, statement)
+
+    def open_statement(self, token: str, ciphertext: bytes) -> str:
+        """The statement, only if it decrypts under ``token`` and hashes back to it (else CryptoError)."""
+        text = self._open("statement", token, ciphertext)
+        if not hmac.compare_digest(self.statement_token(text), token):
+            raise CryptoError("the statement does not match its token (substituted text); dropped")
+        return text
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # pragma: no cover - authenticated, so only a bug
+        raise CryptoError("decrypted text is not UTF-8") from exc
 
 
 # --------------------------------------------------------------------------- invites

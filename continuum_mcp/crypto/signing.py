@@ -42,6 +42,11 @@ HEADER_PUBLIC_KEY = "X-Continuum-Public-Key"
 HEADER_TIMESTAMP = "X-Continuum-Timestamp"
 HEADER_NONCE = "X-Continuum-Nonce"
 HEADER_SIGNATURE = "X-Continuum-Signature"
+#: the federation wire protocol version a signed request speaks (``federation.protocol`` re-exports
+#: it as PROTOCOL_VERSION). Sent beside the envelope, not inside it: the envelope format is its own
+#: version (``v``), and a coordinator must be able to answer "upgrade" before checking a signature.
+HEADER_PROTOCOL = "X-Continuum-Protocol"
+WIRE_PROTOCOL_VERSION = 2
 
 
 # --------------------------------------------------------------------------- canonical JSON
@@ -156,6 +161,7 @@ class Envelope(BaseModel):
             HEADER_TIMESTAMP: str(self.timestamp),
             HEADER_NONCE: self.nonce,
             HEADER_SIGNATURE: self.signature,
+            HEADER_PROTOCOL: str(WIRE_PROTOCOL_VERSION),
         }
 
     @classmethod

@@ -12,6 +12,9 @@ so the client cannot drift from the coordinator that builds its routes from the 
   :class:`RateLimited` with ``retry_after`` when the last answer was 429).
 - A 4xx ``ErrorBody`` becomes the typed exception of its code (``errors.error_for_code``) with the
   server's message.
+- Versioning: every request names ``PROTOCOL_VERSION`` (``X-Continuum-Protocol``) and every answer
+  below 500 must name the same version, else :class:`UpgradeRequired` (a v1 coordinator sends no
+  such header; a newer one answers 426 ``upgrade_required``). Nothing half-compatible proceeds.
 - The transport is injectable: pass ``http=`` (any ``httpx.Client``, e.g. Starlette's
   ``TestClient(app)``) or ``transport=`` (an ``httpx.BaseTransport``); tests and benchmarks drive
   the real coordinator app in-process that way, or a real server over 127.0.0.1.
@@ -29,7 +32,14 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from continuum_mcp.crypto.identity import Identity
-from continuum_mcp.errors import ERRORS_BY_CODE, ContinuumError, CoordinatorUnavailable, RateLimited, error_for_code
+from continuum_mcp.errors import (
+    ERRORS_BY_CODE,
+    ContinuumError,
+    CoordinatorUnavailable,
+    RateLimited,
+    UpgradeRequired,
+    error_for_code,
+)
 from continuum_mcp.federation import protocol as wire
 from continuum_mcp.federation.protocol import RouteSpec, routes
 from continuum_mcp.secagg import KeyRoster, ShareInbox, SignedMessage, SurvivorList
@@ -54,6 +64,25 @@ def error_from_response(resp: httpx.Response) -> ContinuumError:
     if body.code == RateLimited.code:
         return RateLimited(body.message, retry_after=_retry_after(resp))
     return error_for_code(body.code, body.message)
+
+
+def check_protocol(resp: httpx.Response, base_url: str) -> None:
+    """Refuse an answer of another protocol version (``UpgradeRequired``), keeping the server's
+    own upgrade message when it sent one."""
+    spoken = resp.headers.get(wire.PROTOCOL_HEADER)
+    if spoken == str(wire.PROTOCOL_VERSION):
+        return
+    if resp.status_code == 426:
+        err = error_from_response(resp)
+        if isinstance(err, UpgradeRequired):
+            raise err
+    if spoken is None:
+        raise UpgradeRequired(f"the coordinator at {base_url} speaks federation protocol v1 (its answers name no "
+                              f"protocol version); this client speaks v{wire.PROTOCOL_VERSION}: the coordinator "
+                              "must be upgraded to the same continuum-mcp release")
+    who = "this client" if not spoken.isdigit() or int(spoken) > wire.PROTOCOL_VERSION else "the coordinator"
+    raise UpgradeRequired(f"the coordinator at {base_url} speaks federation protocol v{spoken}, this client "
+                          f"v{wire.PROTOCOL_VERSION}: upgrade {who}")
 
 
 def _retry_after(resp: httpx.Response) -> float:
@@ -105,7 +134,7 @@ class CoordinatorAPI(AbstractContextManager["CoordinatorAPI"]):
 
     # ----- the one request path -----------------------------------------------------------
     def _headers(self, spec: RouteSpec, path: str, data: bytes) -> dict[str, str]:
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = {wire.PROTOCOL_HEADER: str(wire.PROTOCOL_VERSION)}
         if spec.auth in ("signed", "member"):
             if self.identity is None:
                 raise ValueError(f"route {spec.name} is signed: this CoordinatorAPI has no identity")
@@ -141,6 +170,8 @@ class CoordinatorAPI(AbstractContextManager["CoordinatorAPI"]):
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
+            if resp.status_code < 500:
+                check_protocol(resp, self.base_url)
             if resp.status_code == 429:
                 if attempt == self.max_retries:
                     raise error_from_response(resp)
@@ -230,4 +261,4 @@ class CoordinatorAPI(AbstractContextManager["CoordinatorAPI"]):
         return self.call("admin_close_round")
 
 
-__all__ = ["TRANSIENT_ERRORS", "CoordinatorAPI", "error_from_response"]
+__all__ = ["TRANSIENT_ERRORS", "CoordinatorAPI", "check_protocol", "error_from_response"]

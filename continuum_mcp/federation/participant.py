@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from continuum_mcp.crypto.identity import Identity
-from continuum_mcp.errors import AggregationAborted, Conflict, ContinuumError, CryptoError, WrongPhase
+from continuum_mcp.errors import AggregationAborted, Conflict, ContinuumError, CryptoError, InvalidInput, WrongPhase
 from continuum_mcp.federation.protocol import (
     SECAGG_PHASES,
     ActionReceipt,
@@ -52,10 +52,46 @@ from continuum_mcp.secagg import KeyRoster, SecAggClient, SecAggParams, ShareInb
 
 #: the fewest members a secure aggregation may have (fewer would expose inputs to each other).
 MIN_ROSTER = 3
+#: the fraction of a roster assumed to be fake identities (sybils) unless stated otherwise: the
+#: coordinator can mint admission tokens, so a client never assumes every other member is honest.
+DEFAULT_SYBIL_FRACTION = 1 / 3
 #: the route each phase reads before it can compute its message (advertise needs nothing).
 _FETCH: dict[str, str] = {"share_keys": "secagg_roster", "masked_input": "secagg_inbox", "unmask": "secagg_survivors"}
 
 InputVector = Callable[[SecAggParams], np.ndarray]
+
+
+def honest_survivors(n: int, threshold: int, sybil_fraction: float) -> int:
+    """The fewest honest members among any ``threshold`` survivors of a roster of ``n`` of which up
+    to ``floor(sybil_fraction * n)`` are sybils (at least 1)."""
+    return max(1, threshold - math.floor(sybil_fraction * n + 1e-9))
+
+
+def sybil_noise_factor(n: int, sybil_fraction: float) -> float:
+    """How much each client's noise share is raised so that the honest survivors *alone* add the
+    mode's noise: shares are sigma/sqrt(t) for t survivors, so sqrt(t / honest survivors)."""
+    t = threshold_for(n)
+    return math.sqrt(t / honest_survivors(n, t, sybil_fraction))
+
+
+def centroid_clip(mode: PrivacyMode) -> float:
+    """The L2 clip of a member's secagg input: sqrt of the centroid share of its unit round norm."""
+    return math.sqrt(mode.allocation.centroids)
+
+
+def round_params(federation_id: str, round_id: int, attempt: int, roster: list[str], slots: int, dim: int,
+                 mode: PrivacyMode, sybil_fraction: float = DEFAULT_SYBIL_FRACTION) -> SecAggParams:
+    """The one calibration of a round's secure aggregation, used by the coordinator to make the
+    parameters and by every client to check them: clip = :func:`centroid_clip`, noise_sigma =
+    mode.sigma x quantised sensitivity x :func:`sybil_noise_factor`, t = ceil(2n/3), the largest
+    safe fixed-point scale."""
+    total, _ = slot_vector_layout(slots, dim)
+    clip = centroid_clip(mode)
+    session = f"{federation_id}/r{round_id}/a{attempt}"
+    factor = sybil_noise_factor(len(set(roster)), sybil_fraction)
+    probe = SecAggParams.create(session, round_id, roster, total, clip, mode.sigma * clip * factor)
+    return SecAggParams.create(session, round_id, roster, total, clip,
+                               mode.sigma * probe.quantised_sensitivity * factor, frac_bits=probe.frac_bits)
 
 
 class RoundExpectations(BaseModel):
@@ -66,18 +102,29 @@ class RoundExpectations(BaseModel):
     federation_id: str
     slots: int = Field(ge=1)
     dim: int = Field(ge=1)
-    max_clip_norm: float = Field(gt=0, description="sqrt of the centroid share of the unit round contribution.")
+    max_clip_norm: float = Field(gt=0, description="The clip the mode fixes (sqrt of the centroid share of the unit "
+                                                   "round contribution); a round must use exactly this.")
     noise_multiplier: float = Field(ge=0, description="The mode's sigma per unit of (quantised) sensitivity.")
+    sybil_fraction: float = Field(default=DEFAULT_SYBIL_FRACTION, ge=0, lt=1,
+                                  description="This client's own assumption of the sybil share of a roster.")
 
     @classmethod
-    def for_mode(cls, federation_id: str, slots: int, dim: int, mode: PrivacyMode) -> RoundExpectations:
-        return cls(federation_id=federation_id, slots=slots, dim=dim,
-                   max_clip_norm=math.sqrt(mode.allocation.centroids), noise_multiplier=mode.sigma)
+    def for_mode(cls, federation_id: str, slots: int, dim: int, mode: PrivacyMode,
+                 sybil_fraction: float = DEFAULT_SYBIL_FRACTION) -> RoundExpectations:
+        return cls(federation_id=federation_id, slots=slots, dim=dim, max_clip_norm=centroid_clip(mode),
+                   noise_multiplier=mode.sigma, sybil_fraction=sybil_fraction)
+
+
+#: how much coarser than the calibration's own fixed-point scale a round may quantise
+FRAC_BITS_SLACK = 2
 
 
 def check_params(state: RoundState, instance_id: str, expect: RoundExpectations) -> SecAggParams:
     """The round's SecAggParams, refused (``CryptoError``) if they would give less privacy than
-    the federation's mode promises or do not belong to this round."""
+    the federation's mode promises or do not belong to this round: at least MIN_ROSTER distinct
+    members, t exactly ceil(2n/3), the mode's clip, a fixed-point scale that neither wraps around
+    nor is coarser than the calibration's, and noise that the honest survivors alone provide
+    under this client's sybil fraction."""
     try:
         params = SecAggParams.model_validate(state.params)
     except ValidationError as exc:
@@ -93,13 +140,25 @@ def check_params(state: RoundState, instance_id: str, expect: RoundExpectations)
     if len(set(params.roster)) < MIN_ROSTER or len(set(params.roster)) != len(params.roster):
         raise CryptoError(f"the round's roster has {len(set(params.roster))} distinct members; "
                           f"secure aggregation needs at least {MIN_ROSTER}")
-    if not threshold_for(params.n) <= params.threshold <= params.n:
-        raise CryptoError(f"the round's threshold {params.threshold} is outside [{threshold_for(params.n)}, "
-                          f"{params.n}]: a smaller one lets fewer colluders unmask single inputs")
-    if params.clip_norm > expect.max_clip_norm + 1e-9:
-        raise CryptoError("the round's clip norm is larger than the mode allows")
-    if params.noise_sigma + 1e-9 < expect.noise_multiplier * params.quantised_sensitivity:
-        raise CryptoError("the round's noise is below the privacy mode's calibration; not taking part")
+    if params.threshold != threshold_for(params.n):
+        raise CryptoError(f"the round's threshold {params.threshold} is not ceil(2n/3) = {threshold_for(params.n)} "
+                          f"for n = {params.n}: a smaller one lets fewer colluders unmask single inputs")
+    if abs(params.clip_norm - expect.max_clip_norm) > 1e-9:
+        raise CryptoError(f"the round's clip norm {params.clip_norm:.6g} is not the mode's {expect.max_clip_norm:.6g}")
+    if params.max_abs_coordinate() >= 2**31:
+        raise CryptoError(f"the round's fixed-point scale 2^{params.frac_bits} lets the sum wrap around")
+    factor = sybil_noise_factor(params.n, expect.sybil_fraction)
+    try:
+        probe = SecAggParams.create(params.session_id, params.round_id, params.roster, params.dim, params.clip_norm,
+                                    expect.noise_multiplier * params.clip_norm * factor)
+    except InvalidInput as exc:
+        raise CryptoError(f"the round's parameters admit no safe fixed-point scale: {exc.message}") from exc
+    if params.frac_bits < probe.frac_bits - FRAC_BITS_SLACK:
+        raise CryptoError(f"the round's fixed-point scale 2^{params.frac_bits} is coarser than the calibration's "
+                          f"2^{probe.frac_bits}")
+    if params.noise_sigma + 1e-9 < expect.noise_multiplier * params.quantised_sensitivity * factor:
+        raise CryptoError("the round's noise is below the privacy mode's calibration for a sybil fraction of "
+                          f"{expect.sybil_fraction:.3g}; not taking part")
     return params
 
 
@@ -276,6 +335,7 @@ def _as(model: type[Any], value: BaseModel) -> Any:
 
 
 __all__ = [
-    "MIN_ROSTER", "Done", "InputVector", "Request", "RoundExpectations", "RoundOutcome", "RoundParticipant", "Wait",
-    "check_params",
+    "DEFAULT_SYBIL_FRACTION", "FRAC_BITS_SLACK", "MIN_ROSTER", "Done", "InputVector", "Request", "RoundExpectations",
+    "RoundOutcome", "RoundParticipant", "Wait", "centroid_clip", "check_params", "honest_survivors", "round_params",
+    "sybil_noise_factor",
 ]

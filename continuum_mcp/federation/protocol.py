@@ -1,4 +1,20 @@
-"""The federation wire protocol (API v1): the contract between coordinator and client.
+"""The federation wire protocol (protocol v2, paths under ``/v1``): the contract between
+coordinator and client.
+
+Versioning: every request carries ``X-Continuum-Protocol: <PROTOCOL_VERSION>`` (signed requests
+always; unsigned ones may) and every coordinator answer carries it back. A coordinator refuses a
+signed request without the header, or with another version, with ``426 upgrade_required``; a
+client refuses an answer without it, or with another version, with ``UpgradeRequired``. So a v1
+client and a v2 coordinator (or the reverse) stop at the first call with an upgrade message
+instead of running a half-compatible round. ``FederationInfo.api_version`` is checked on join.
+
+Protocol v2 (over v1): phrase and statement ciphertexts are sealed under their token (AEAD
+associated data: federation, token; deterministic synthetic nonce) and the reader drops any whose
+text does not hash back to its token; ``PatternSubmission.statement_token``; statements only in
+``open`` mode, released only when the statement itself has ``min_contributors`` contributors;
+released phrases and statements carry no round id; ``RoundState`` shows a member only its own
+participation (no submission counts; the secagg parameters, which name the roster, only to that
+round's roster); ``FederationInfo.sybil_fraction``; one ledger label per secagg attempt.
 
 Both sides import these models; neither defines its own. Every request except ``GET /v1/health``
 and ``GET /openapi.json`` carries the identity headers of :meth:`Identity.sign_request`, signed
@@ -32,12 +48,18 @@ import functools
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from continuum_mcp.crypto.signing import HEADER_PROTOCOL, WIRE_PROTOCOL_VERSION
 
 # the secagg package knows nothing of HTTP: it sits below the wire contract, which carries its messages
 from continuum_mcp.secagg import PHASES, KeyRoster, Kind, ShareInbox, SurvivorList
 
 API_PREFIX = "/v1"
+#: the wire contract's version (see the module docstring); bump on any incompatible change
+#: (defined beside the signed-request headers, which carry it).
+PROTOCOL_VERSION = WIRE_PROTOCOL_VERSION
+PROTOCOL_HEADER = HEADER_PROTOCOL
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a masked vector of 256 slots x 384 dims is ~0.5 MB in base64
 MAX_PATTERNS_PER_SUBMISSION = 250
 MAX_PHRASES_PER_PATTERN = 8
@@ -76,6 +98,7 @@ ERRORS: dict[str, int] = {
     "insufficient_credits": 402,
     "privacy_budget_exceeded": 403,
     "rate_limited": 429,
+    "upgrade_required": 426,     # the other side speaks another protocol version
 }
 
 
@@ -93,7 +116,8 @@ class CreditRules(_Model):
 
 class FederationInfo(_Model):
     federation_id: str
-    api_version: Literal[1] = 1
+    api_version: int = Field(default=PROTOCOL_VERSION, description="The coordinator's protocol version; a client "
+                                                                  "refuses to join another one.")
     private: bool = Field(description="True: members need an admission token; false: an open federation, "
                                       "which cannot resist fake identities.")
     privacy_mode: ModeName = Field(description="The mode every round of this federation is released under.")
@@ -105,6 +129,9 @@ class FederationInfo(_Model):
     round_interval_seconds: int
     phase_timeout_seconds: int
     credit_rules: CreditRules
+    sybil_fraction: float = Field(default=1 / 3, ge=0, lt=1, description="Fraction of a roster that may be fake "
+                                  "identities (sybils): each client's noise share is calibrated so that the honest "
+                                  "rest alone adds the mode's noise.")
 
 
 class JoinRequest(_Model):
@@ -132,10 +159,13 @@ class InviteResponse(_Model):
 
 
 # ----- contributions ---------------------------------------------------------------------------
+TOKEN_PATTERN = r"^[0-9a-f]{64}$"
+
+
 class PhraseSubmission(_Model):
-    token: str = Field(pattern=r"^[0-9a-f]{64}$", description="Keyed BLAKE2b of (slot, phrase): opaque.")
+    token: str = Field(pattern=TOKEN_PATTERN, description="Keyed BLAKE2b of (slot, phrase): opaque.")
     ciphertext: str = Field(max_length=MAX_CIPHERTEXT_B64, description="base64 AEAD ciphertext of the phrase, "
-                                                                        "bound to (federation, slot, round).")
+                            "bound to (federation, token), deterministic: equal phrases give equal ciphertexts.")
 
 
 class PatternSubmission(_Model):
@@ -143,7 +173,17 @@ class PatternSubmission(_Model):
     confidence: float = Field(ge=0.0, le=1.0)
     phrases: list[PhraseSubmission] = Field(max_length=MAX_PHRASES_PER_PATTERN)
     statement_ciphertext: str | None = Field(default=None, max_length=MAX_CIPHERTEXT_B64,
-                                             description="Encrypted scrubbed statement (balanced/open only).")
+                                             description="Encrypted scrubbed statement (open mode only), bound to "
+                                                         "statement_token.")
+    statement_token: str | None = Field(default=None, pattern=TOKEN_PATTERN,
+                                        description="Keyed BLAKE2b of the normalised statement: open mode releases a "
+                                                    "statement only when this token has min_contributors contributors.")
+
+    @model_validator(mode="after")
+    def _statement_pair(self) -> "PatternSubmission":
+        if (self.statement_ciphertext is None) != (self.statement_token is None):
+            raise ValueError("statement_ciphertext and statement_token go together")
+        return self
 
 
 class ContributionRequest(_Model):
@@ -164,11 +204,13 @@ class RoundState(_Model):
                                      "abort starts a new one; secagg session_id = '<federation_id>/r<round>/a<attempt>').")
     phase: RoundPhase
     phase_deadline: datetime | None
-    submissions: int = Field(description="Members with a submission in this round.")
+    submissions: int | None = Field(default=None, description="Members with a submission in this round: the "
+                                    "operator's view only (None for members, who see only their own participation).")
     you_submitted: bool
     you_in_roster: bool
     you_pending: SecAggKind | None = Field(description="The secagg message the coordinator waits for from you.")
-    params: dict[str, Any] | None = Field(description="SecAggParams (model_dump) once the roster is fixed.")
+    params: dict[str, Any] | None = Field(description="SecAggParams (model_dump) once the roster is fixed; shown "
+                                          "only to members of that round's roster (it names the roster).")
     epsilon_spent: float | None = Field(default=None, description="Per-round epsilon, once released.")
 
 
@@ -201,15 +243,16 @@ class SlotsResponse(_Model):
 
 
 class ReleasedPhrase(_Model):
-    token: str
+    token: str = Field(description="The phrase token; the reader checks that the decrypted text hashes back to it.")
     ciphertext: str
-    round_id: int = Field(description="Round whose context the ciphertext is bound to.")
     noisy_contributors: float
 
 
 class ReleasedStatement(_Model):
+    """A released statement (open mode): no round id, so rosters cannot be intersected with it."""
+
+    token: str
     ciphertext: str
-    round_id: int
 
 
 class ReleasedPattern(_Model):
@@ -279,6 +322,7 @@ class DeletionReceipt(_Model):
 class Health(_Model):
     status: Literal["ok"] = "ok"
     version: str
+    protocol_version: int = PROTOCOL_VERSION
     federation_id: str
 
 

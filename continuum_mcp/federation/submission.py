@@ -35,8 +35,10 @@ from continuum_mcp.privacy.generalize import Generalizer
 from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.privacy.preview import preview_patterns
 
-#: modes whose rounds release statements (so members send them, encrypted).
-STATEMENT_MODES: frozenset[str] = frozenset({"balanced", "open"})
+#: modes whose rounds release statements (so members send them, encrypted). Only ``open``: it
+#: releases a statement that itself has ``min_contributors`` contributors; ``balanced`` releases
+#: none until whole-statement DP selection exists, so sending them would only expose them.
+STATEMENT_MODES: frozenset[str] = frozenset({"open"})
 
 
 class PlannedPattern(BaseModel):
@@ -58,7 +60,7 @@ class OutgoingPattern(BaseModel):
     slot: int
     confidence: float
     phrases: list[str] = Field(description="Sent as opaque tokens plus ciphertexts (end-to-end encrypted).")
-    statement: str | None = Field(description="Sent encrypted only in balanced/open federations; None = not sent.")
+    statement: str | None = Field(description="Sent encrypted only in open federations; None = not sent.")
     pattern_id: str
     source_memory_ids: list[int] = Field(description="Local only: which memories it came from (never sent).")
 
@@ -153,13 +155,16 @@ def plan_contribution(
 
 def build_submission(pattern: PlannedPattern, round_id: int, cipher: FederationCipher,
                      *, send_statement: bool) -> PatternSubmission:
-    """One pattern encrypted for ``round_id``: the ciphertexts are bound to (federation, slot, round)."""
+    """One pattern sealed for the federation: each ciphertext is bound to its token (protocol v2;
+    ``round_id`` no longer enters the ciphertexts, the request names the round)."""
     p = pattern
+    phrases = [cipher.seal_phrase(p.slot, ph) for ph in p.phrases]
+    statement = cipher.seal_statement(p.statement) if send_statement else None
     return PatternSubmission(
         slot=p.slot, confidence=max(0.0, min(1.0, p.confidence)),
-        phrases=[PhraseSubmission(token=cipher.phrase_token(p.slot, ph),
-                                  ciphertext=b64encode(cipher.encrypt(p.slot, round_id, ph))) for ph in p.phrases],
-        statement_ciphertext=b64encode(cipher.encrypt(p.slot, round_id, p.statement)) if send_statement else None)
+        phrases=[PhraseSubmission(token=t, ciphertext=b64encode(ct)) for t, ct in phrases],
+        statement_token=statement[0] if statement else None,
+        statement_ciphertext=b64encode(statement[1]) if statement else None)
 
 
 def choose_for_round(patterns: Iterable[PlannedPattern], cap: int) -> list[PlannedPattern]:

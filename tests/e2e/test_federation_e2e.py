@@ -42,10 +42,11 @@ N_MCP = 3          # instances 0-2: separate server processes over stdio
 N_MEMBERS = 12     # instances 0-11 contribute; instance 12 only consumes
 DROPOUTS = {8, 9, 10, 11}  # a third of the round's 12 participants never take part in aggregation
 
-FACT_A = [  # one fact, in ten users' own words
+FACT_A = [  # one fact, in ten users' own words; three wrote the same sentence, which open mode
+    # releases as a statement (a statement needs min_contributors contributors of its own)
     "Always run the database migrations before deploying the backend service",
-    "Run the DB migrations first, then deploy the backend, or the service crashes",
-    "Deploy checklist: database migrations must run before the backend deploy",
+    "Always run the database migrations before deploying the backend service",
+    "Always run the database migrations before deploying the backend service",
     "Never deploy the backend before the database migrations have run",
     "The database migrations have to run before we deploy the backend",
     "Before deploying the backend service, run the database migrations",

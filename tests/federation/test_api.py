@@ -33,13 +33,21 @@ from continuum_mcp.federation.api import CoordinatorAPI, error_from_response
 from continuum_mcp.federation.client import run_round, step
 from continuum_mcp.federation.coordinator.http import FederationCoordinator
 from continuum_mcp.federation.participant import Done, RoundExpectations, RoundParticipant
-from continuum_mcp.federation.protocol import ERRORS, SECAGG_PHASES, JoinRequest, routes
+from continuum_mcp.federation.protocol import (
+    ERRORS,
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    SECAGG_PHASES,
+    JoinRequest,
+    routes,
+)
 from continuum_mcp.federation.submission import PlannedPattern, build_contribution, secagg_input
 from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg import SecAggParams
 
 FED, ADMIN, SLOTS, DIM = "fed-api-test", "admin-token-api", 8, 16
 BASE = "http://coordinator.test"
+V2 = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}  # what a coordinator of this protocol version answers with
 
 
 @pytest.fixture
@@ -97,7 +105,7 @@ def test_every_protocol_error_code_maps_to_its_error_class(code: str) -> None:
     with the server's message; 429 carries Retry-After (no retries here)."""
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(ERRORS[code], json={"code": code, "message": f"server says {code}"},
-                              headers={"Retry-After": "7"})
+                              headers={"Retry-After": "7", **V2})
 
     api = CoordinatorAPI(BASE, Identity.generate(), transport=httpx.MockTransport(answer), max_retries=0)
     with pytest.raises(ContinuumError) as info:
@@ -134,7 +142,7 @@ def test_server_errors_are_retried_and_each_attempt_is_signed_afresh() -> None:
 
     def answer(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(503) if len(seen) < 3 else httpx.Response(200, json=info)
+        return httpx.Response(503) if len(seen) < 3 else httpx.Response(200, json=info, headers=V2)
 
     api = CoordinatorAPI(BASE, Identity.generate(), transport=httpx.MockTransport(answer), max_retries=3,
                          sleep=lambda _s: None)

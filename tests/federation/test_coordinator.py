@@ -173,7 +173,9 @@ def test_cli_invite_tokens_admit(make_coord: Any, tmp_path: Path, capsys: pytest
 
 @pytest.mark.slow
 def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: FederationCipher, embedder: Any) -> None:
-    coord = make_coord()
+    # the centroid-quality check below is calibrated for the mode's bare noise; the sybil
+    # calibration (each share raised by sqrt(t / honest survivors)) is tested in test_roles
+    coord = make_coord(sybil_fraction=0.0)
     members = admit(coord, 7)
     contributors, outsider = members[:6], members[6]
     facts = [
@@ -201,7 +203,8 @@ def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: Fede
     for m in contributors[2:]:
         m.contribute(0, cipher)
     st = admin_close(coord)
-    assert st.phase == "advertise" and st.submissions == 6 and st.params is not None
+    assert st.phase == "advertise" and st.submissions is None and st.params is not None  # members never see counts
+    assert coord.engine.state(None).submissions == 6  # the operator's view
     params = SecAggParams.model_validate(st.params)
     assert params.session_id == f"{FED}/r0/a0" and params.dim == SLOTS * DIM
     assert sorted(params.roster) == sorted(m.id for m in contributors)
@@ -227,10 +230,11 @@ def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: Fede
     assert q.free_tier and q.charged == 0
     assert [p.slot for p in q.patterns] == [3]
     pat = q.patterns[0]
-    got = {cipher.decrypt(3, ph.round_id, base64.b64decode(ph.ciphertext)) for ph in pat.phrases}
+    got = {cipher.open_phrase(3, ph.token, base64.b64decode(ph.ciphertext)) for ph in pat.phrases}
     assert got == set(common)  # each member's own phrase (1 contributor) is never served
-    statements = {cipher.decrypt(3, s.round_id, base64.b64decode(s.ciphertext)) for s in pat.statements}
-    assert statements == set(facts)  # open mode: the contributors' scrubbed statements
+    # open mode releases a statement only when that statement itself has min_contributors
+    # contributors: every member worded its fact differently, so none is released
+    assert pat.statements == []
     assert pat.pattern_id == "p-3" and pat.released_at_round == 0
     for _ in range(2):
         assert query(outsider, 3).free_tier
@@ -350,19 +354,21 @@ def test_thirty_percent_dropout_round_completes(make_coord: Any, cipher: Federat
 
 @pytest.mark.slow
 def test_too_few_survivors_aborts_and_keeps_submissions(make_coord: Any, cipher: FederationCipher) -> None:
-    coord = make_coord(phase_timeout_seconds=2)
+    coord = make_coord(phase_timeout_seconds=6)
     rng = np.random.default_rng(3)
     members = contributing(coord, cipher, 6, 4, "some phrase", rng)  # t = 4
     admin_close(coord)
     st = run_full_round(members, drop={m.id: "advertise" for m in members[:3]})
     assert st.phase == "aborted"
     nxt = members[0].api.round_current()
-    assert nxt.round_id == 1 and nxt.phase == "collecting" and nxt.submissions == 6 and nxt.you_submitted
+    assert nxt.round_id == 1 and nxt.phase == "collecting" and nxt.submissions is None and nxt.you_submitted
+    assert coord.engine.state(None).submissions == 6  # the operator's view
     assert query(members[0], 4).patterns == []
     assert admin_close(coord).phase == "advertise"
     assert run_full_round(members).phase == "released"
     q = query(members[0], 4)
-    assert q.patterns[0].phrases[0].round_id == 0  # ciphertexts stay bound to the round they were made for
+    ph = q.patterns[0].phrases[0]  # sealed under its token, not a round: still readable after carry-over
+    assert cipher.open_phrase(4, ph.token, base64.b64decode(ph.ciphertext)) == "some phrase"
 
 
 @pytest.mark.slow
@@ -386,14 +392,16 @@ def test_restart_mid_round_loses_nothing(make_coord: Any, cipher: FederationCiph
         m.api.close()
         m.api = member_api(coord2.url, m.identity)
     st2 = members[0].api.round_current()
-    assert st2.round_id == 0 and st2.attempt == 1 and st2.phase == "advertise" and st2.submissions == 5
+    assert st2.round_id == 0 and st2.attempt == 1 and st2.phase == "advertise" and st2.submissions is None
+    assert coord2.engine.state(None).submissions == 5
     assert SecAggParams.model_validate(st2.params).session_id == f"{FED}/r0/a1"
     for m in members:
         assert coord2.store.pending_snapshot(m.id) == [(0, 0, 6)]
     refused(send(coord2.url, "GET", "/v1/credits", headers=captured), 401, "replay")
     assert run_full_round(members).phase == "released"
     q = query(members[0], 6)
-    assert q.patterns and cipher.decrypt(6, 0, base64.b64decode(q.patterns[0].phrases[0].ciphertext)) == "kept phrase"
+    ph = q.patterns[0].phrases[0] if q.patterns else None
+    assert ph is not None and cipher.open_phrase(6, ph.token, base64.b64decode(ph.ciphertext)) == "kept phrase"
 
 
 @pytest.mark.slow

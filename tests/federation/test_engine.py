@@ -161,7 +161,8 @@ def test_full_round_in_process_releases_and_opens_the_next(tmp_path: Path, clock
     for m in who:
         engine.receive(0, "unmask", m.instance_id, clients[m.instance_id].unmask(engine.survivors(0, m.instance_id)))
     st = engine.state(who[0].instance_id, 0)
-    assert st.phase == "released" and st.submissions == 4 and st.you_submitted
+    assert st.phase == "released" and st.submissions is None and st.you_submitted  # a member sees only itself
+    assert engine.state(None, 0).submissions == 4  # the operator sees the count
     assert engine.state(None).round_id == 1
     slots = CoordinatorService(engine.config, engine.store, engine, engine.policy).slots().slots
     assert [s.slot for s in slots] == [2] and s_norm(slots[0].vector) == pytest.approx(1.0, abs=1e-5)

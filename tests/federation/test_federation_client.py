@@ -415,8 +415,8 @@ def test_cli_federation_commands_and_exit_codes(fed: Fed, capsys: pytest.Capture
 def test_query_slots_are_padded_with_decoys_to_a_fixed_count() -> None:
     for released in ([3, 9], list(range(0, 200, 5))):
         wanted = released[:2]
-        for _ in range(20):
-            padded = pad_with_decoys(wanted, released, 256)
+        for k in range(20):
+            padded = pad_with_decoys(wanted, released, 256, bytes([k]) * 32)
             assert len(padded) == QUERY_PADDED_SLOTS == len(set(padded)) and set(wanted) <= set(padded)
             # decoys are drawn from released slots first, so wanted ones do not stand out
             assert len(set(padded) & set(released)) == min(len(released), QUERY_PADDED_SLOTS)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from continuum_mcp.crypto.cipher import FederationCipher, generate_federation_key
+from continuum_mcp.crypto.cipher import FederationCipher, generate_federation_key, normalise_phrase
 from continuum_mcp.crypto.identity import b64decode
 from continuum_mcp.errors import InvalidInput
 from continuum_mcp.federation.submission import (
@@ -57,7 +57,7 @@ def test_a_private_memory_never_enters_a_contribution(memories: MemoryStore) -> 
 
 def test_the_submission_is_exactly_the_preview_encrypted(memories: MemoryStore) -> None:
     cipher = FederationCipher(generate_federation_key(), "fed-sub-test")
-    for mode, statements_sent in (("balanced", True), ("high", False)):
+    for mode, statements_sent in (("open", True), ("balanced", False), ("high", False)):
         p = plan(memories, mode)
         req = build_contribution(p.planned, 4, cipher, mode)
         assert req.round_id == 4
@@ -65,13 +65,15 @@ def test_the_submission_is_exactly_the_preview_encrypted(memories: MemoryStore) 
         assert sorted(s.slot for s in req.patterns) == sorted(by_slot)
         for sub in req.patterns:
             shown = by_slot[sub.slot]
-            assert [cipher.decrypt(sub.slot, 4, b64decode(ph.ciphertext)) for ph in sub.phrases] == shown.phrases
+            assert [cipher.open_phrase(sub.slot, ph.token, b64decode(ph.ciphertext)) for ph in sub.phrases] == shown.phrases
             assert [ph.token for ph in sub.phrases] == [cipher.phrase_token(sub.slot, t) for t in shown.phrases]
             assert sub.confidence == pytest.approx(shown.confidence)
             if statements_sent:
-                assert cipher.decrypt(sub.slot, 4, b64decode(sub.statement_ciphertext)) == shown.statement
+                assert sub.statement_token == cipher.statement_token(shown.statement)
+                opened = cipher.open_statement(sub.statement_token, b64decode(sub.statement_ciphertext))
+                assert opened == normalise_phrase(shown.statement)  # sealed in normalised form
             else:
-                assert sub.statement_ciphertext is None and shown.statement is None
+                assert sub.statement_ciphertext is None and sub.statement_token is None and shown.statement is None
         assert ("statements are not sent" in p.what_leaves) is (not statements_sent)
         wire = req.model_dump_json()
         for o in p.preview:  # no plaintext on the wire

@@ -16,8 +16,8 @@ from continuum_mcp.federation.client._models import (
     FederationStatus, JoinResult, LeaveResult, Membership, SyncResult, VerifyResult, VoteResult)
 from continuum_mcp.federation.client._outbox import Outbox
 from continuum_mcp.federation.client._query import (
-    QUERY_PADDED_SLOTS, QUERY_TOP_SLOTS, RELEVANCE_FLOOR, RELEVANCE_SPAN, FederatedQuery, federated_confidence,
-    pad_with_decoys)
+    QUERY_PADDED_SLOTS, QUERY_TOP_SLOTS, RELEVANCE_FLOOR, RELEVANCE_SPAN, FederatedQuery, decoy_secret,
+    federated_confidence, open_released, pad_with_decoys)
 from continuum_mcp.federation.client._rounds import BeforePost, LedgerCharge, run_round, step
 from continuum_mcp.federation.submission import OutgoingPattern
 
@@ -26,6 +26,6 @@ __all__ = [
     "VERIFY_THRESHOLD", "AutoSync", "AutoSyncSettings", "BeforePost", "CachedPattern", "ContributionResult",
     "DeletionResult", "DownloadResult", "FederatedPattern", "FederatedQuery", "FederationClient",
     "FederationStateError", "FederationStatus", "JoinResult", "LeaveResult", "LedgerCharge", "Membership", "MembershipFile",
-    "OutgoingPattern", "Outbox", "PatternCache", "SyncResult", "VerifyResult", "VoteResult", "federated_confidence",
-    "pad_with_decoys", "run_round", "step",
+    "OutgoingPattern", "Outbox", "PatternCache", "SyncResult", "VerifyResult", "VoteResult", "decoy_secret",
+    "federated_confidence", "open_released", "pad_with_decoys", "run_round", "step",
 ]

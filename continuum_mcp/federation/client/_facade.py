@@ -37,7 +37,7 @@ from continuum_mcp.federation.client._membership import MembershipFile, cipher_o
 from continuum_mcp.federation.client._models import (
     AutoSyncSettings, ContributionResult, DeletionResult, DownloadResult, FederatedPattern, FederationStatus,
     JoinResult, LeaveResult, Membership, SyncResult, VerifyResult, VoteResult)
-from continuum_mcp.federation.client._query import FederatedQuery, check_query, supporting_memory
+from continuum_mcp.federation.client._query import FederatedQuery, check_query, decoy_secret, supporting_memory
 from continuum_mcp.federation.client._rounds import LedgerCharge, run_round
 from continuum_mcp.federation.client._outbox import Outbox
 from continuum_mcp.federation.participant import RoundExpectations, RoundParticipant
@@ -141,7 +141,7 @@ class FederationClient(AbstractContextManager["FederationClient"]):
 
     def _query(self, m: Membership) -> FederatedQuery:
         return FederatedQuery(self.api(m), self._cache, cipher_of(m), self.store.embedder, self.codebook,
-                              m.federation.min_contributors)
+                              m.federation.min_contributors, decoy_secret(self.identity))
 
     # ----- join ------------------------------------------------------------------------------
     def join(self, invite: str, contribution_level: LevelName = "standard", privacy_mode: ModeName = "high") -> JoinResult:

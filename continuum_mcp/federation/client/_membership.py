@@ -12,11 +12,11 @@ from pydantic import ValidationError
 from continuum_mcp._sqlite import atomic_write
 from continuum_mcp.crypto.cipher import FederationCipher, Invite
 from continuum_mcp.crypto.identity import Identity, b64decode, b64encode
-from continuum_mcp.errors import BadInvite, Conflict, ContinuumError, CryptoError, InvalidInput, NotJoined
+from continuum_mcp.errors import BadInvite, Conflict, ContinuumError, CryptoError, InvalidInput, NotJoined, UpgradeRequired
 from continuum_mcp.federation.api import TRANSIENT_ERRORS, CoordinatorAPI
 from continuum_mcp.federation.client._models import (AutoSyncSettings, FederationStateError, FederationStatus,
                                                      JoinResult, Membership)
-from continuum_mcp.federation.protocol import JoinRequest, LevelName, ModeName
+from continuum_mcp.federation.protocol import PROTOCOL_VERSION, JoinRequest, LevelName, ModeName
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.ledger import LedgerStatus
 
@@ -74,6 +74,9 @@ def join_federation(api: CoordinatorAPI, invite: Invite, identity: Identity, cod
     if existing is not None and existing.federation_id != invite.federation_id:
         raise Conflict(f"already a member of federation {existing.federation_id}; leave it first")
     info, cb = api.federation(), codebook
+    if info.api_version != PROTOCOL_VERSION:
+        raise UpgradeRequired(f"the coordinator speaks federation protocol v{info.api_version}, this client "
+                              f"v{PROTOCOL_VERSION}: upgrade the older side before joining")
     if info.federation_id != invite.federation_id:
         raise BadInvite(f"the coordinator serves federation {info.federation_id}, the invite is for "
                         f"{invite.federation_id}")

@@ -7,15 +7,15 @@ the query text and the decrypted patterns stay on this machine.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from continuum_mcp.crypto.cipher import FederationCipher
-from continuum_mcp.crypto.identity import b64decode
+from continuum_mcp.crypto.identity import Identity, b64decode
 from continuum_mcp.errors import CryptoError, InsufficientCredits, InvalidInput, VerificationRefused
 from continuum_mcp.federation.api import TRANSIENT_ERRORS, CoordinatorAPI
 from continuum_mcp.federation.client._cache import CachedPattern, PatternCache
@@ -57,21 +57,37 @@ def federated_confidence(similarity: float, noisy_contributors: float, min_contr
     return round(relevance * support, 4)
 
 
-def pad_with_decoys(wanted: Sequence[int], released: Sequence[int], slots: int) -> list[int]:
-    """Wanted slots plus random decoys, QUERY_PADDED_SLOTS in all, shuffled. Decoys come first
-    from the other *released* slots (so the request does not single out the released ones the
-    query wants; with few releases, all of them are asked for), then from the rest."""
-    rng = secrets.SystemRandom()
-    need = max(0, QUERY_PADDED_SLOTS - len(wanted))
-    taken = set(wanted)
-    rel_others = [s for s in released if s not in taken]
-    decoys = rng.sample(rel_others, min(need, len(rel_others)))
+def decoy_secret(identity: Identity) -> bytes:
+    """This instance's local decoy key: a hash of its (deterministic) Ed25519 signature over a fixed,
+    domain-separated statement that is no valid request (timestamp 0 is outside any replay window).
+    Stable across restarts, known to nobody else: other members hold the federation key, so a
+    decoy key derived from it would let them recompute which slots were decoys."""
+    env = identity.sign("LOCAL", "/continuum-mcp/query-decoys/v1", b"", timestamp=0, nonce=bytes(16))
+    return hashlib.blake2b(env.signature.encode("ascii"), digest_size=32, person=b"continuum/decoys").digest()
+
+
+def pad_with_decoys(wanted: Sequence[int], released: Sequence[int], slots: int, secret: bytes) -> list[int]:
+    """Wanted slots plus decoys, QUERY_PADDED_SLOTS in all, sorted. Decoys are fixed per interest:
+    every candidate slot is ranked by a PRF of (local ``secret``, the wanted set, slot), so asking
+    the same thing again asks for the identical set (fresh decoys per query would let repeated
+    queries be intersected down to the wanted slots). Decoys come first from the other *released*
+    slots (with few releases, all of them are asked for), then from the rest."""
+    if len(secret) < 16:
+        raise InvalidInput("the decoy secret has at least 16 bytes")
+    want = sorted(set(wanted))
+    context = ",".join(map(str, want)).encode("ascii")
+
+    def rank(slot: int) -> bytes:
+        return hashlib.blake2b(context + b"|" + str(slot).encode("ascii"), key=secret[:64], digest_size=16).digest()
+
+    need = max(0, QUERY_PADDED_SLOTS - len(want))
+    taken = set(want)
+    rel_others = sorted((s for s in set(released) if s not in taken), key=rank)
+    decoys = rel_others[:need]
     taken.update(decoys)
-    rest = [s for s in range(slots) if s not in taken]
-    decoys += rng.sample(rest, min(need - len(decoys), len(rest)))
-    out = list(wanted) + decoys
-    rng.shuffle(out)
-    return out
+    rest = sorted((s for s in range(slots) if s not in taken), key=rank)
+    decoys += rest[: need - len(decoys)]
+    return sorted(want + decoys)
 
 
 def check_query(query: object) -> None:
@@ -92,14 +108,25 @@ def supporting_memory(store: MemoryStore, pattern: CachedPattern, threshold: flo
     return best
 
 
-def _decrypt_all(cipher: FederationCipher, slot: int, items: Sequence[tuple[str, int]], what: str) -> list[str]:
-    out: list[str] = []
-    for ciphertext, round_id in items:
+def open_released(cipher: FederationCipher, rp: ReleasedPattern) -> tuple[list[str], list[str]]:
+    """The phrases (most contributors first) and statements of a released pattern that decrypt
+    under their token *and* hash back to it; anything else (another key, tampering, a member's
+    text substituted under a popular token) is dropped."""
+    phrases: list[str] = []
+    for p in sorted(rp.phrases, key=lambda p: -p.noisy_contributors):
         try:
-            out.append(cipher.decrypt(slot, round_id, b64decode(ciphertext, what=what)))
+            phrases.append(cipher.open_phrase(rp.slot, p.token, b64decode(p.ciphertext, what="phrase")))
         except (CryptoError, InvalidInput):
-            logger.debug("undecryptable %s in slot %d skipped", what, slot)
-    return out
+            logger.info("a released phrase in slot %d does not match its token; dropped", rp.slot)
+    statements: list[str] = []
+    for st in rp.statements:
+        try:
+            text = cipher.open_statement(st.token, b64decode(st.ciphertext, what="statement"))
+        except (CryptoError, InvalidInput):
+            logger.info("a released statement in slot %d does not match its token; dropped", rp.slot)
+            continue
+        statements.append(text[:1].upper() + text[1:])
+    return phrases, statements
 
 
 def _medoid(texts: list[str], vecs: np.ndarray) -> str:
@@ -117,6 +144,7 @@ class FederatedQuery:
     embedder: Embedder
     codebook: Codebook
     min_contributors: int
+    decoy_secret: bytes
 
     def released_slots(self) -> dict[int, np.ndarray]:
         """Released slot -> unit vector (its DP centroid, or the codebook vector if that is unusable)."""
@@ -135,10 +163,7 @@ class FederatedQuery:
         """Decrypt, summarise and embed released patterns; write them to the cache."""
         decrypted: list[tuple[ReleasedPattern, list[str], list[str]]] = []
         for rp in patterns:
-            ranked = sorted(rp.phrases, key=lambda p: -p.noisy_contributors)
-            phrases = _decrypt_all(self.cipher, rp.slot, [(p.ciphertext, p.round_id) for p in ranked], "phrase")
-            statements = _decrypt_all(self.cipher, rp.slot, [(s.ciphertext, s.round_id) for s in rp.statements],
-                                      "statement")
+            phrases, statements = open_released(self.cipher, rp)
             if phrases or statements:
                 decrypted.append((rp, list(dict.fromkeys(phrases)), statements))
         if not decrypted:
@@ -190,7 +215,8 @@ class FederatedQuery:
         cb = self.codebook.vectors
         sims = np.asarray([max(float(np.dot(qvec, released[s])), float(np.dot(qvec, cb[s]))) for s in ids])
         wanted = [ids[i] for i in np.argsort(-sims)[:QUERY_TOP_SLOTS]]
-        resp = self.api.query(QueryRequest(slots=pad_with_decoys(wanted, ids, self.codebook.slots)))
+        resp = self.api.query(QueryRequest(slots=pad_with_decoys(wanted, ids, self.codebook.slots,
+                                                                 self.decoy_secret)))
         out = [p for p in (self.to_federated(qvec, r) for r in self.fetch(resp.patterns))
                if p.confidence >= min_confidence]
         out.sort(key=lambda p: (-p.confidence, -p.similarity))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from continuum_mcp.errors import ContinuumError
+from continuum_mcp.errors import ContinuumError, CryptoError
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.participant import Done, Request, RoundOutcome, RoundParticipant, Wait
 from continuum_mcp.privacy.ledger import PrivacyLedger, PrivacySpend
@@ -23,7 +23,11 @@ BeforePost = Callable[[str, SecAggParams], None]
 class LedgerCharge:
     """A ``before_post`` hook: charge ``spend`` to the privacy ledger just before this member's
     masked input is posted (the only moment its data enters a release). Past the budget the
-    ledger raises and nothing is posted. ``spent`` says whether it charged."""
+    ledger raises and nothing is posted. ``spent`` says whether it charged.
+
+    The label is the attempt's secagg session id (``<federation>/r<round>/a<attempt>``): a retried
+    attempt is a second masked input, which a coordinator could release, so it is a second charge.
+    ``federation_id`` is checked against the session (a round of another federation is refused)."""
 
     def __init__(self, open_ledger: Callable[[], PrivacyLedger], spend: PrivacySpend, federation_id: str) -> None:
         self._open, self._spend, self._federation_id = open_ledger, spend, federation_id
@@ -31,8 +35,10 @@ class LedgerCharge:
 
     def __call__(self, kind: str, params: SecAggParams) -> None:
         if kind == "masked_input":
+            if not params.session_id.startswith(f"{self._federation_id}/"):
+                raise CryptoError(f"secure-aggregation session {params.session_id!r} is not of this federation")
             with self._open() as ledger:
-                ledger.spend(self._spend, round_id=f"{self._federation_id}/r{params.round_id}")
+                ledger.spend(self._spend, round_id=params.session_id)  # one label per attempt
             self.spent = True
 
 

@@ -111,10 +111,14 @@ def pattern_slots(conn: sqlite3.Connection) -> set[int]:
 
 def _latest_phrase_ciphertext(conn: sqlite3.Connection, window_start: float, slot: int, token: str
                               ) -> tuple[str, int] | None:
+    # protocol v2 ciphertexts are deterministic: honest contributors of a phrase send the same one,
+    # so the ciphertext with the most distinct contributors is served (a member's substituted text
+    # under a popular token is outvoted here, and dropped by every reader's token check anyway)
     row = conn.execute(
-        "SELECT p.ciphertext, s.ct_round FROM submissions s JOIN phrases p ON p.submission_id = s.id "
+        "SELECT p.ciphertext, MAX(s.ct_round) FROM submissions s JOIN phrases p ON p.submission_id = s.id "
         "WHERE s.status='released' AND s.released_at > ? AND s.slot=? AND p.token=? "
-        "ORDER BY s.released_at DESC, s.id DESC LIMIT 1", (window_start, slot, token)).fetchone()
+        "GROUP BY p.ciphertext ORDER BY COUNT(DISTINCT s.instance_id) DESC, MIN(s.id) ASC LIMIT 1",
+        (window_start, slot, token)).fetchone()
     return None if row is None else (str(row[0]), int(row[1]))
 
 
@@ -189,8 +193,9 @@ def released_patterns(conn: sqlite3.Connection, slots: Sequence[int] | None) -> 
     for slot in present:
         phrases = conn.execute("SELECT token, ciphertext, ct_round, noisy_count FROM released_phrases WHERE slot=? "
                                "ORDER BY token", (slot,)).fetchall()
-        statements = conn.execute("SELECT ciphertext, ct_round FROM released_statements WHERE slot=? "
-                                  "ORDER BY submission_id", (slot,)).fetchall()
+        statements = conn.execute("SELECT r.ciphertext, s.statement_token FROM released_statements r "
+                                  "JOIN submissions s ON s.id = r.submission_id WHERE r.slot=? "
+                                  "AND s.statement_token IS NOT NULL ORDER BY r.submission_id", (slot,)).fetchall()
         srow = conn.execute("SELECT noisy_count FROM released_slots WHERE slot=?", (slot,)).fetchone()
         prow = conn.execute("SELECT released_at_round FROM patterns WHERE slot=?", (slot,)).fetchone()
         ver = conn.execute("SELECT COUNT(*) FROM verifications WHERE slot=?", (slot,)).fetchone()[0]
@@ -198,9 +203,8 @@ def released_patterns(conn: sqlite3.Connection, slots: Sequence[int] | None) -> 
         noisy = float(srow[0]) if srow is not None else max((float(p[3]) for p in phrases), default=0.0)
         out.append({
             "pattern_id": f"p-{slot}", "slot": slot,
-            "phrases": [{"token": p[0], "ciphertext": p[1], "round_id": int(p[2]), "noisy_contributors": float(p[3])}
-                        for p in phrases],
-            "statements": [{"ciphertext": s[0], "round_id": int(s[1])} for s in statements],
+            "phrases": [{"token": p[0], "ciphertext": p[1], "noisy_contributors": float(p[3])} for p in phrases],
+            "statements": [{"token": s[1], "ciphertext": s[0]} for s in statements],
             "noisy_contributors": noisy, "verifications": int(ver), "votes_up": up, "votes_down": down,
             "released_at_round": int(prow[0]) if prow is not None else 0,
         })

@@ -1,11 +1,23 @@
-"""The coordinator database's schema (version 1): what is stored, and why nothing more.
+"""The coordinator database's schema (version 2): what is stored, and why nothing more.
 
-What is stored is exactly what instances sent (slot, confidence, opaque phrase tokens, ciphertexts
-they encrypted with a key the coordinator never sees) plus what the coordinator derived (noisy
-counts, DP centroids, credits). No plaintext pattern text, phrase or single embedding exists here.
+What is stored is exactly what instances sent (slot, confidence, opaque phrase and statement
+tokens, ciphertexts they encrypted with a key the coordinator never sees) plus what the
+coordinator derived (noisy counts, DP centroids, credits) and its own journal of minted invites.
+No plaintext pattern text, phrase or single embedding exists here.
+
+Version 2 (protocol v2): ``submissions.statement_token``, the ``invite_journal`` table. A version 1
+database is migrated by :func:`migrate`: members, admission tokens, rounds, credits and ledgers
+are kept; every ciphertext-bearing row is dropped, because protocol v1 ciphertexts (random nonce,
+bound to a round, no token) cannot be opened by v2 members, who would silently drop them all.
 """
 
-SCHEMA_VERSION = 1
+import sqlite3
+
+SCHEMA_VERSION = 2
+
+#: tables whose rows hold or derive from protocol v1 ciphertexts (children before parents)
+_V1_CIPHERTEXT_TABLES = ("released_statements", "released_phrases", "released_slots", "patterns", "verifications",
+                         "votes", "phrases", "submissions")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,6 +53,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     slot INTEGER NOT NULL,
     confidence REAL NOT NULL,
     statement_ct TEXT,
+    statement_token TEXT,               -- protocol v2: open mode counts contributors per statement
     status TEXT NOT NULL DEFAULT 'pending',   -- pending | released
     released_round INTEGER,
     released_at REAL,
@@ -122,4 +135,27 @@ CREATE TRIGGER IF NOT EXISTS credit_journal_no_update BEFORE UPDATE ON credit_jo
 BEGIN SELECT RAISE(ABORT, 'the credit journal is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS credit_journal_no_delete BEFORE DELETE ON credit_journal
 BEGIN SELECT RAISE(ABORT, 'the credit journal is append-only'); END;
+CREATE TABLE IF NOT EXISTS invite_journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    count INTEGER NOT NULL,
+    via TEXT NOT NULL                   -- admin-http | local (the coordinator CLI / Python API)
+);
+CREATE INDEX IF NOT EXISTS invite_journal_at ON invite_journal (at);
+CREATE TRIGGER IF NOT EXISTS invite_journal_no_update BEFORE UPDATE ON invite_journal
+BEGIN SELECT RAISE(ABORT, 'the invite journal is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS invite_journal_no_delete BEFORE DELETE ON invite_journal
+BEGIN SELECT RAISE(ABORT, 'the invite journal is append-only'); END;
 """
+
+
+def migrate(conn: sqlite3.Connection, found: int) -> None:
+    """Bring a database of schema ``found`` to SCHEMA_VERSION (inside the opening transaction;
+    the schema's CREATE ... IF NOT EXISTS statements run afterwards and add new tables)."""
+    if found == 1:
+        for table in _V1_CIPHERTEXT_TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        conn.execute("ALTER TABLE submissions ADD COLUMN statement_token TEXT")
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from_v1', "
+                     "'protocol v1 ciphertexts dropped: v2 members cannot open them')")
+

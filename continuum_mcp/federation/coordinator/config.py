@@ -58,6 +58,13 @@ class CoordinatorConfig(BaseModel):
     dim: int = Field(default=384, ge=1, description="embedding dimension")
     codebook_version: str = Field(default="v0", description="codebook version announced to members")
     replay_window_seconds: int = Field(default=300, ge=1, description="accepted clock skew of signed requests")
+    sybil_fraction: float = Field(default=1 / 3, ge=0, lt=1,
+                                  description="fraction of a roster assumed to be fake identities; each client's "
+                                              "noise share is raised so the honest rest alone adds the mode's noise "
+                                              "(clients refuse rounds calibrated for less than their own 1/3)")
+    max_invites_per_day: int = Field(default=1000, ge=1,
+                                     description="admission tokens that may be minted per 24 hours (each is a possible "
+                                                 "fake identity); every minting is journalled")
     quality_vote_threshold: int = Field(default=3, ge=1, description="net up-votes that credit a pattern's contributors")
     tick_seconds: float = Field(default=0.2, gt=0, description="how often deadlines and the schedule are checked")
     keep_alive_timeout_seconds: float = Field(default=5.0, gt=0,

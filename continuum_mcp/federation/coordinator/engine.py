@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+import numpy as np
 
 from continuum_mcp.errors import (
     AggregationAborted,
@@ -34,13 +35,16 @@ from continuum_mcp.errors import (
     WrongPhase,
 )
 from continuum_mcp.crypto.identity import Verifier
+from continuum_mcp.federation.coordinator import _integrity_sql as isql
 from continuum_mcp.federation.coordinator import _release_sql as rsql
 from continuum_mcp.federation.coordinator import release
 from continuum_mcp.federation.coordinator._attempt import Attempt
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.credits import Credits
-from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore
-from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState, slot_vector_layout
+from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore, RoundRow
+from continuum_mcp.federation.coordinator._bounds import refuse_poisoned_blocks
+from continuum_mcp.federation.participant import round_params
+from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState
 from continuum_mcp.privacy.dp import gdp_epsilon
 from continuum_mcp.privacy.ledger import PrivacyLedger
 from continuum_mcp.privacy.modes import PrivacyPolicy, ReleaseRequirement
@@ -97,17 +101,9 @@ class RoundEngine:
         return self._requirements[key]
 
     def make_params(self, round_id: int, attempt: int, roster: list[str]) -> SecAggParams:
-        """SecAggParams with the documented calibration: noise_sigma = mode.sigma * quantised
-        sensitivity, clip norm sqrt(centroid share of the round's unit norm)."""
-        total, _ = slot_vector_layout(self.config.slots, self.config.dim)
-        clip = math.sqrt(self.mode.allocation.centroids)
-        session = f"{self.config.federation_id}/r{round_id}/a{attempt}"
-        probe = SecAggParams.create(session, round_id, roster, total, clip, self.mode.sigma * clip)
-        params = SecAggParams.create(session, round_id, roster, total, clip,
-                                     self.mode.sigma * probe.quantised_sensitivity, frac_bits=probe.frac_bits)
-        if params.noise_sigma + 1e-12 < self.mode.sigma * params.quantised_sensitivity:
-            raise InvalidInput("secure aggregation noise is below the mode's calibration")
-        return params
+        """SecAggParams of the one calibration every client checks (``participant.round_params``)."""
+        return round_params(self.config.federation_id, round_id, attempt, roster, self.config.slots, self.config.dim,
+                            self.mode, self.config.sybil_fraction)
 
     # ------------------------------------------------------------------------------ life cycle
 
@@ -121,6 +117,9 @@ class RoundEngine:
                 return
             if cur.phase in SECAGG_PHASES:
                 logger.info("round %d was in %s at shutdown: starting attempt %d", cur.round_id, cur.phase, cur.attempt + 1)
+                if cur.params_json is not None:  # masked inputs the lost attempt had received are spent
+                    self._charge_attempt(json.loads(cur.params_json)["session_id"],
+                                         isql.secagg_senders(conn, cur.round_id, cur.attempt, "masked_input"))
                 if not self._fix_roster(conn, cur.round_id, cur.attempt + 1, now):
                     self.store.set_round(conn, cur.round_id, phase="collecting", attempt=cur.attempt + 1,
                                          phase_deadline=None, params_json=None,
@@ -213,6 +212,14 @@ class RoundEngine:
         try:
             step = a.close_phase()
         except (AggregationAborted, CryptoError, InvalidInput) as exc:
+            if isinstance(exc, AggregationAborted) and a.phase == "unmask" and a.survivors is not None \
+                    and len(a.posted) >= a.params.threshold:
+                # enough unmasking shares, so only the sum's norm check refused it: some input was not
+                # clipped. Nobody can tell whose (no range proofs), and one client must not be able to
+                # abort everyone's round: release the phrases, refuse every centroid.
+                logger.warning("round %d attempt %d: %s; releasing without centroids", a.round_id, a.attempt, exc)
+                self.release_aggregate(_without_centroids(a.survivors.survivors, a.params.dim))
+                return
             logger.warning("round %d attempt %d aborted in %s: %s", a.round_id, a.attempt, a.phase, exc)
             self._abort(a, now)
             return
@@ -224,7 +231,19 @@ class RoundEngine:
         with self.store.transaction() as conn:
             self.store.set_round(conn, a.round_id, phase=a.phase, phase_deadline=a.deadline)
 
+    def _charge_attempt(self, session_id: str, members: list[str] | set[str]) -> None:
+        """Charge each member whose masked input this attempt received, one label per attempt (its
+        session id) as the clients do: an attempt that aborted after masked inputs were sent could
+        still have been unmasked by a malicious coordinator. Idempotent per (member, attempt)."""
+        for m in sorted(members):
+            try:
+                with self._ledger(m) as ledger:
+                    ledger.spend(self.mode.round_spend(), round_id=session_id)
+            except PrivacyBudgetExceeded:
+                logger.warning("member %s is past its privacy budget; spend not recorded", m)
+
     def _abort(self, a: Attempt, now: float) -> None:
+        self._charge_attempt(a.params.session_id, masked_senders(a))
         with self.store.transaction() as conn:
             self.store.set_round(conn, a.round_id, phase="aborted", phase_deadline=None, finished_at=now)
             self.store.open_round(conn, a.round_id + 1, now, self.config.round_interval_seconds)
@@ -255,24 +274,22 @@ class RoundEngine:
                 raise WrongPhase("no round is aggregating")
             now, r = self.now(), a.round_id
             survivors = list(result.contributors)
-            spend = self.mode.round_spend()
-            for m in survivors:  # idempotent per round label: a retried release never spends twice
-                try:
-                    with self._ledger(m) as ledger:
-                        ledger.spend(spend, round_id=f"{self.config.federation_id}/r{r}")
-                except PrivacyBudgetExceeded:
-                    logger.warning("member %s is past its privacy budget; spend not recorded", m)
+            self._charge_attempt(a.params.session_id, survivors)
             with self.store.transaction() as conn:
                 dropped = [m for m in a.params.roster if m not in set(survivors)]
                 self.store.open_round(conn, r + 1, now, self.config.round_interval_seconds)
                 self.store.carry_over(conn, r, r + 1, dropped)
                 counts = self.store.pending_submitters(conn, r)
+                float_sum, refused = refuse_poisoned_blocks(result, a.params, self.config.slots, self.config.dim,
+                                                            isql.slot_submitters(conn, r))
+                if refused:  # a block above what its contributors' clipped inputs plus the noise can give
+                    logger.warning("round %d: centroids of %d slot(s) refused", r, len(refused))
                 self.store.mark_released(conn, r, survivors, now)
-                self.credits.earn_round(conn, r, counts, survivors, now)
                 # only slots some survivor contributed to this round get a new centroid
-                vectors = release.centroids(result.float_sum, self.config.slots, self.config.dim,
+                vectors = release.centroids(float_sum, self.config.slots, self.config.dim,
                                             rsql.slots_released_in(conn, r))
-                self._recompute(conn, r, now, vectors)
+                self._recompute(conn, r, now, vectors)  # then credit: no credit for a substituted phrase
+                self.credits.earn_round(conn, r, isql.without_substitutions(conn, r, counts), survivors, now)
                 # a member still in the carried-over round keeps its other pending rows too
                 self.store.carry_over(conn, r, r + 1)
                 self.store.set_round(conn, r, phase="released", phase_deadline=None, finished_at=now,
@@ -294,9 +311,11 @@ class RoundEngine:
             prior_slots, prior_phrases, floor=self.config.min_contributors,
             slot_requirement=self._requirement(level, "slots"), phrase_requirement=self._requirement(level, "phrases"),
             dp_select=self.mode.name != "open", noise=self._noise, withdraw_only=withdraw_only)
-        return rsql.apply_plan(conn, plan, round_id=round_id, window_start=window_start, prior_slots=prior_slots,
-                               prior_phrases=prior_phrases, centroids=vectors, statements=self.mode.name == "open",
-                               withdraw_only=withdraw_only)
+        withdrawn = rsql.apply_plan(conn, plan, round_id=round_id, window_start=window_start, prior_slots=prior_slots,
+                                    prior_phrases=prior_phrases, centroids=vectors, statements=self.mode.name == "open",
+                                    withdraw_only=withdraw_only)
+        # open mode: a statement itself needs min_contributors contributors (not just its slot)
+        return withdrawn | isql.enforce_statement_floor(conn, self.config.min_contributors, window_start)
 
     # ------------------------------------------------------------------------------ contributions
 
@@ -335,13 +354,37 @@ class RoundEngine:
                 else:
                     who = self.store.pending_submitters(conn, row.round_id)
             a = self._attempt if self._attempt is not None and self._attempt.round_id == row.round_id else None
-            deadline = None if row.phase_deadline is None else datetime.fromtimestamp(row.phase_deadline, tz=timezone.utc)
-            return RoundState(
-                round_id=row.round_id, attempt=row.attempt, phase=row.phase,  # type: ignore[arg-type]
-                phase_deadline=deadline, submissions=len(who), you_submitted=caller in who,
-                you_in_roster=bool(a is not None and caller in a.params.roster),
-                you_pending=a.pending_for(caller) if a is not None else None,  # type: ignore[arg-type]
-                params=None if row.params_json is None else json.loads(row.params_json), epsilon_spent=row.epsilon)
+            return round_view(row, who, a, caller)
 
 
-__all__ = ["Clock", "RoundEngine"]
+def round_view(row: RoundRow, who: set[str] | dict[str, int], a: Attempt | None, caller: str | None) -> RoundState:
+    """A round as ``caller`` may see it (None: the operator). Members see only their own
+    participation: no submission count, and the params (which name the roster) only if they are
+    in that round's roster, as they need the roster's keys anyway."""
+    deadline = None if row.phase_deadline is None else datetime.fromtimestamp(row.phase_deadline, tz=timezone.utc)
+    params = None if row.params_json is None else json.loads(row.params_json)
+    operator = caller is None
+    in_roster = params is not None and caller in params.get("roster", ())
+    return RoundState(
+        round_id=row.round_id, attempt=row.attempt, phase=row.phase,  # type: ignore[arg-type]
+        phase_deadline=deadline, submissions=len(who) if operator else None, you_submitted=caller in who,
+        you_in_roster=bool(a is not None and caller in a.params.roster),
+        you_pending=a.pending_for(caller) if a is not None else None,  # type: ignore[arg-type]
+        params=params if operator or in_roster else None, epsilon_spent=row.epsilon)
+
+
+def masked_senders(a: Attempt) -> set[str]:
+    """Members whose masked input the attempt has received (so far)."""
+    if a.phase == "masked_input":
+        return set(a.posted)
+    return set(a.survivors.survivors) if a.phase == "unmask" and a.survivors is not None else set()
+
+
+def _without_centroids(contributors: list[str], dim: int) -> AggregateResult:
+    """An aggregate that releases no centroid (an all-zero sum gives none) for ``contributors``."""
+    zeros = np.zeros(dim, dtype=np.float64)
+    return AggregateResult(int_sum=zeros.astype(np.int64), float_sum=zeros, contributors=list(contributors),
+                           recovered_dropouts=[], noise_sigma=0.0, norm=float("nan"), norm_bound=float("nan"))
+
+
+__all__ = ["Clock", "RoundEngine", "masked_senders", "round_view"]

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -41,12 +42,21 @@ from continuum_mcp.errors import (
     ReplayError,
     TooLarge,
     Unauthenticated,
+    UpgradeRequired,
 )
 from continuum_mcp.federation.coordinator.openapi import openapi_document
 from continuum_mcp.federation.coordinator.ratelimit import TokenBucket
 from continuum_mcp.federation.coordinator.service import CoordinatorService
 from continuum_mcp.federation.coordinator.store import Member
-from continuum_mcp.federation.protocol import ADMIN_TOKEN_HEADER, MAX_BODY_BYTES, ErrorBody, RouteSpec, routes
+from continuum_mcp.federation.protocol import (
+    ADMIN_TOKEN_HEADER,
+    MAX_BODY_BYTES,
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    ErrorBody,
+    RouteSpec,
+    routes,
+)
 from continuum_mcp.secagg import SignedMessage
 
 logger = logging.getLogger(__name__)
@@ -96,6 +106,40 @@ def parse_body(model: type[BaseModel], body: bytes) -> Any:
     if data is None:
         raise InvalidInput("a JSON request body is required")
     return validate(model, data)
+
+
+def check_protocol(spec: RouteSpec, headers: Any) -> None:
+    """Refuse (426 ``upgrade_required``) a request of another protocol version. Signed requests
+    must name their version (every v2 client sends it; a v1 client signs without it, so it is told
+    to upgrade instead of taking part in a round it would get wrong); unsigned ones may."""
+    given = headers.get(PROTOCOL_HEADER)
+    if given is None and (spec.auth in ("none", "admin") or HEADER_INSTANCE not in headers):
+        return  # unsigned: nothing claims a version (a signed route then refuses it as unauthenticated)
+    if given != str(PROTOCOL_VERSION):
+        spoken = f"v{given}" if given else "v1 (no protocol header)"
+        older = "this client" if not given or not given.isdigit() or int(given) < PROTOCOL_VERSION else "this coordinator"
+        raise UpgradeRequired(f"this coordinator speaks federation protocol v{PROTOCOL_VERSION}, the request {spoken}: "
+                              f"upgrade {older} (continuum-mcp) so both speak the same version")
+
+
+class ProtocolHeader:
+    """ASGI middleware: every answer (errors, 404s, openapi) names the coordinator's protocol version."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                header = (PROTOCOL_HEADER.lower().encode("ascii"), str(PROTOCOL_VERSION).encode("ascii"))
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 # ------------------------------------------------------------------------------------- handlers
@@ -221,6 +265,7 @@ class HttpAdapter:
         """The whole request in a worker thread (signature checks and SQLite block)."""
         call = Call(caller="", body=None, params=dict(request.path_params))
         envelope: Envelope | None = None
+        check_protocol(spec, request.headers)
         if spec.auth in ("none", "admin"):
             self._address_rate.take(f"{spec.auth}:{address}")
             if spec.auth == "admin":
@@ -273,7 +318,8 @@ class HttpAdapter:
         ordered = sorted(table.values(), key=lambda s: "{" in s.path)
         app_routes = [Route(s.path, self._endpoint(s), methods=[s.method]) for s in ordered]
         app_routes.append(Route("/openapi.json", openapi, methods=["GET"]))
-        return Starlette(routes=app_routes, exception_handlers={HTTPException: not_found})
+        return Starlette(routes=app_routes, exception_handlers={HTTPException: not_found},
+                         middleware=[Middleware(ProtocolHeader)])
 
 
 def __getattr__(name: str) -> Any:

@@ -138,8 +138,10 @@ class FederationCoordinator:
         return self.service.federation()
 
     def create_admission_tokens(self, n: int) -> list[str]:
-        """Admin: mint ``n`` single-use admission tokens (the founder adds the federation key)."""
-        return self.store.create_admission_tokens(n)
+        """Admin: mint ``n`` single-use admission tokens, limited and journalled like the admin
+        route. The founder, not the coordinator, turns one into an invite with the federation key
+        (``federation.founding.mint_invite``)."""
+        return self.service.invites(n, via="local").admission_tokens
 
     def close_round(self) -> RoundState:
         """Admin: close the collecting round now (fix the roster or carry it over)."""

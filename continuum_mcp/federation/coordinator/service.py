@@ -17,6 +17,7 @@ import numpy as np
 
 from continuum_mcp import __version__
 from continuum_mcp.errors import Conflict, Forbidden, InvalidInput, NotFound
+from continuum_mcp.federation.coordinator import _integrity_sql as isql
 from continuum_mcp.federation.coordinator import _release_sql as rsql
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.engine import RoundEngine
@@ -73,7 +74,8 @@ class CoordinatorService:
             min_contributors=c.min_contributors, require_contribution=c.require_contribution,
             codebook_version=c.codebook_version, slots=c.slots, dim=c.dim,
             round_interval_seconds=int(c.round_interval_seconds),
-            phase_timeout_seconds=max(1, int(c.phase_timeout_seconds)), credit_rules=c.credit_rules)
+            phase_timeout_seconds=max(1, int(c.phase_timeout_seconds)), credit_rules=c.credit_rules,
+            sybil_fraction=c.sybil_fraction)
 
     def join(self, caller: str, public_key: bytes, req: wire.JoinRequest) -> wire.JoinResponse:
         fed_mode = self.config.privacy_mode
@@ -121,10 +123,31 @@ class CoordinatorService:
             tokens = [ph.token for ph in p.phrases]
             if len(set(tokens)) != len(tokens):
                 raise InvalidInput("patterns.phrases.token: duplicate phrase token in one pattern")
+            if p.statement_ciphertext is not None and self.config.privacy_mode != "open":
+                raise InvalidInput(f"patterns.statement_ciphertext: a {self.config.privacy_mode} federation releases "
+                                   "no statements, so it accepts none (send phrases only)")
+        self._refuse_substitutions(request)
         round_id = self.engine.submit(caller, request)
         with self.store.reading() as conn:
             pending = self._balance(conn, caller).pending
         return wire.ContributionReceipt(round_id=round_id, accepted_patterns=len(slots), pending_credits=pending)
+
+    def _refuse_substitutions(self, request: wire.ContributionRequest) -> None:
+        """Refuse (and so never credit) a ciphertext that differs from the one released for its
+        token. Phrase and statement ciphertexts are deterministic (protocol v2), so an honest
+        member contributing a released phrase sends exactly the released ciphertext; another one
+        under that token can only be a substituted text (every reader would drop it anyway)."""
+        phrases = [(ph.token, ph.ciphertext) for p in request.patterns for ph in p.phrases]
+        statements = [(p.statement_token, p.statement_ciphertext) for p in request.patterns
+                      if p.statement_token is not None]
+        with self.store.reading() as conn:
+            released = isql.released_ciphertexts(conn, [t for t, _ in phrases])
+            released_st = isql.released_statement_ciphertexts(conn, [str(t) for t, _ in statements])
+        for what, pairs, known in (("phrase", phrases, released), ("statement", statements, released_st)):
+            for token, ct in pairs:
+                if token in known and ct not in known[token]:
+                    raise InvalidInput(f"patterns: a {what} ciphertext does not match the one released for its token; "
+                                       "it is not the text of that token (substitution refused, nothing stored)")
 
     def delete_contributions(self, caller: str) -> wire.DeletionReceipt:
         n, withdrawn = self.engine.withdraw(caller)
@@ -205,8 +228,12 @@ class CoordinatorService:
             balance = self.credits.balance(conn, caller, now)
         return wire.ActionReceipt(credits=balance, detail=detail)
 
-    def invites(self, count: int) -> wire.InviteResponse:
-        return wire.InviteResponse(admission_tokens=self.store.create_admission_tokens(count))
+    def invites(self, count: int, via: str = "admin-http") -> wire.InviteResponse:
+        """Mint admission tokens, limited per day and journalled (each token is a possible sybil)."""
+        tokens = self.store.create_admission_tokens(count, max_per_day=self.config.max_invites_per_day, via=via,
+                                                    now=self.engine.now())
+        logger.info("minted %d admission token(s) via %s", count, via)
+        return wire.InviteResponse(admission_tokens=tokens)
 
     def credit_balance(self, caller: str) -> wire.CreditBalance:
         with self.store.reading() as conn:

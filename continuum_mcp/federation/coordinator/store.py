@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from continuum_mcp._sqlite import Database
-from continuum_mcp.errors import BadInvite, Conflict, InvalidInput, StoreCorrupt
-from continuum_mcp.federation.coordinator._schema import SCHEMA, SCHEMA_VERSION
+from continuum_mcp.errors import BadInvite, Conflict, InvalidInput, StoreCorrupt, TooLarge
+from continuum_mcp.federation.coordinator._schema import SCHEMA, SCHEMA_VERSION, migrate
 from continuum_mcp.federation.protocol import PatternSubmission
 
 DB_NAME = "coordinator.db"
@@ -102,7 +102,8 @@ class CoordinatorStore:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.dir / DB_NAME
         refuse_lost_state(self.dir)
-        self._db = Database(self.path, SCHEMA, version=SCHEMA_VERSION, timeout=busy_timeout_s, private=True,
+        self._db = Database(self.path, SCHEMA, version=SCHEMA_VERSION, migrate=migrate, timeout=busy_timeout_s,
+                            private=True,
                             what="coordinator database")
         self._lock = self._db.lock
         self._conn = self._db.conn
@@ -141,18 +142,34 @@ class CoordinatorStore:
 
     # ----------------------------------------------------------------------------- admission
 
-    def create_admission_tokens(self, n: int) -> list[str]:
-        """Mint ``n`` single-use admission tokens; only their hashes are stored."""
+    def create_admission_tokens(self, n: int, *, max_per_day: int | None = None, via: str = "local",
+                                now: float | None = None) -> list[str]:
+        """Mint ``n`` single-use admission tokens; only their hashes are stored, and every minting
+        is journalled (when, how many, through which door). Each token is one identity, i.e. one
+        possible sybil, so ``max_per_day`` caps what the last 24 hours may mint (``TooLarge`` past it)."""
         if not 1 <= n <= 10_000:
             raise InvalidInput("mint between 1 and 10000 admission tokens at a time")
         tokens = [secrets.token_urlsafe(24) for _ in range(n)]
-        now = time.time()
+        now = time.time() if now is None else now
         with self.transaction() as conn:
+            if max_per_day is not None:
+                minted = int(conn.execute("SELECT COALESCE(SUM(count), 0) FROM invite_journal WHERE at > ?",
+                                          (now - 86400.0,)).fetchone()[0])
+                if minted + n > max_per_day:
+                    raise TooLarge(f"invite minting is limited to {max_per_day} per 24 hours ({minted} minted); "
+                                   "every admission token is a possible fake identity")
             conn.executemany(
                 "INSERT INTO admission_tokens (token_hash, created_at) VALUES (?, ?)",
                 [(hash_token(t), now) for t in tokens],
             )
+            conn.execute("INSERT INTO invite_journal (at, count, via) VALUES (?, ?, ?)", (now, n, via))
         return tokens
+
+    def invite_journal(self) -> list[tuple[float, int, str]]:
+        """(at, count, via) of every minting, oldest first: the operator's sybil budget is auditable."""
+        with self._lock:
+            rows = self._conn.execute("SELECT at, count, via FROM invite_journal ORDER BY id").fetchall()
+        return [(float(a), int(c), str(v)) for a, c, v in rows]
 
     def get_member(self, instance_id: str, conn: sqlite3.Connection | None = None) -> Member | None:
         c = conn or self._conn
@@ -263,8 +280,9 @@ class CoordinatorStore:
         for p in patterns:
             cur = conn.execute(
                 "INSERT INTO submissions (instance_id, round_id, ct_round, slot, confidence, statement_ct,"
-                " submitted_at) VALUES (?,?,?,?,?,?,?)",
-                (instance_id, round_id, round_id, p.slot, p.confidence, p.statement_ciphertext, now),
+                " statement_token, submitted_at) VALUES (?,?,?,?,?,?,?,?)",
+                (instance_id, round_id, round_id, p.slot, p.confidence, p.statement_ciphertext, p.statement_token,
+                 now),
             )
             sid = cur.lastrowid
             conn.executemany(
