@@ -179,3 +179,7 @@ class MaskGraph:
         half, n = self.degree // 2, self.size
         return [{at[(pos + off) % n]: off + half + 1 for off in range(-half, half + 1)}
                 for pos in positions]
+
+    def neighbour_indices(self, index: int) -> list[int]:
+        """Leaf indices of the open neighbourhood of the member at ``index`` (sorted)."""
+        return sorted(j for j in self.closed(index) if j != index)

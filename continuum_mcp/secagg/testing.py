@@ -28,6 +28,7 @@ class SimulationReport:
     client_cpu: dict[str, float] = field(default_factory=dict)
     client_bytes_sent: dict[str, int] = field(default_factory=dict)
     client_bytes_received: dict[str, int] = field(default_factory=dict)
+    bytes_by_kind: dict[str, int] = field(default_factory=dict)  # all clients' sent bytes per phase
     server_cpu: float = 0.0
     server_bytes_sent: int = 0
 
@@ -50,6 +51,7 @@ def simulate(
     cpu = {cid: 0.0 for cid in clients}
     sent = {cid: 0 for cid in clients}
     received = {cid: 0 for cid in clients}
+    by_kind: dict[str, int] = {}
     server_cpu = 0.0
     server_sent = 0
 
@@ -60,7 +62,9 @@ def simulate(
         start = time.process_time()
         msg = fn(*args)
         cpu[cid] += time.process_time() - start
-        sent[cid] += msg.wire_size()
+        size = msg.wire_size()
+        sent[cid] += size
+        by_kind[msg.payload["kind"]] = by_kind.get(msg.payload["kind"], 0) + size
         return hop(msg)
 
     def server_call(fn: Any, *args: Any) -> Any:
@@ -113,5 +117,5 @@ def simulate(
           server.receive_unmasking)
     result = server_call(server.finalize)
     return SimulationReport(result=result, clients=clients, client_cpu=cpu, client_bytes_sent=sent,
-                            client_bytes_received=received, server_cpu=server_cpu,
+                            client_bytes_received=received, bytes_by_kind=by_kind, server_cpu=server_cpu,
                             server_bytes_sent=server_sent)

@@ -231,9 +231,9 @@ def _honest_survivors_connected(graph: MaskGraph, good: np.ndarray) -> bool:
 
 @pytest.mark.slow
 def test_bounds_hold_on_sampled_graphs() -> None:
-    """The union bounds of ``guarantees`` against 400 sampled graphs, corrupt and dropout sets,
+    """The union bounds of ``guarantees`` against 200 sampled graphs, corrupt and dropout sets,
     at a small k where the events are frequent enough to count."""
-    n, k, trials = 120, 8, 400
+    n, k, trials = 100, 8, 200
     design = SparseDesign(dropout=0.3, corrupt=0.1)
     rng = np.random.default_rng(7)
     for t in (3, 4):
