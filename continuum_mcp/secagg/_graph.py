@@ -99,35 +99,28 @@ class _Permutation:
         h.update(bytes((r,)) + x.to_bytes(8, "big"))
         return int.from_bytes(h.digest(), "big") & ((1 << bits) - 1)
 
-    def _forward(self, x: int) -> int:
+    def _feistel(self, x: int, rounds: range) -> int:
+        """The network forward (rounds in order) or backward (reversed): each round is an
+        involution given the other half, so the same loop inverts it."""
         a, b = x >> self._lo, x & ((1 << self._lo) - 1)  # a: hi bits, b: lo bits
-        for r in range(_PRP_ROUNDS):
+        for r in rounds:
             if r % 2 == 0:
                 a ^= self._f(r, b, self._hi)
             else:
                 b ^= self._f(r, a, self._lo)
         return (a << self._lo) | b
 
-    def _backward(self, y: int) -> int:
-        a, b = y >> self._lo, y & ((1 << self._lo) - 1)
-        for r in reversed(range(_PRP_ROUNDS)):
-            if r % 2 == 0:
-                a ^= self._f(r, b, self._hi)
-            else:
-                b ^= self._f(r, a, self._lo)
-        return (a << self._lo) | b
-
-    def __call__(self, x: int) -> int:
-        x = self._forward(x)
+    def _walk(self, x: int, rounds: range) -> int:
+        x = self._feistel(x, rounds)
         while x >= self.size:  # cycle walking stays inside [0, size)
-            x = self._forward(x)
+            x = self._feistel(x, rounds)
         return x
 
+    def __call__(self, x: int) -> int:
+        return self._walk(x, range(_PRP_ROUNDS))
+
     def inverse(self, y: int) -> int:
-        y = self._backward(y)
-        while y >= self.size:
-            y = self._backward(y)
-        return y
+        return self._walk(y, range(_PRP_ROUNDS - 1, -1, -1))
 
 
 # --------------------------------------------------------------------------- the mask graph

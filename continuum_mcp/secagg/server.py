@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import nacl.bindings
 import numpy as np
@@ -21,6 +21,9 @@ from continuum_mcp.secagg.messages import (
     _parse_payload, _Payload, advert_leaf,
 )
 from continuum_mcp.secagg.params import SecAggParams, _from_ring
+
+
+_Shared = TypeVar("_Shared", KeyRoster, SurvivorList)
 
 
 class SecAggServer:
@@ -138,15 +141,18 @@ class SecAggServer:
 
     def close_advertisements(self) -> KeyRoster:
         """Complete graph only: end round 0 and return the one roster every member receives."""
+        return self._broadcast(self.close_key_rosters, "key rosters")
+
+    def _broadcast(self, close: Callable[[], dict[str, _Shared]], what: str) -> _Shared:
         if self.params.sparse:
-            raise InvalidInput("SecAgg+ key rosters are per member: use close_key_rosters()")
-        return next(iter(self.close_key_rosters().values()))
+            raise InvalidInput(f"SecAgg+ {what} are per member: use {close.__name__}()")
+        return next(iter(close().values()))
 
     # round 1
     def receive_shares(self, msg: SignedMessage) -> None:
         payload = self._accept(msg, "share_keys", 1, self._shares)
         assert isinstance(payload, ShareKeys)
-        if payload.sender not in self._adverts or self._step != 1:
+        if payload.sender not in self._adverts:
             raise CryptoError("share message from a client that did not advertise keys")
         if set(payload.ciphertexts) != set(self.holders(payload.sender)) - {payload.sender}:
             raise CryptoError("share message must hold one ciphertext per holder of its shares")
@@ -194,9 +200,7 @@ class SecAggServer:
 
     def close_masked_inputs(self) -> SurvivorList:
         """Complete graph only: end round 2 and return the one survivor list (U3)."""
-        if self.params.sparse:
-            raise InvalidInput("SecAgg+ survivor lists are per member: use close_survivor_lists()")
-        return next(iter(self.close_survivor_lists().values()))
+        return self._broadcast(self.close_survivor_lists, "survivor lists")
 
     # round 3
     def receive_unmasking(self, msg: SignedMessage) -> None:
