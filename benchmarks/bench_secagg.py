@@ -29,7 +29,7 @@ import numpy as np
 from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
 from continuum_mcp.privacy.dp import gaussian_sigma
 from continuum_mcp.secagg import SecAggParams, simulate
-from continuum_mcp.secagg.guarantees import SparseDesign, guarantee
+from continuum_mcp.secagg.guarantees import SparseDesign, choose_graph, guarantee
 from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 DESIGN = SparseDesign(min_roster=50)
@@ -113,6 +113,121 @@ def fmt_bytes(b: float) -> str:
     return f"{b:.1f} GB"
 
 
+def _timed(fn, repeats: int = 50) -> float:  # noqa: ANN001
+    start = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - start) / repeats
+
+
+def unit_costs(dim: int) -> dict[str, float]:
+    """Measured per-unit CPU seconds and JSON bytes, from one small SecAgg+ round (n = 40, k = 8)
+    driven step by step, for the scale model (docs/scale.md)."""
+    import os
+
+    import nacl.bindings
+
+    from continuum_mcp.crypto.cipher import aead_decrypt, aead_encrypt
+    from continuum_mcp.crypto.shamir import Reconstructor, ShamirDealer
+    from continuum_mcp.crypto.signing import verify_signature_only
+    from continuum_mcp.privacy.dp import discrete_gaussian
+    from continuum_mcp.secagg import SecAggClient, SecAggServer, quantise
+    from continuum_mcp.secagg._graph import _Permutation, leaf_hash
+    from continuum_mcp.secagg._masks import prg_uint32
+
+    ids = [Identity.generate() for _ in range(40)]
+    params = SecAggParams.create("unit", 1, [i.instance_id for i in ids], dim, 1.0, 1.0,
+                                 sparse=SparseDesign(min_roster=3, neighbours=8, threshold=4))
+    server = SecAggServer(params, Verifier(MemoryReplayGuard()), {i.instance_id: i.public_key for i in ids})
+    clients = [SecAggClient(i, params) for i in ids]
+    adverts = [c.advertise_keys() for c in clients]
+    for m in adverts:
+        server.receive_advertisement(m)
+    rosters = server.close_key_rosters()
+    shares = [c.share_keys(rosters[c.instance_id]) for c in clients]
+    for m in shares:
+        server.receive_shares(m)
+    inboxes = server.close_shares()
+    vec = np.full(dim, 0.5 / math.sqrt(dim))
+    masked = [c.masked_input(inboxes[c.instance_id], vec) for c in clients]
+    for m in masked:
+        server.receive_masked_input(m)
+    survivors = server.close_survivor_lists()
+    unmask = [c.unmask(survivors[c.instance_id]) for c in clients]
+    k = params.neighbours or 0
+    roster = rosters[ids[0].instance_id]
+    proof_len = len(roster.proofs[0]) / max(1, len(base64_bytes(roster.proofs[0])) // 32)  # per level
+    key, seed = os.urandom(32), os.urandom(32)
+    sk, pk = os.urandom(32), nacl.bindings.crypto_scalarmult_base(os.urandom(32))
+    dealer = ShamirDealer(k + 1, params.threshold)
+    # Reconstruction at the shape of n = 1,000 (k = 80, t = 27, 70 % of holders answer): one
+    # reconstructor per owner, since every owner's holders have other points.
+    big = choose_graph(1000, SparseDesign())
+    assert big is not None
+    big_dealer = ShamirDealer(big.neighbours + 1, big.threshold)
+    dealt = big_dealer.split_serialised([os.urandom(32)])
+    rec_points = list(range(1, int(0.7 * big.neighbours) + 2))
+    perm = _Permutation(seed, 1 << 20)
+    return {
+        "advert_bytes": adverts[0].wire_size(),
+        "proof_bytes_per_level": proof_len,
+        "ciphertext_bytes": (shares[0].wire_size() - adverts[0].wire_size()) / k,
+        "vector_message_bytes": masked[0].wire_size(),
+        "unmask_share_bytes": (unmask[0].wire_size() - adverts[0].wire_size()) / k,
+        "inbox_bytes_per_sender": len(inboxes[ids[0].instance_id].model_dump_json()) / (k + 1),
+        "survivor_bytes_per_member": len(survivors[ids[0].instance_id].model_dump_json()) / (k + 1),
+        "x25519": _timed(lambda: nacl.bindings.crypto_scalarmult(sk, pk)),
+        "verify": _timed(lambda: verify_signature_only(adverts[0].envelope, adverts[0].body())),
+        "sign": _timed(lambda: ids[0].sign("SECAGG", "/x", b"{}")),
+        "sha256": _timed(lambda: leaf_hash(b"x" * 64), 2000),
+        "prp": _timed(lambda: perm(12345), 500),
+        "prg": _timed(lambda: prg_uint32(seed, dim), 20),
+        "aead": _timed(lambda: aead_decrypt(key, aead_encrypt(key, b"x" * 100, b"ad"), b"ad")),
+        "noise_quantise": _timed(lambda: (discrete_gaussian(3e5, dim), quantise(vec, params)), 10),
+        "shamir_split": _timed(lambda: dealer.split_serialised([os.urandom(32), os.urandom(32)])),
+        "shamir_reconstruct": _timed(lambda: Reconstructor(rec_points, big.threshold).reconstruct_many(
+            [[dealt[p - 1][0] for p in rec_points]])),
+        "t_reconstruct": big.threshold,
+        "k_unit": k,
+    }
+
+
+def base64_bytes(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)
+
+
+def scale_model(dim: int, dropout: float, sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000)) -> None:
+    """Bytes and CPU per client and per server per SecAgg+ round, from measured unit costs."""
+    u = unit_costs(dim)
+    print(f"\nunit costs (d = {dim}): " + ", ".join(
+        f"{key} {val * 1e6:.1f} us" if key not in ("k_unit", "t_reconstruct") and not key.endswith("bytes")
+        and not key.endswith("level") and not key.endswith("member") and not key.endswith("sender")
+        else f"{key} {val:.0f}" for key, val in u.items()))
+    print(f"SecAgg+ scale model (dropout {dropout:.0%} after sharing keys; k, t from SparseDesign()):")
+    print(f"{'n':>9} {'k':>4} {'t':>3} {'client CPU':>11} {'client sent':>12} {'client recv':>12} "
+          f"{'server CPU':>11} {'server sent':>12} {'server recv':>12}")
+    for n in sizes:
+        g = choose_graph(n, SparseDesign())
+        assert g is not None
+        k, t = g.neighbours, g.threshold
+        levels = max(1, (n - 1).bit_length())
+        per_nbr = (u["verify"] + levels * u["sha256"] + 2 * u["x25519"] + u["aead"] + u["prg"]
+                   + u["prp"])
+        client_cpu = (4 * u["sign"] + k * per_nbr + u["shamir_split"] * (k + 1) / (u["k_unit"] + 1)
+                      + u["noise_quantise"] + u["prg"])
+        sent = u["advert_bytes"] * 2 + k * u["ciphertext_bytes"] + u["vector_message_bytes"] + k * u["unmask_share_bytes"]
+        recv = ((k + 1) * (u["advert_bytes"] + levels * u["proof_bytes_per_level"])
+                + (k + 1) * u["inbox_bytes_per_sender"] + (k + 1) * u["survivor_bytes_per_member"])
+        surv, dropped = (1 - dropout) * n, dropout * n
+        server_cpu = (4 * n * u["verify"] + surv * u["prg"] + n * u["shamir_reconstruct"] * (t / u["t_reconstruct"]) ** 2
+                      + dropped * (1 - dropout) * k * (u["x25519"] + u["prg"])
+                      + n * (2 + k * levels / 8) * u["sha256"] + n * u["prp"])
+        print(f"{n:>9} {k:>4} {t:>3} {client_cpu:>9.3f} s {fmt_bytes(sent):>12} {fmt_bytes(recv):>12} "
+              f"{server_cpu:>9.0f} s {fmt_bytes(n * recv):>12} {fmt_bytes(n * sent):>12}")
+
+
 def exponent(rows: list[dict[str, float]], key: str) -> float:
     """Least-squares slope of log(cost) on log(n)."""
     x = np.log([r["n"] for r in rows])
@@ -135,7 +250,13 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=32)
     parser.add_argument("--epsilon", type=float, default=1.0)
     parser.add_argument("--delta", type=float, default=1e-6)
+    parser.add_argument("--scale-model", action="store_true",
+                        help="only measure unit costs and print the model for 1e3 / 1e5 / 1e6 members")
     args = parser.parse_args()
+    if args.scale_model:
+        print(f"machine: {machine()}")
+        scale_model(args.dim * args.slots, 0.3)
+        return
     print(f"machine: {machine()}")
     bench_shamir(500)
     d = args.dim * args.slots

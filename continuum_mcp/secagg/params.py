@@ -135,6 +135,15 @@ class SecAggParams(BaseModel):
         """True for SecAgg+ parameters (a Harary graph of degree ``neighbours``)."""
         return self.neighbours is not None
 
+    def require_design(self, design: SparseDesign | None) -> None:
+        """A participant's check that the server chose the graph the federation's design implies
+        (a server must not pick a small k or t): raises ``CryptoError`` otherwise."""
+        expected = SecAggParams.create(self.session_id, self.round_id, self.roster, self.dim,
+                                       self.clip_norm, self.noise_sigma, self.frac_bits, design)
+        if (self.neighbours, self.threshold, self.min_survivors) != (
+                expected.neighbours, expected.threshold, expected.min_survivors):
+            raise CryptoError("the round's secure-aggregation graph is not the one the design implies")
+
     @property
     def scale(self) -> float:
         return float(2**self.frac_bits)

@@ -75,6 +75,15 @@ def test_small_rosters_and_default_params_stay_bonawitz() -> None:
     assert SecAggParams.model_validate_json(sparse.model_dump_json()).digest() == sparse.digest()
     with pytest.raises(Exception):
         SecAggParams.model_validate({**sparse.model_dump(), "neighbours": 23})  # odd degree
+    # A participant refuses a graph thinner than its design implies (or none at all).
+    design = SparseDesign(min_roster=3, neighbours=24, threshold=7)
+    sparse.require_design(design)
+    thin = SecAggParams.model_validate({**sparse.model_dump(), "neighbours": 4, "threshold": 2})
+    with pytest.raises(CryptoError, match="design"):
+        thin.require_design(design)
+    with pytest.raises(CryptoError, match="design"):
+        plain.require_design(SparseDesign(min_roster=3, neighbours=24, threshold=7))
+    plain.require_design(None)
 
 
 # --------------------------------------------------------------------------- step by step
