@@ -12,7 +12,7 @@ corrupt, P(privacy loss) <= 2^-40, P(failure) <= 2^-20) with ``min_roster`` lowe
 n = 100 is sparse too. Growth exponents are least-squares fits of log(cost) on log(n).
 
 Usage:
-    python benchmarks/bench_secagg.py                 # default: ~5 min on 2 cores
+    python benchmarks/bench_secagg.py                 # default: ~450 s of CPU (7.5 min idle 2-core)
     python benchmarks/bench_secagg.py --sizes 100,500 --dropouts 0,0.3 --bonawitz-max 500
     python benchmarks/bench_secagg.py --dim 64 --slots 16   # smaller d (label it when quoting)
 """
