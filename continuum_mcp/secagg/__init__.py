@@ -27,12 +27,22 @@ aggregate that is released sums at least t clients' noise (the server aborts bel
 variance is |U3| sigma_c^2 >= (noise_sigma * scale)^2: the target sigma holds with any tolerated
 dropouts, and is exceeded by a factor sqrt(|U3| / t) <= sqrt(n / t) ~ 1.22 without dropouts.
 
+SecAgg+ (Bell et al., CCS 2020) is the same code on a sparse graph: with
+``SecAggParams.create(..., sparse=SparseDesign())`` a large roster gets k = O(log n) neighbours per
+member on a Harary graph whose permutation is seeded by the Merkle root of the advertised keys, so
+the graph exists only after advertisement; each member shares keys, masks and Shamir shares (t of
+its k + 1 holders) with its neighbours only, and gets a per-member key roster with Merkle proofs
+(``close_key_rosters``), inbox and survivor list (``close_survivor_lists``). ``guarantees`` computes
+k, t and their failure and privacy-loss bounds. ``docs/secagg.md`` has the details.
+
 Modules: :mod:`.params` (parameters, quantisation, the ring), :mod:`.messages` (payloads and the
 server's broadcasts, ``PHASES``), :mod:`.client` and :mod:`.server` (the two state machines),
-:mod:`.testing` (an in-process run of both, for tests and benchmarks).
+:mod:`._graph` (roster commitment, permutation, graph), :mod:`.guarantees` (SecAgg+ design and
+bounds), :mod:`.testing` (an in-process run of both, for tests and benchmarks).
 """
 
 from continuum_mcp.secagg.client import SecAggClient
+from continuum_mcp.secagg.guarantees import GraphGuarantee, SparseDesign, choose_graph, guarantee
 from continuum_mcp.secagg.messages import (
     PHASES, SECAGG_METHOD, AdvertiseKeys, AggregateResult, KeyRoster, Kind, MaskedInput,
     ShareInbox, ShareKeys, SignedMessage, SurvivorList, Unmasking,
@@ -43,7 +53,7 @@ from continuum_mcp.secagg.testing import DropPoint, SimulationReport, simulate
 
 __all__ = [
     "MODULUS", "MODULUS_BITS", "PHASES", "SECAGG_METHOD", "AdvertiseKeys", "AggregateResult",
-    "DropPoint", "KeyRoster", "Kind", "MaskedInput", "SecAggClient", "SecAggParams",
-    "SecAggServer", "ShareInbox", "ShareKeys", "SignedMessage", "SimulationReport", "SurvivorList",
-    "Unmasking", "quantise", "simulate", "threshold_for",
+    "DropPoint", "GraphGuarantee", "KeyRoster", "Kind", "MaskedInput", "SecAggClient", "SecAggParams",
+    "SecAggServer", "ShareInbox", "ShareKeys", "SignedMessage", "SimulationReport", "SparseDesign",
+    "SurvivorList", "Unmasking", "choose_graph", "guarantee", "quantise", "simulate", "threshold_for",
 ]

@@ -42,8 +42,10 @@ def pairwise_mask_seed(
     own_public: bytes,
     peer_id: str,
     peer_public: bytes,
+    digest: str | None = None,
 ) -> bytes:
-    """Seed s_uv, equal for both parties: KDF(X25519) bound to session, round, params, parties."""
+    """Seed s_uv, equal for both parties: KDF(X25519) bound to session, round, params (or, for
+    SecAgg+, the round digest that also binds the key roster), parties."""
     shared = _x25519(own_private, peer_public)
     (low_id, high_id) = _ordered(own_id, peer_id)
     low_pk, high_pk = (own_public, peer_public) if own_id == low_id else (peer_public, own_public)
@@ -52,7 +54,7 @@ def pairwise_mask_seed(
         "secagg/pairwise-mask/v1",
         params.session_id,
         params.round_id,
-        params.digest(),
+        digest or params.digest(),
         low_id,
         high_id,
         low_pk,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 import nacl.public
 import numpy as np
@@ -13,15 +14,22 @@ from continuum_mcp.crypto.shamir import ShamirDealer, unpack_share
 from continuum_mcp.crypto.signing import b64decode, b64encode, verify_signature_only
 from continuum_mcp.errors import AggregationAborted, CryptoError, InvalidInput
 from continuum_mcp.privacy.dp import discrete_gaussian
+from continuum_mcp.secagg._graph import MaskGraph, round_digest, verify_proof
 from continuum_mcp.secagg._masks import (
     SEED_BYTES, _share_ad, _share_key, pairwise_mask_seed, prg_uint32, self_mask_seed,
     self_seed_commitment,
 )
 from continuum_mcp.secagg.messages import (
     SECAGG_METHOD, AdvertiseKeys, KeyRoster, MaskedInput, ShareInbox, ShareKeys, SignedMessage,
-    SurvivorList, Unmasking, _check_context, _parse_payload, _sign,
+    SurvivorList, Unmasking, _check_context, _parse_payload, _sign, advert_leaf,
 )
 from continuum_mcp.secagg.params import SecAggParams, _to_ring, quantise
+
+
+@lru_cache(maxsize=8)
+def _dealer(holders: int, threshold: int) -> ShamirDealer:
+    """Dealers are immutable (a Vandermonde matrix); every client of a round shares one."""
+    return ShamirDealer(holders, threshold)
 
 
 class SecAggClient:
@@ -38,10 +46,14 @@ class SecAggClient:
         self._s_key = nacl.public.PrivateKey.generate()
         self._self_seed = os.urandom(SEED_BYTES)
         self._step = 0
-        self._peers: dict[str, tuple[bytes, bytes]] = {}  # U1: id -> (c_pk, s_pk)
+        self._peers: dict[str, tuple[bytes, bytes]] = {}  # U1 (SecAgg+: neighbours) -> (c_pk, s_pk)
         self._u2: list[str] = []
         self._held: dict[str, tuple[bytes, bytes]] = {}  # owner -> (s-key share, b share)
         self._share_keys: dict[str, bytes] = {}  # peer -> pairwise share-encryption key
+        self._round = self._digest  # after share_keys: the digest that also binds the key roster
+        self._holder_count = 0
+        self._points: dict[str, int] = {}  # holder -> its Shamir point of this client's secrets
+        self._my_points: dict[str, int] = {}  # neighbour -> this client's point of its secrets
         self._quantised: np.ndarray | None = None
 
     def _advance(self, expected: int) -> None:
@@ -69,53 +81,41 @@ class SecAggClient:
 
     # round 1
     def share_keys(self, roster: KeyRoster) -> SignedMessage:
-        """Verify every advertisement, then send each peer its encrypted shares of (s key, b)."""
+        """Verify the advertisements (and, for SecAgg+, their place in the committed roster), fix
+        the graph, then send each holder of this client's secrets its encrypted shares."""
         self._advance(1)
         params = self.params
         if roster.session_id != params.session_id or roster.round_id != params.round_id:
             raise CryptoError("key roster belongs to another session or round")
-        for msg in roster.adverts:
-            sender = verify_signature_only(msg.envelope, msg.body())
-            if msg.envelope.method != SECAGG_METHOD or msg.envelope.path != params.path("advertise"):
-                raise CryptoError("advertisement was signed for another purpose")
-            advert = _parse_payload(msg, "advertise")
-            assert isinstance(advert, AdvertiseKeys)
-            _check_context(advert, params, self._digest, sender)
-            if sender not in params.roster:
-                raise CryptoError("advertisement from outside the roster")
-            if sender in self._peers:
-                raise CryptoError("two advertisements from one participant")
-            self._peers[sender] = (
-                b64decode(advert.c_public_key, what="public key", length=32),
-                b64decode(advert.s_public_key, what="public key", length=32),
-            )
+        senders = [self._accept_advert(msg) for msg in roster.adverts]
         own = (bytes(self._c_key.public_key), bytes(self._s_key.public_key))
         if self._peers.get(self.instance_id) != own:
             raise CryptoError("the key roster does not carry this client's own keys")
-        if len(self._peers) < params.threshold:
+        size = self._fix_graph(roster, senders) if params.sparse else self._complete(senders)
+        if size < params.survivor_floor or len(self._points) < params.threshold:
             raise AggregationAborted(
-                f"only {len(self._peers)} participants advertised keys; {params.threshold} needed"
+                f"only {size} participants advertised keys; {params.survivor_floor} needed"
             )
-        dealer = ShamirDealer(params.n, params.threshold)
-        shares = dealer.split_serialised([bytes(self._s_key), self._self_seed])
+        shares = _dealer(self._holder_count, params.threshold).split_serialised(
+            [bytes(self._s_key), self._self_seed])
         c_private = bytes(self._c_key)
         ciphertexts: dict[str, str] = {}
-        for peer, (c_pk, _) in self._peers.items():
-            mine = shares[params.holder_index(peer) - 1]
+        for peer, point in self._points.items():
+            mine = shares[point - 1]
             if peer == self.instance_id:
                 self._held[peer] = (mine[0], mine[1])
                 continue
             # Fixed-length binary plaintext (two serialised shares); who sent it to whom, and for
-            # which session and round, is bound by the key derivation and the associated data.
-            plaintext = mine[0] + mine[1]
-            key = _share_key(params, self._digest, self.instance_id, c_private, peer, c_pk)
+            # which session, round and roster, is bound by the key derivation and the AD.
+            key = _share_key(params, self._round, self.instance_id, c_private, peer, self._peers[peer][0])
             self._share_keys[peer] = key
-            blob = aead_encrypt(key, plaintext, _share_ad(params, self._digest, self.instance_id, peer))
+            blob = aead_encrypt(key, mine[0] + mine[1],
+                                _share_ad(params, self._round, self.instance_id, peer))
             ciphertexts[peer] = b64encode(blob)
         payload = ShareKeys(
             session_id=params.session_id,
             round_id=params.round_id,
-            params_digest=self._digest,
+            params_digest=self._round,
             sender=self.instance_id,
             self_seed_commitment=b64encode(
                 self_seed_commitment(params, self.instance_id, self._self_seed)
@@ -123,6 +123,61 @@ class SecAggClient:
             ciphertexts=ciphertexts,
         )
         return _sign(self.identity, params, payload)
+
+    def _accept_advert(self, msg: SignedMessage) -> str:
+        params = self.params
+        sender = verify_signature_only(msg.envelope, msg.body())
+        if msg.envelope.method != SECAGG_METHOD or msg.envelope.path != params.path("advertise"):
+            raise CryptoError("advertisement was signed for another purpose")
+        advert = _parse_payload(msg, "advertise")
+        assert isinstance(advert, AdvertiseKeys)
+        _check_context(advert, params, self._digest, sender)
+        if sender not in params.roster:
+            raise CryptoError("advertisement from outside the roster")
+        if sender in self._peers:
+            raise CryptoError("two advertisements from one participant")
+        self._peers[sender] = (
+            b64decode(advert.c_public_key, what="public key", length=32),
+            b64decode(advert.s_public_key, what="public key", length=32),
+        )
+        return sender
+
+    def _complete(self, senders: list[str]) -> int:
+        """Bonawitz: every advertiser holds a share; points are positions in sorted U1."""
+        members = sorted(senders)
+        self._round = self._digest
+        self._holder_count = len(members)
+        self._points = {m: j + 1 for j, m in enumerate(members)}
+        own = self._points[self.instance_id]
+        self._my_points = {m: own for m in members}
+        return len(members)
+
+    def _fix_graph(self, roster: KeyRoster, senders: list[str]) -> int:
+        """SecAgg+: check each advert's Merkle proof against the committed root, derive the graph
+        from the round digest, and require exactly this client's closed neighbourhood."""
+        if (roster.recipient != self.instance_id or roster.roster_root is None
+                or roster.roster_size is None or roster.leaf_indices is None or roster.proofs is None
+                or not len(roster.leaf_indices) == len(roster.proofs) == len(senders)):
+            raise CryptoError("sparse key roster is not addressed to this client or is incomplete")
+        root = b64decode(roster.roster_root, what="roster root", length=32)
+        size = roster.roster_size
+        for msg, index, proof in zip(roster.adverts, roster.leaf_indices, roster.proofs, strict=True):
+            raw = b64decode(proof, what="Merkle proof")
+            verify_proof(root, size, index, advert_leaf(msg), [raw[i:i + 32] for i in range(0, len(raw), 32)])
+        by_index = dict(zip(roster.leaf_indices, senders, strict=True))
+        order = sorted(by_index)
+        if len(by_index) != len(senders) or [by_index[i] for i in order] != sorted(senders):
+            raise CryptoError("key roster leaves are duplicated or not in id order")
+        own = roster.leaf_indices[senders.index(self.instance_id)]
+        self._round = round_digest(self._digest, root)
+        graph = MaskGraph(size, self.params.neighbours, bytes.fromhex(self._round))
+        closed = graph.closed(own)
+        if set(closed) != set(by_index):
+            raise CryptoError("key roster does not hold exactly this client's graph neighbours")
+        self._holder_count = graph.holder_count
+        self._points = {by_index[j]: point for j, point in closed.items()}
+        self._my_points = {peer: graph.mirror_point(point, own) for peer, point in self._points.items()}
+        return size
 
     # round 2
     def masked_input(self, inbox: ShareInbox, vector: np.ndarray) -> SignedMessage:
@@ -146,11 +201,10 @@ class SecAggClient:
             )
         if set(inbox.ciphertexts) != set(senders) - {self.instance_id}:
             raise CryptoError("share inbox does not hold exactly one ciphertext per sender")
-        own_index = params.holder_index(self.instance_id)
         for sender, blob_b64 in inbox.ciphertexts.items():
             key = self._share_keys[sender]
             blob = b64decode(blob_b64, what="share ciphertext")
-            ad = _share_ad(params, self._digest, sender, self.instance_id)
+            ad = _share_ad(params, self._round, sender, self.instance_id)
             plain = aead_decrypt(key, blob, ad)
             if len(plain) % 2:
                 raise CryptoError("share plaintext has the wrong length")
@@ -158,7 +212,7 @@ class SecAggClient:
             pair = (plain[:half], plain[half:])
             for raw in pair:
                 threshold, index, secret_len, _ = unpack_share(raw)
-                if index != own_index or threshold != params.threshold:
+                if index != self._my_points[sender] or threshold != params.threshold:
                     raise CryptoError("share has the wrong holder index or threshold")
                 if secret_len != SEED_BYTES:
                     raise CryptoError("share is not of a 32-byte secret")
@@ -180,7 +234,7 @@ class SecAggClient:
             if peer == self.instance_id:
                 continue
             seed = pairwise_mask_seed(
-                params, self.instance_id, s_private, s_public, peer, self._peers[peer][1]
+                params, self.instance_id, s_private, s_public, peer, self._peers[peer][1], self._round
             )
             mask = prg_uint32(seed, params.dim)
             if self.instance_id < peer:
@@ -190,7 +244,7 @@ class SecAggClient:
         payload = MaskedInput(
             session_id=params.session_id,
             round_id=params.round_id,
-            params_digest=self._digest,
+            params_digest=self._round,
             sender=self.instance_id,
             vector=b64encode(y.astype("<u4").tobytes()),
         )
@@ -217,7 +271,7 @@ class SecAggClient:
         payload = Unmasking(
             session_id=params.session_id,
             round_id=params.round_id,
-            params_digest=self._digest,
+            params_digest=self._round,
             sender=self.instance_id,
             mask_key_shares=mask_key_shares,
             self_seed_shares=self_seed_shares,

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.crypto.signing import Envelope, b64decode, canonical_json
 from continuum_mcp.errors import CryptoError, InvalidInput
+from continuum_mcp.secagg._graph import leaf_hash
 from continuum_mcp.secagg.params import SecAggParams
 
 SECAGG_METHOD = "SECAGG"
@@ -81,18 +82,36 @@ class SignedMessage(BaseModel):
         return len(self.model_dump_json().encode("utf-8"))
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
 class KeyRoster(BaseModel):
-    """Server -> clients after round 0: every accepted (signed) key advertisement."""
+    """Server -> clients after round 0: the accepted (signed) key advertisements.
+
+    Complete graph (Bonawitz): one roster for everyone with every advertisement, and none of the
+    optional fields. SecAgg+: one roster per ``recipient`` with the advertisements of its closed
+    neighbourhood only, the Merkle root and leaf count of all N sorted advertisements (whose
+    hash with the params digest seeds the graph), and each advertisement's leaf index and proof.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     session_id: str
     round_id: int
     adverts: list[SignedMessage]
+    recipient: str | None = Field(default=None, exclude_if=_absent)
+    roster_root: str | None = Field(default=None, exclude_if=_absent,
+                                    description="base64 Merkle root of the N sorted adverts")
+    roster_size: int | None = Field(default=None, ge=1, exclude_if=_absent, description="N = |U1|")
+    leaf_indices: list[int] | None = Field(default=None, exclude_if=_absent)
+    proofs: list[str] | None = Field(default=None, exclude_if=_absent,
+                                     description="base64 of each advert's sibling hashes, leaf up")
 
 
 class ShareInbox(BaseModel):
-    """Server -> one client after round 1: U2 and the share ciphertexts addressed to it."""
+    """Server -> one client after round 1: the members of U2 among its neighbours (all of U2 for
+    the complete graph) and the share ciphertexts they addressed to it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -104,7 +123,8 @@ class ShareInbox(BaseModel):
 
 
 class SurvivorList(BaseModel):
-    """Server -> clients after round 2: U3, the clients whose masked inputs are in the sum."""
+    """Server -> clients after round 2: the members of U3 (whose masked inputs are in the sum)
+    among the recipient's share senders; for the complete graph that is U3, one list for all."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -127,6 +147,11 @@ class AggregateResult:
 
 
 # --------------------------------------------------------------------------- primitives
+
+def advert_leaf(msg: SignedMessage) -> bytes:
+    """Merkle leaf of a signed advertisement: the hash of its canonical JSON."""
+    return leaf_hash(canonical_json(msg.model_dump(mode="json")))
+
 
 def _decode_vector(text: str, dim: int) -> np.ndarray:
     raw = b64decode(text, what="masked vector", length=4 * dim)

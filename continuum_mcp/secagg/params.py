@@ -16,11 +16,12 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from continuum_mcp.crypto.signing import canonical_json
 from continuum_mcp.errors import CryptoError, InvalidInput
 from continuum_mcp.privacy.dp import clip_l2
+from continuum_mcp.secagg.guarantees import SparseDesign, choose_graph, guarantee
 
 MODULUS_BITS = 32
 MODULUS = 2**MODULUS_BITS
@@ -50,7 +51,26 @@ class SecAggParams(BaseModel):
     clip_norm: float = Field(gt=0, description="L2 bound of one client's float input")
     noise_sigma: float = Field(ge=0, description="target noise std of the float sum (0 = none)")
     frac_bits: int = Field(ge=0, le=30, description="fixed-point scale is 2^frac_bits")
-    threshold: int
+    threshold: int = Field(ge=1, description="Shamir threshold among a member's share holders")
+    # SecAgg+ only; absent (and left out of the digest and the wire form) for the complete graph,
+    # so Bonawitz parameters, digests and messages are exactly what they were.
+    neighbours: int | None = Field(default=None, ge=2, exclude_if=lambda v: v is None,
+                                   description="k of the Harary graph (even); None = complete")
+    min_survivors: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None,
+                                      description="global floor of |U1|, |U2|, |U3|; None = threshold")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SecAggParams:
+        holders = self.n if self.neighbours is None else min(self.n, self.neighbours + 1)
+        if self.neighbours is not None and self.neighbours % 2:
+            raise ValueError("the Harary graph needs an even number of neighbours")
+        if self.threshold > holders:
+            raise ValueError("threshold exceeds the number of share holders")
+        if (self.min_survivors is None) != (self.neighbours is None):
+            raise ValueError("neighbours and min_survivors go together (SecAgg+)")
+        if self.min_survivors is not None and not self.threshold <= self.min_survivors <= self.n:
+            raise ValueError("min_survivors must lie between the threshold and the roster size")
+        return self
 
     @classmethod
     def create(
@@ -62,11 +82,15 @@ class SecAggParams(BaseModel):
         clip_norm: float,
         noise_sigma: float,
         frac_bits: int | None = None,
+        sparse: SparseDesign | None = None,
     ) -> SecAggParams:
         """Parameters with t = ceil(2n/3); ``frac_bits`` defaults to the largest safe scale.
 
-        Raises ``InvalidInput`` if the sum could wrap around modulo 2^32 (too many clients or too
-        fine a scale for the clip norm and noise).
+        With ``sparse`` (SecAgg+), a roster of at least ``sparse.min_roster`` members gets the
+        (k, t) of :func:`~continuum_mcp.secagg.guarantees.choose_graph` and the global floor
+        ceil((1 - dropout) n); smaller rosters, or designs no sparse graph meets, keep the complete
+        graph. Raises ``InvalidInput`` if the sum could wrap around modulo 2^32 (too many clients or
+        too fine a scale for the clip norm and noise).
         """
         members = sorted(set(roster))
         if len(members) != len(roster):
@@ -78,6 +102,12 @@ class SecAggParams(BaseModel):
         base: dict[str, Any] = dict(session_id=session_id, round_id=round_id, roster=members, dim=dim,
                                     clip_norm=clip_norm, noise_sigma=noise_sigma,
                                     threshold=threshold_for(len(members)))
+        if sparse is not None and len(members) >= sparse.min_roster:
+            choice = (choose_graph(len(members), sparse) if sparse.neighbours is None else
+                      guarantee(len(members), sparse.neighbours, sparse.threshold or 1, sparse))
+            if choice is not None and choice.neighbours < len(members) - 1:
+                base.update(neighbours=choice.neighbours, threshold=choice.threshold,
+                            min_survivors=math.ceil((1 - sparse.dropout) * len(members) - 1e-9))
         try:
             if frac_bits is not None:
                 params = cls(**base, frac_bits=frac_bits)
@@ -96,13 +126,32 @@ class SecAggParams(BaseModel):
         return len(self.roster)
 
     @property
+    def survivor_floor(self) -> int:
+        """Fewest members U1, U2 and U3 may have (the noise divisor): t for the complete graph."""
+        return self.threshold if self.min_survivors is None else self.min_survivors
+
+    @property
+    def sparse(self) -> bool:
+        """True for SecAgg+ parameters (a Harary graph of degree ``neighbours``)."""
+        return self.neighbours is not None
+
+    def require_design(self, design: SparseDesign | None) -> None:
+        """A participant's check that the server chose the graph the federation's design implies
+        (a server must not pick a small k or t): raises ``CryptoError`` otherwise."""
+        expected = SecAggParams.create(self.session_id, self.round_id, self.roster, self.dim,
+                                       self.clip_norm, self.noise_sigma, self.frac_bits, design)
+        if (self.neighbours, self.threshold, self.min_survivors) != (
+                expected.neighbours, expected.threshold, expected.min_survivors):
+            raise CryptoError("the round's secure-aggregation graph is not the one the design implies")
+
+    @property
     def scale(self) -> float:
         return float(2**self.frac_bits)
 
     @property
     def client_sigma_scaled(self) -> float:
-        """Discrete Gaussian sigma each client adds, in fixed-point units: target / sqrt(t)."""
-        return self.noise_sigma * self.scale / math.sqrt(self.threshold)
+        """Discrete Gaussian sigma each client adds, in fixed-point units: target / sqrt(floor)."""
+        return self.noise_sigma * self.scale / math.sqrt(self.survivor_floor)
 
     @property
     def quantised_l2_bound(self) -> float:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.crypto.signing import Verifier
 from continuum_mcp.secagg.client import SecAggClient
-from continuum_mcp.secagg.messages import AggregateResult, ShareInbox, SignedMessage
+from continuum_mcp.secagg.messages import AggregateResult, SignedMessage
 from continuum_mcp.secagg.server import SecAggServer
 
 DropPoint = Literal["before_advertise", "after_advertise", "after_share_keys", "after_masked_input"]
@@ -27,6 +27,8 @@ class SimulationReport:
     clients: dict[str, SecAggClient]
     client_cpu: dict[str, float] = field(default_factory=dict)
     client_bytes_sent: dict[str, int] = field(default_factory=dict)
+    client_bytes_received: dict[str, int] = field(default_factory=dict)
+    bytes_by_kind: dict[str, int] = field(default_factory=dict)  # all clients' sent bytes per phase
     server_cpu: float = 0.0
     server_bytes_sent: int = 0
 
@@ -48,6 +50,8 @@ def simulate(
     clients = {i.instance_id: SecAggClient(i, params) for i in identities}
     cpu = {cid: 0.0 for cid in clients}
     sent = {cid: 0 for cid in clients}
+    received = {cid: 0 for cid in clients}
+    by_kind: dict[str, int] = {}
     server_cpu = 0.0
     server_sent = 0
 
@@ -58,7 +62,9 @@ def simulate(
         start = time.process_time()
         msg = fn(*args)
         cpu[cid] += time.process_time() - start
-        sent[cid] += msg.wire_size()
+        size = msg.wire_size()
+        sent[cid] += size
+        by_kind[msg.payload["kind"]] = by_kind.get(msg.payload["kind"], 0) + size
         return hop(msg)
 
     def server_call(fn: Any, *args: Any) -> Any:
@@ -81,26 +87,35 @@ def simulate(
             server_call(receive, client_call(cid, step(clients[cid]), *args))
         return still
 
-    def broadcast(model: BaseModel) -> Callable[[str], tuple[int, tuple[Any, ...]]]:
-        # Every client receives the same bytes; parse them once (the parsed model is immutable and
-        # clients only read it), which keeps large simulations quick without changing any party's work.
-        wire = model.model_dump_json()
-        received = type(model).model_validate_json(wire)
-        return lambda cid: (len(wire.encode("utf-8")), (received,))
+    wire_cache: dict[int, tuple[int, Any]] = {}
 
-    def inbox_for(cid: str) -> tuple[int, tuple[Any, ...]]:
-        wire = inboxes[cid].model_dump_json()
-        return len(wire.encode("utf-8")), (ShareInbox.model_validate_json(wire), inputs[cid])
+    def per_client(models: Mapping[str, BaseModel], *extra: Mapping[str, Any]
+                   ) -> Callable[[str], tuple[int, tuple[Any, ...]]]:
+        # A model shared by several clients (the complete graph's roster and survivor list) is
+        # serialised and parsed once; the parsed model is immutable and clients only read it, so
+        # this keeps large simulations quick without changing any party's work or byte count.
+        def incoming(cid: str) -> tuple[int, tuple[Any, ...]]:
+            model = models[cid]
+            if id(model) not in wire_cache:
+                wire = model.model_dump_json()
+                wire_cache[id(model)] = (len(wire.encode("utf-8")), type(model).model_validate_json(wire))
+            nbytes, parsed = wire_cache[id(model)]
+            received[cid] += nbytes
+            return nbytes, (parsed, *(m[cid] for m in extra))
+        return incoming
 
     active = phase(list(clients), "before_advertise", lambda c: c.advertise_keys, lambda cid: (0, ()),
                    server.receive_advertisement)
-    roster = broadcast(server_call(server.close_advertisements))
-    active = phase(active, "after_advertise", lambda c: c.share_keys, roster, server.receive_shares)
+    rosters = server_call(server.close_key_rosters)
+    active = phase(active, "after_advertise", lambda c: c.share_keys, per_client(rosters),
+                   server.receive_shares)
     inboxes = server_call(server.close_shares)
-    active = phase(active, "after_share_keys", lambda c: c.masked_input, inbox_for,
+    active = phase(active, "after_share_keys", lambda c: c.masked_input, per_client(inboxes, inputs),
                    server.receive_masked_input)
-    survivors = broadcast(server_call(server.close_masked_inputs))
-    phase(active, "after_masked_input", lambda c: c.unmask, survivors, server.receive_unmasking)
+    survivors = server_call(server.close_survivor_lists)
+    phase(active, "after_masked_input", lambda c: c.unmask, per_client(survivors),
+          server.receive_unmasking)
     result = server_call(server.finalize)
     return SimulationReport(result=result, clients=clients, client_cpu=cpu, client_bytes_sent=sent,
-                            server_cpu=server_cpu, server_bytes_sent=server_sent)
+                            client_bytes_received=received, bytes_by_kind=by_kind, server_cpu=server_cpu,
+                            server_bytes_sent=server_sent)
