@@ -102,9 +102,10 @@ def admit(coord: FederationCoordinator, n: int, *, level: str = "standard", mode
 
 
 def expectations(info: FederationInfo) -> RoundExpectations:
-    """What a member checks a round's parameters against: the federation's own mode."""
+    """What a member checks a round's parameters against: the federation's own mode, and the
+    sybil fraction the federation announces (a test that turns the sybil margin off says so)."""
     return RoundExpectations.for_mode(info.federation_id, info.slots, info.dim,
-                                      default_policy().mode(info.privacy_mode))
+                                      default_policy().mode(info.privacy_mode), sybil_fraction=info.sybil_fraction)
 
 
 def run_full_round(members: Sequence[Member], *, drop: Mapping[str, SecAggKind] | None = None,

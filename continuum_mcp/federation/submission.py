@@ -159,7 +159,7 @@ def build_submission(pattern: PlannedPattern, round_id: int, cipher: FederationC
     ``round_id`` no longer enters the ciphertexts, the request names the round)."""
     p = pattern
     phrases = [cipher.seal_phrase(p.slot, ph) for ph in p.phrases]
-    statement = cipher.seal_statement(p.statement) if send_statement else None
+    statement = cipher.seal_statement(p.statement) if send_statement and p.statement.strip() else None
     return PatternSubmission(
         slot=p.slot, confidence=max(0.0, min(1.0, p.confidence)),
         phrases=[PhraseSubmission(token=t, ciphertext=b64encode(ct)) for t, ct in phrases],
