@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -25,10 +24,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from continuum_mcp import __version__
 from continuum_mcp._mcp.federation_tools import show_member_tools
-from continuum_mcp._mcp.http import BearerAuth, check_no_auth, http_token, token_path
+from continuum_mcp._mcp.http import check_no_auth, http_token, token_path
 from continuum_mcp._mcp.memory_tools import register_memory_tools
 from continuum_mcp._mcp.prompts import register_prompts
-from continuum_mcp._mcp.stdio import answering_stdio
 from continuum_mcp._mcp.surface import ContinuumServer
 from continuum_mcp.app import Continuum
 from continuum_mcp.config import Settings
@@ -97,45 +95,30 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> Contin
 
     mcp = ContinuumServer(name="continuum-mcp", title="Continuum memory", version=__version__,
                           instructions=INSTRUCTIONS, lifespan=lifespan, log_level="WARNING")
+    mcp.app = app
     register_memory_tools(mcp, run, settings)
     show_member_tools(mcp, run, member=app.joined)
     register_prompts(mcp, run)
     return mcp
 
 
-async def run_stdio_async(mcp: ContinuumServer) -> None:
-    """Serve over stdin/stdout; unreadable requests get a JSON-RPC error (see :mod:`._mcp.stdio`)."""
-    low = mcp._lowlevel_server  # the SDK's own run_stdio_async does the same, with its stdio reader
-    async with answering_stdio() as (read, write):
-        await low.run(read, write, low.create_initialization_options())
-
-
 def run_stdio(mcp: ContinuumServer) -> None:
-    anyio.run(run_stdio_async, mcp)
+    """Serve over stdio (what ``mcp.run("stdio")`` does): unreadable requests get a JSON-RPC error."""
+    mcp.run("stdio")
 
 
 def build_http_app(mcp: ContinuumServer, *, token: str | None, host: str = "127.0.0.1") -> Any:
     """The streamable-HTTP ASGI app at ``/mcp``; every request needs ``token`` unless it is None."""
-    app = mcp.streamable_http_app(host=host)
-    return app if token is None else BearerAuth(app, token)
+    return mcp.http_app(token=token, host=host)
 
 
-def run_http(mcp: ContinuumServer, settings: Settings, *, host: str = "127.0.0.1", port: int = 8765,
-             require_auth: bool = True) -> None:
-    """Serve streamable HTTP. With ``require_auth`` (the default) the bearer token comes from
+def run_http(mcp: ContinuumServer, *, host: str = "127.0.0.1", port: int = 8765, require_auth: bool = True) -> None:
+    """Serve streamable HTTP. With ``require_auth`` (the default) requests need the bearer token of
     :func:`http_token`; without it only a loopback ``host`` is allowed (else :class:`InvalidInput`)."""
-    import uvicorn
-
-    if require_auth:
-        token: str | None = http_token(settings.data_dir)
-        print(f"continuum-mcp: MCP at http://{host}:{port}/mcp; send 'Authorization: Bearer <token>' with the "
-              f"token in {token_path(settings.data_dir)}", file=sys.stderr, flush=True)
-    else:
-        check_no_auth(host)
-        token = None
-    config = uvicorn.Config(build_http_app(mcp, token=token, host=host), host=host, port=port, log_level="warning")
-    anyio.run(uvicorn.Server(config).serve)
+    if not require_auth:
+        check_no_auth(host)  # before the server starts, so the CLI can report it as one line
+    mcp.run("streamable-http", host=host, port=port, require_auth=require_auth)
 
 
 __all__ = ["INSTRUCTIONS", "MODEL_LOAD_DELAY", "ContinuumServer", "build_http_app", "build_server", "http_token",
-           "run_http", "run_stdio", "run_stdio_async"]
+           "run_http", "run_stdio", "token_path"]

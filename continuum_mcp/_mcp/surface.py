@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from typing import Any
 
 from mcp.server.lowlevel.server import NotificationOptions
@@ -19,6 +20,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import Tool as MCPTool
 from pydantic import ValidationError
+
+from continuum_mcp._mcp.http import BearerAuth, check_no_auth, http_token, token_path
+from continuum_mcp._mcp.stdio import answering_stdio
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +84,11 @@ def _short(value: Any) -> str:
 
 
 class ContinuumServer(MCPServer[Any]):
-    """``MCPServer`` with the slim listing, precise argument errors and ``tools.listChanged``."""
+    """``MCPServer`` with the slim listing, precise argument errors and ``tools.listChanged``.
+
+    ``app`` is the :class:`~continuum_mcp.app.Continuum` the tools call (set by ``build_server``)."""
+
+    app: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -94,6 +102,35 @@ class ContinuumServer(MCPServer[Any]):
             return make(notification_options or NotificationOptions(tools_changed=True), *a, **k)
 
         low.create_initialization_options = with_list_changed  # type: ignore[method-assign]
+
+    async def run_stdio_async(self) -> None:
+        """Serve over stdin/stdout; an unreadable request gets a JSON-RPC error (:mod:`.stdio`)."""
+        low = self._lowlevel_server  # as the SDK's own run_stdio_async, with the answering reader
+        async with answering_stdio() as (read, write):
+            await low.run(read, write, low.create_initialization_options())
+
+    def http_app(self, *, token: str | None, host: str = "127.0.0.1", **options: Any) -> Any:
+        """The streamable-HTTP ASGI app at ``/mcp``; every request needs ``token`` unless it is None."""
+        app = self.streamable_http_app(host=host, **options)
+        return app if token is None else BearerAuth(app, token)
+
+    async def run_streamable_http_async(self, *, host: str = "127.0.0.1", port: int = 8000,  # type: ignore[override]
+                                        require_auth: bool = True, **options: Any) -> None:
+        """Streamable HTTP behind the bearer token of the data directory (``require_auth=False``:
+        no token, allowed only on a loopback host)."""
+        import uvicorn
+
+        token = None
+        if require_auth:
+            data_dir = self.app.settings.data_dir
+            token = http_token(data_dir)
+            print(f"continuum-mcp: MCP at http://{host}:{port}/mcp; send 'Authorization: Bearer <token>' with the "
+                  f"token in {token_path(data_dir)}", file=sys.stderr, flush=True)
+        else:
+            check_no_auth(host)
+        config = uvicorn.Config(self.http_app(token=token, host=host, **options), host=host, port=port,
+                                log_level="warning")
+        await uvicorn.Server(config).serve()
 
     def has_tool(self, name: str) -> bool:
         return self._tool_manager.get_tool(name) is not None
