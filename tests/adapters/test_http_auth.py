@@ -78,7 +78,7 @@ def test_an_mcp_client_with_the_token_uses_the_memory(settings: Settings, embedd
     token = http_token(settings.data_dir)
     with serving(settings, embedder, token) as url:
         async def go() -> None:
-            http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"})
+            http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=120)
             async with http, Client(streamable_http_client(url, http_client=http)) as c:
                 r = await call(c, "remember", {"text": "Spoken over authenticated HTTP"})
                 hits = (await call(c, "recall", {"query": "authenticated HTTP"}))["hits"]

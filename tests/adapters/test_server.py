@@ -188,15 +188,21 @@ def test_two_server_processes_share_one_data_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_streamable_http_transport(tmp_path: Path) -> None:
+def test_streamable_http_transport_needs_the_token(tmp_path: Path) -> None:
     import socket
     import subprocess
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from continuum_mcp.server import token_path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    data = tmp_path / "m"
     proc = subprocess.Popen([sys.executable, "-m", "continuum_mcp.cli.main", "serve", "--transport", "streamable-http",
-                             "--port", str(port), "--data-dir", str(tmp_path / "m")],
+                             "--port", str(port), "--data-dir", str(data)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -208,14 +214,22 @@ def test_streamable_http_transport(tmp_path: Path) -> None:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline, "server did not start listening"
                 time.sleep(0.1)
+        token = token_path(data).read_text().strip()
 
         async def go() -> None:
-            async with Client(f"http://127.0.0.1:{port}/mcp") as c:
+            http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=120)
+            async with http, Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)) as c:
                 assert {t.name for t in (await c.list_tools()).tools} >= TOOLS
                 r = await call(c, "remember", {"text": "Spoken over streamable HTTP"})
                 hits = (await call(c, "recall", {"query": "streamable HTTP"}))["hits"]
                 assert hits[0]["memory"]["id"] == r["memory"]["id"]
+            async with httpx2.AsyncClient() as anonymous:
+                assert (await anonymous.post(f"http://127.0.0.1:{port}/mcp", json={})).status_code == 401
         run(go)
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
