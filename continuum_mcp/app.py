@@ -23,14 +23,14 @@ from pydantic import BaseModel, Field
 
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import ContinuumError, InvalidInput, NotJoined
-from continuum_mcp.memory.models import Memory, OnDuplicate, SearchMode
-from continuum_mcp.memory.store import (
-    Filters, ForgetResult, ImportResult, MemoryPage, MemoryStore, Progress, RecallResult, RememberResult, StoreStats,
-    make_input, open_store,
+from continuum_mcp.memory.models import (
+    Filters, ForgetResult, ImportResult, Memory, MemoryPage, OnDuplicate, Progress, RecallResult, RememberResult,
+    SearchMode, StoreStats,
 )
 from embeddings import Embedder
 
-if TYPE_CHECKING:  # the federation and privacy stacks are imported only when used
+if TYPE_CHECKING:  # the store (numpy, FAISS), federation and privacy stacks are imported only when used
+    from continuum_mcp.memory.store import MemoryStore
     from continuum_mcp.federation.client._client import (
         AutoSyncSettings, ContributionResult, DeletionResult, DownloadResult, FederatedPattern, FederationClient,
         FederationStatus, JoinResult, LeaveResult, SyncResult, VerifyResult, VoteResult,
@@ -104,6 +104,8 @@ class Continuum:
     def store(self) -> MemoryStore:
         with self._lock:
             if self._store is None:
+                from continuum_mcp.memory.store import open_store
+
                 self._store = open_store(self.settings, self._embedder, load_delay=self._load_delay)
             return self._store
 
@@ -134,6 +136,8 @@ class Continuum:
             raise InvalidInput("at must be a date and time (ISO 8601)")
         if supersedes is not None and (isinstance(supersedes, bool) or not isinstance(supersedes, int)):
             raise InvalidInput(f"supersedes must be a memory id (an integer), got {type(supersedes).__name__}")
+        from continuum_mcp.memory.store import make_input
+
         item = make_input(text=text, tags=tags, metadata=metadata, source=source, created_at=at, supersedes=supersedes)
         return self.store.remember_many([item], on_duplicate=on_duplicate)[0]
 

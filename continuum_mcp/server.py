@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -35,7 +36,8 @@ from embeddings import Embedder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MODEL_LOAD_DELAY = 0.5  # seconds; a request that needs the model starts the load at once
+MODEL_LOAD_DELAY = 0.05  # seconds after the first tools/list answer; a request needing the model loads it at once
+MODEL_LOAD_FALLBACK = 5.0  # seconds after start, for a client that never lists tools
 
 INSTRUCTIONS = """\
 Long-term memory for this user, stored privately on their machine.
@@ -76,18 +78,46 @@ async def _in_thread(call: Callable[[], T]) -> T:
         raise ToolError(f"{typed.code}: {typed.message}") from exc
 
 
+def _warm_up(app: Continuum) -> None:
+    """Open the store, resume auto-sync; off the handshake's path (a failure reaches each tool call)."""
+    try:
+        app.store  # noqa: B018 - opening is the point
+        app.resume_auto_sync()
+    except ContinuumError as exc:
+        log.warning("memory store not ready: %s", exc.message)
+
+
+def _start_model(app: Continuum) -> None:
+    """Begin loading the embedding model in the background (idempotent)."""
+    try:
+        start = getattr(app.store.embedder, "start", None)
+    except ContinuumError:
+        return
+    if start is not None:
+        start()
+
+
 def build_server(settings: Settings, embedder: Embedder | None = None) -> ContinuumServer:
-    """An MCP server over the memory in ``settings.data_dir``."""
-    app = Continuum(settings, embedder, load_delay=MODEL_LOAD_DELAY)
+    """An MCP server over the memory in ``settings.data_dir``.
+
+    The handshake competes with nothing of ours: the store opens in a worker thread, and the
+    model (seconds of imports that hold the interpreter) starts loading once the client has its
+    first ``tools/list`` answer, or after ``MODEL_LOAD_FALLBACK`` seconds if it never asks.
+    A tool that needs the model before then starts the load itself and waits."""
+    app = Continuum(settings, embedder, load_delay=None)
 
     def run(call: Callable[[Continuum], T]) -> Any:
         return _in_thread(lambda: call(app))
 
+    def start_model_soon(delay: float) -> None:
+        timer = threading.Timer(delay, _start_model, args=(app,))
+        timer.daemon = True
+        timer.start()
+
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[Continuum]:
-        # Opening SQLite is quick; the model keeps loading in the background meanwhile.
-        await anyio.to_thread.run_sync(lambda: app.store)
-        await anyio.to_thread.run_sync(app.resume_auto_sync)
+        threading.Thread(target=_warm_up, args=(app,), name="store-open", daemon=True).start()
+        start_model_soon(MODEL_LOAD_FALLBACK)
         try:
             yield app
         finally:
@@ -96,6 +126,7 @@ def build_server(settings: Settings, embedder: Embedder | None = None) -> Contin
     mcp = ContinuumServer(name="continuum-mcp", title="Continuum memory", version=__version__,
                           instructions=INSTRUCTIONS, lifespan=lifespan, log_level="WARNING")
     mcp.app = app
+    mcp.on_first_list = lambda: start_model_soon(MODEL_LOAD_DELAY)
     register_memory_tools(mcp, run, settings)
     show_member_tools(mcp, run, member=app.joined)
     register_prompts(mcp, run)
@@ -120,5 +151,5 @@ def run_http(mcp: ContinuumServer, *, host: str = "127.0.0.1", port: int = 8765,
     mcp.run("streamable-http", host=host, port=port, require_auth=require_auth)
 
 
-__all__ = ["INSTRUCTIONS", "MODEL_LOAD_DELAY", "ContinuumServer", "build_http_app", "build_server", "http_token",
+__all__ = ["INSTRUCTIONS", "MODEL_LOAD_DELAY", "MODEL_LOAD_FALLBACK", "ContinuumServer", "build_http_app", "build_server", "http_token",
            "run_http", "run_stdio", "token_path"]

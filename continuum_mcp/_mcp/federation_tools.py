@@ -53,7 +53,12 @@ def register_join(mcp: ContinuumServer, run: Run) -> None:
 
 
 def show_member_tools(mcp: ContinuumServer, run: Run, member: bool) -> None:
-    """The tools of a member, or of an instance that has not joined (federation_join alone)."""
+    """The tools of a member, or of an instance that has not joined (federation_join alone); a
+    call to a tool not shown gets the reason instead of 'Unknown tool'."""
+    from continuum_mcp.app import NOT_JOINED
+
+    mcp.unavailable = ({JOIN: "conflict: this instance is already a member of a federation; federation_leave first"}
+                       if member else {name: f"not_joined: {NOT_JOINED} (federation_join)" for name in MEMBER_TOOLS})
     if member:
         if mcp.has_tool(JOIN):
             mcp.remove_tool(JOIN)

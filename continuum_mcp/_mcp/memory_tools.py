@@ -15,7 +15,7 @@ from continuum_mcp.app import Continuum
 from continuum_mcp.config import Settings
 from continuum_mcp.memory.models import Memory, OnDuplicate, RecallResult, RememberResult, SearchMode
 from continuum_mcp.memory.recall import MAX_K
-from continuum_mcp.memory.store import Filters, ForgetResult, MemoryPage, StoreStats
+from continuum_mcp.memory.models import Filters, ForgetResult, MemoryPage, StoreStats
 
 T = TypeVar("T")
 Run = Callable[[Callable[[Continuum], T]], Coroutine[Any, Any, T]]

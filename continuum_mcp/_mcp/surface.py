@@ -89,6 +89,10 @@ class ContinuumServer(MCPServer[Any]):
     ``app`` is the :class:`~continuum_mcp.app.Continuum` the tools call (set by ``build_server``)."""
 
     app: Any = None
+    #: tool name -> the error a call gets while the tool is not shown (e.g. federation tools before joining)
+    unavailable: dict[str, str] = {}
+    #: called once, after the first tools/list (the server starts its model load then)
+    on_first_list: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -143,9 +147,14 @@ class ContinuumServer(MCPServer[Any]):
             if key not in self._slim:
                 self._slim[key] = slim_tool(tool)
             out.append(self._slim[key])
+        hook, self.on_first_list = self.on_first_list, None
+        if hook is not None:
+            hook()
         return out
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None) -> Any:
+        if name in self.unavailable and not self.has_tool(name):
+            raise ToolError(self.unavailable[name])
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError:

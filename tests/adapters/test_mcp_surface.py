@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp_calls import call
+from mcp_calls import call, error
 
 from continuum_mcp.config import Settings
 from continuum_mcp.server import build_server
@@ -147,6 +147,7 @@ def test_federation_tools_appear_on_join_and_go_on_leave(tmp_path: Path, embedde
         settings = Settings(data_dir=tmp_path / "m")
         async with Client(build_server(settings, embedder), mode="legacy", message_handler=on_message) as c:
             assert await names(c) == MEMORY_TOOLS | {"federation_join"}
+            assert (await error(c, "federation_query", {"query": "x"})).startswith("not_joined: ")
             await call(c, "federation_join", {"invite": invite, "privacy_mode": "open"})
             assert await names(c) == MEMORY_TOOLS | MEMBER_TOOLS
             assert changed.count("notifications/tools/list_changed") == 1
