@@ -27,10 +27,10 @@ from continuum_mcp.memory.models import (
     Filters, ForgetResult, ImportResult, Memory, MemoryPage, OnDuplicate, Progress, RecallResult, RememberResult,
     SearchMode, StoreStats,
 )
-from embeddings import Embedder
 
 if TYPE_CHECKING:  # the store (numpy, FAISS), federation and privacy stacks are imported only when used
     from continuum_mcp.memory.store import MemoryStore
+    from embeddings import Embedder
     from continuum_mcp.federation.client._client import (
         AutoSyncSettings, ContributionResult, DeletionResult, DownloadResult, FederatedPattern, FederationClient,
         FederationStatus, JoinResult, LeaveResult, SyncResult, VerifyResult, VoteResult,

@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -32,7 +32,9 @@ from continuum_mcp._mcp.surface import ContinuumServer
 from continuum_mcp.app import Continuum
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import ContinuumError, DiskFull, StoreReadOnly
-from embeddings import Embedder
+
+if TYPE_CHECKING:
+    from embeddings import Embedder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
