@@ -30,20 +30,28 @@ def sizes(tools: list[Any]) -> dict[str, int]:
             "federation_tools": fed}
 
 
-async def measure(data_dir: Path) -> dict[str, int]:
+async def measure(data_dir: Path, member: bool) -> dict[str, int]:
+    """The listing of a fresh store; ``member``: as shown once a federation is joined (the tools
+    are only listed here, never called, so no coordinator is needed)."""
+    from continuum_mcp._mcp.federation_tools import show_member_tools
     from continuum_mcp.config import Settings
     from continuum_mcp.server import build_server
 
-    async with Client(build_server(Settings(data_dir=data_dir))) as c:
+    server = build_server(Settings(data_dir=data_dir))
+    if member:
+        show_member_tools(server, lambda call: None, member=True)
+    async with Client(server) as c:
         return sizes((await c.list_tools()).tools)
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="bench-tools-") as tmp:
-        s = anyio.run(measure, Path(tmp))
-    print(f"tools/list before joining: {s['chars']} chars ({s['tools']} tools; input schemas {s['input_schemas']}, "
-          f"output schemas {s['output_schemas']}, descriptions {s['descriptions']}, "
-          f"federation tools {s['federation_tools']}); target < 12000")
+    for member in (False, True):
+        with tempfile.TemporaryDirectory(prefix="bench-tools-") as tmp:
+            s = anyio.run(measure, Path(tmp), member)
+        print(f"tools/list {'after' if member else 'before'} joining: {s['chars']} chars ({s['tools']} tools; input "
+              f"schemas {s['input_schemas']}, output schemas {s['output_schemas']}, descriptions "
+              f"{s['descriptions']}, federation tools {s['federation_tools']})"
+              + ("" if member else "; target < 12000"))
     return 0
 
 
