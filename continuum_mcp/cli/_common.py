@@ -31,9 +31,16 @@ class HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def add_command(sub: Any, name: str, help: str, parents: Sequence[argparse.ArgumentParser] = ()) -> Any:
+#: Every subcommand's --help ends with this (the full table is in ``continuum-mcp --help``).
+EXIT_CODES_HINT = ("exit codes: 0 success, 2 invalid input, 4 unusable model, 5 unreadable store; "
+                   "`continuum-mcp --help` lists them all")
+
+
+def add_command(sub: Any, name: str, help: str, parents: Sequence[argparse.ArgumentParser] = (),
+                epilog: str = EXIT_CODES_HINT) -> Any:
     """A subcommand parser with the shared formatter (help texts show their defaults)."""
-    return sub.add_parser(name, help=help, description=help, parents=list(parents), formatter_class=HelpFormatter)
+    return sub.add_parser(name, help=help, description=help, parents=list(parents), formatter_class=HelpFormatter,
+                          epilog=epilog)
 
 
 def store_options() -> argparse.ArgumentParser:
@@ -43,7 +50,11 @@ def store_options() -> argparse.ArgumentParser:
                                                  "platform's user data dir)")
     p.add_argument("--model-path", type=Path, help="a sentence-transformers model directory "
                                                    "(default: $CONTINUUM_MODEL_PATH or the bundled all-MiniLM-L6-v2)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    p.add_argument("--dedup-threshold", type=float, metavar="COSINE",
+                   help="cosine (0-1) at or above which a new memory is compared with an existing one: merged if "
+                        "it restates it with the same facts, else stored as its update; 1.0 turns this off "
+                        "(default: $CONTINUUM_DEDUP_THRESHOLD or 0.95)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on stderr")
     return p
 
 
