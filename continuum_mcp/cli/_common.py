@@ -108,7 +108,7 @@ def emit(args: argparse.Namespace, result: BaseModel | Sequence[BaseModel], huma
 
 def fail(exc: ContinuumError) -> int:
     """One line on stderr saying what went wrong; the exit code of the error's class."""
-    print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+    print(f"error: {exc.code}: {' '.join(exc.message.split())}", file=sys.stderr)
     return exc.exit_code
 
 

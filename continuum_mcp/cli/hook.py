@@ -55,8 +55,13 @@ def project_tag(cwd: str) -> str:
 def read_input(stream: Any) -> HookInput:
     try:
         return HookInput.model_validate(json.loads(stream.read() or "null"))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise InvalidInput(f"the hook input on stdin is not Claude Code's hook JSON with a 'cwd' ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        why = f"not JSON: {exc.msg}"
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        why = f"{'.'.join(map(str, err['loc'])) or 'input'}: {err['msg']}"
+    raise InvalidInput(f"the hook input on stdin is not Claude Code's hook JSON with a 'cwd' ({why}); run this "
+                       "from a Claude Code hook (see the README)")
 
 
 def session_start_context(app: Any, event: HookInput, k: int) -> str:
