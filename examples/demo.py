@@ -173,7 +173,7 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
     coord, url = start_coordinator(work, admin_token, mode)
     print(f"coordinator on {url}, at least {MIN_CONTRIBUTORS} contributors per release; storage "
           f"{work / 'coordinator'}")
-    print(explain_mode(mode))
+    print(explain_mode(mode) + ("" if mode != "open" else " (`--mode high` runs this demo under DP selection.)"))
     try:
         banner("2. invites (the federation key stays with the members)")
         key = generate_federation_key()
@@ -206,7 +206,7 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
             print(f"held back as 'private': {len(held)} memory: " + "; ".join(repr(raw[i]) for i in held))
             for p in pv["patterns"]:
                 source = raw.get(p["source_memory_ids"][0], "?") if p.get("source_memory_ids") else "?"
-                if source != "?" and p.get("statement") and p["statement"].lower() != source.lower():
+                if source != "?" and "<" in (p.get("statement") or ""):  # personal data was replaced
                     print(f"  raw:  {source}\n  sent: {p['statement']}  (scrubbed; encrypted for members)")
 
             banner("4. join, preview, contribute")
@@ -252,7 +252,7 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
                     print(f"    phrases: {', '.join(p['phrases'])}")
                 else:
                     print(f"    no phrases: a phrase is released only when at least {MIN_CONTRIBUTORS} members sent "
-                          "the very same phrase for this slot, and each user worded it differently")
+                          "the very same phrase for this slot; none did, as each wrote the fact in their own words")
             if not answer["patterns"]:
                 print(f"  nothing came back: no released pattern matches with confidence >= 0.3. A slot is released "
                       f"only when enough distinct members contributed to it in a round ({explain_mode(mode)}); "

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from continuum_mcp.errors import ContinuumError, InvalidInput
+from continuum_mcp.errors import ContinuumError, InvalidInput, ModelMismatch, StoreCorrupt
 from continuum_mcp.memory.store import Filters, Progress
 
 
@@ -32,8 +32,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 #: Every subcommand's --help ends with this (the full table is in ``continuum-mcp --help``).
-EXIT_CODES_HINT = ("exit codes: 0 success, 2 invalid input, 4 unusable model, 5 unreadable store; "
-                   "`continuum-mcp --help` lists them all")
+EXIT_CODES_HINT = (f"exit codes: 0 success, {InvalidInput.exit_code} invalid input, {ModelMismatch.exit_code} "
+                   f"unusable model, {StoreCorrupt.exit_code} unreadable store; `continuum-mcp --help` lists them all")
 
 
 def add_command(sub: Any, name: str, help: str, parents: Sequence[argparse.ArgumentParser] = (),
