@@ -21,6 +21,19 @@ from conftest import PROJECT_ROOT
 from mcp import Client, StdioServerParameters
 
 
+def build_isolation() -> list[str]:
+    """Build with this interpreter's setuptools when it is new enough (fast, offline); else let pip
+    fetch the build requirements (pyproject.toml's [build-system]) as a user's pip would."""
+    try:
+        import setuptools
+
+        if int(setuptools.__version__.split(".")[0]) >= 77:
+            return ["--no-build-isolation"]
+    except ImportError:
+        pass
+    return []
+
+
 def outside_env(target: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)  # only the wheel's files ahead of site-packages
@@ -36,7 +49,7 @@ def test_the_wheel_installed_outside_the_tree_serves_mcp(tmp_path: Path) -> None
     shutil.copytree(PROJECT_ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "out"))
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    r = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(dist)],
+    r = subprocess.run([*pip, "wheel", "--no-deps", *build_isolation(), str(source), "-w", str(dist)],
                        capture_output=True, text=True, timeout=600, cwd=elsewhere)
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = dist.glob("continuum_memory_mcp-*.whl")
