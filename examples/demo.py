@@ -207,7 +207,9 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
             for p in pv["patterns"]:
                 source = raw.get(p["source_memory_ids"][0], "?") if p.get("source_memory_ids") else "?"
                 if source != "?" and "<" in (p.get("statement") or ""):  # personal data was replaced
-                    print(f"  raw:  {source}\n  sent: {p['statement']}  (scrubbed; encrypted for members)")
+                    print(f"  raw:      {source}\n  scrubbed: {p['statement']}  "
+                          + ("(sent encrypted for members)" if mode != "high" else "(high mode sends no statements: "
+                             "only the slot and phrases)"))
 
             banner("4. join, preview, contribute")
             ids = []
@@ -219,7 +221,8 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
             preview = await tool(clients[0], "federation_contribute", {"dry_run": True, "min_confidence": 0.5})
             print(f"instance 0 would send (dry run, nothing sent): {preview['patterns']} patterns")
             for p in preview["preview"]:
-                print(f"  slot {p['slot']:>3}  confidence {p['confidence']:.2f}  statement {p['statement']!r}")
+                said = repr(p["statement"]) if p.get("statement") is not None else "(none: not sent in this mode)"
+                print(f"  slot {p['slot']:>3}  confidence {p['confidence']:.2f}  statement {said}")
                 print(f"           phrases {p['phrases']}")
             print("  " + preview["what_leaves"])
             for i, c in enumerate(clients):
