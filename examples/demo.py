@@ -262,8 +262,8 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
                       "was released: a slot is released only when enough distinct members contributed to it"
                       + ("." if mode == "open" else
                          f"; in '{mode}' mode at level minimal that is about {need.contributors_p50} members for an "
-                         f"even chance ({need.contributors_p95} for 95%), and this demo has {n}. The DP guarantee "
-                         "is what costs the members; the open-mode demo shows a release at this size."))
+                         f"even chance ({need.contributors_p95} for 95%), and this demo has {n}: the stronger guarantee "
+                         "needs more members (the open-mode demo shows a release at this size)."))
             useful = bool(answer["patterns"]) or mode != "open"
 
             banner("7. privacy spent and credits")
