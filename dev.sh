@@ -45,7 +45,7 @@ setup() {
   else
     step "installing torch (CPU)" "$PY" -m pip install -q "torch==2.13.0"
   fi
-  step "installing continuum-mcp and its test tools" "$PY" -m pip install -q -e ".[test]"
+  step "installing continuum-memory-mcp (editable) and its test tools" "$PY" -m pip install -q -e ".[test]"
   echo "$want" > "$stamp"
 }
 

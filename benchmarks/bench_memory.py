@@ -154,16 +154,31 @@ def text_stream(turns: list[str], seed: int = 7) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------
 # 1. Server start-up over stdio
 # --------------------------------------------------------------------------------------------
-async def _one_startup(data_dir: Path) -> tuple[float, float, int]:
-    """Seconds from spawning the server to the tools/list answer and to the first remember answer."""
+#: The reference: the smallest MCPServer there is (one tool), spawned the same way over stdio.
+ONE_TOOL_SERVER = """\
+from mcp.server.mcpserver import MCPServer
+server = MCPServer("one-tool")
+@server.tool()
+def echo(text: str) -> str:
+    return text
+server.run("stdio")
+"""
+
+
+async def _one_startup(data_dir: Path | None) -> tuple[float, float, int]:
+    """Seconds from spawning a server to the tools/list answer and (ours only) to the first remember
+    answer; ``data_dir=None`` spawns the one-tool reference server instead."""
     from mcp import Client, StdioServerParameters
 
-    params = StdioServerParameters(command=sys.executable,
-                                   args=["-m", "continuum_mcp.cli.main", "serve", "--data-dir", str(data_dir)])
+    args = (["-m", "continuum_mcp.cli.main", "serve", "--data-dir", str(data_dir)] if data_dir is not None
+            else ["-c", ONE_TOOL_SERVER])
+    params = StdioServerParameters(command=sys.executable, args=args)
     t0 = time.perf_counter()
     async with Client(params) as client:
         tools = await client.list_tools()
         t_list = time.perf_counter() - t0
+        if data_dir is None:
+            return t_list, float("nan"), len(tools.tools)
         result = await client.call_tool("remember", {"text": "The benchmark started the server once more."})
         t_remember = time.perf_counter() - t0
         if result.is_error:
@@ -184,16 +199,29 @@ def import_seconds(module: str, runs: int) -> float:
 
 
 def bench_startup(runs: int) -> dict[str, Any]:
-    lists, remembers, ntools = [], [], 0
+    """Ours and the one-tool reference, interleaved run by run so that machine load hits both alike."""
+    lists, remembers, refs, ntools = [], [], [], 0
     for _ in range(runs):
+        refs.append(asyncio.run(_one_startup(None))[0])
         with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
             t_list, t_rem, ntools = asyncio.run(_one_startup(Path(tmp)))
         lists.append(t_list)
         remembers.append(t_rem)
     imports = {m: import_seconds(m, runs) for m in ("continuum_mcp.cli.main", "continuum_mcp.server")}
     return {"runs": runs, "tools": ntools, "imports": imports, "list_median": statistics.median(lists), "list_all": lists,
+            "ref_median": statistics.median(refs), "ref_all": refs,
+            "ratio": statistics.median(lists) / statistics.median(refs),
             "remember_median": statistics.median(remembers), "remember_all": remembers,
             "server_peak_rss": rss_mib(resource.RUSAGE_CHILDREN)}
+
+
+def print_startup(st: dict[str, Any]) -> None:
+    print(f"Start-up over stdio ({st['runs']} runs each, interleaved, fresh data dir): tools/list "
+          f"{st['list_median'] * 1000:.0f} ms median {[round(x * 1000) for x in st['list_all']]}; one-tool MCPServer "
+          f"{st['ref_median'] * 1000:.0f} ms median {[round(x * 1000) for x in st['ref_all']]}; ratio "
+          f"{st['ratio']:.2f}x (target <= 1.2x); first remember {st['remember_median'] * 1000:.0f} ms median "
+          f"({st['tools']} tools); fresh-interpreter import "
+          + ", ".join(f"{m} {v * 1000:.0f} ms" for m, v in st["imports"].items()), flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000", help="comma-separated store sizes for recall latency")
     ap.add_argument("--quick", action="store_true", help="smoke run: size 500, 1 start-up, few queries")
-    ap.add_argument("--startup-runs", type=int, default=5)
+    ap.add_argument("--startup-runs", type=int, default=10, help="spawns of each server for the start-up medians")
+    ap.add_argument("--startup-only", action="store_true", help="measure the start-up (section 1) and stop")
     ap.add_argument("--queries", type=int, default=300, help="timed recall calls per mode and size")
     ap.add_argument("--k", type=int, default=10, help="results per recall")
     ap.add_argument("--batch", type=int, default=256, help="remember_many batch size")
@@ -304,10 +333,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. First, before this process loads the model, so the server has the CPU to itself.
     st = bench_startup(args.startup_runs)
-    print(f"Start-up over stdio ({st['runs']} runs, fresh data dir): tools/list "
-          f"{st['list_median'] * 1000:.0f} ms median {[round(x * 1000) for x in st['list_all']]}; first remember "
-          f"{st['remember_median'] * 1000:.0f} ms median ({st['tools']} tools); fresh-interpreter import "
-          + ", ".join(f"{m} {v * 1000:.0f} ms" for m, v in st["imports"].items()), flush=True)
+    print_startup(st)
+    if args.startup_only:
+        return 0
 
     from continuum_mcp.config import Settings
     from continuum_mcp.memory.store import MemoryStore
@@ -357,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| measure | value |")
     print("|---|---|")
     print(f"| start-up to `tools/list` answer (stdio, median of {st['runs']}) | {st['list_median'] * 1000:.0f} ms |")
+    print(f"| same for a one-tool `MCPServer`, interleaved; ratio (target <= 1.2x) | {st['ref_median'] * 1000:.0f} ms; "
+          f"{st['ratio']:.2f}x |")
     print(f"| start-up to first `remember` answer (model load included) | {st['remember_median'] * 1000:.0f} ms |")
     for mod, sec in st["imports"].items():
         print(f"| for comparison: a fresh interpreter importing `{mod}` | {sec * 1000:.0f} ms |")

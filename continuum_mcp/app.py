@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from continuum_mcp.config import Settings
-from continuum_mcp.errors import ContinuumError, NotJoined
-from continuum_mcp.memory.models import Memory, SearchMode
-from continuum_mcp.memory.store import (
-    Filters, ForgetResult, ImportResult, MemoryPage, MemoryStore, Progress, RecallResult, RememberResult, StoreStats,
-    open_store,
+from continuum_mcp.errors import ContinuumError, InvalidInput, NotJoined
+from continuum_mcp.memory.models import (
+    Filters, ForgetResult, ImportResult, Memory, MemoryPage, OnDuplicate, Progress, RecallResult, RememberResult,
+    SearchMode, StoreStats,
 )
-from embeddings import Embedder
 
-if TYPE_CHECKING:  # the federation and privacy stacks are imported only when used
+if TYPE_CHECKING:  # the store (numpy, FAISS), federation and privacy stacks are imported only when used
+    from continuum_mcp.memory.store import MemoryStore
+    from embeddings import Embedder
     from continuum_mcp.federation.client._client import (
         AutoSyncSettings, ContributionResult, DeletionResult, DownloadResult, FederatedPattern, FederationClient,
         FederationStatus, JoinResult, LeaveResult, SyncResult, VerifyResult, VoteResult,
@@ -50,9 +51,12 @@ NOT_JOINED = "this instance has not joined a federation; join with an invite fir
 
 
 class RecallWithFederated(RecallResult):
-    """Recall hits, plus (when asked) federated patterns kept apart from the user's memories."""
+    """Recall hits, plus (when asked) federated patterns kept apart from the user's memories.
 
-    federated: list[FederatedPattern] | None = Field(
+    ``federated`` holds :class:`FederatedPattern` objects; typed loosely so that a recall (and the
+    MCP server's output schema) never imports the federation client."""
+
+    federated: list[Any] | None = Field(
         default=None, description="Patterns from the federation's released knowledge (local cache), not the "
                                   "user's memories; present only with include_federated.")
 
@@ -65,16 +69,15 @@ class FederatedQueryResult(BaseModel):
 
 
 def resolve_models() -> None:
-    """Complete the two models above with FederatedPattern (the federation client's module).
+    """Complete :class:`FederatedQueryResult` with FederatedPattern (the federation client's models).
 
     Done on first use instead of at import so that importing the core (and the MCP server) does
     not import httpx and the secure-aggregation stack; idempotent and cheap after the first call."""
-    if RecallWithFederated.__pydantic_complete__ and FederatedQueryResult.__pydantic_complete__:
+    if FederatedQueryResult.__pydantic_complete__:
         return
-    from continuum_mcp.federation.client._client import FederatedPattern
+    from continuum_mcp.federation.client._models import FederatedPattern
 
-    for model in (RecallWithFederated, FederatedQueryResult):
-        model.model_rebuild(_types_namespace={"FederatedPattern": FederatedPattern})
+    FederatedQueryResult.model_rebuild(_types_namespace={"FederatedPattern": FederatedPattern})
 
 
 class Continuum:
@@ -103,6 +106,8 @@ class Continuum:
     def store(self) -> MemoryStore:
         with self._lock:
             if self._store is None:
+                from continuum_mcp.memory.store import open_store
+
                 self._store = open_store(self.settings, self._embedder, load_delay=self._load_delay)
             return self._store
 
@@ -124,16 +129,31 @@ class Continuum:
 
     # ----- memory ------------------------------------------------------------------------------
     def remember(self, text: str, *, tags: Sequence[str] | None = None, metadata: dict[str, Any] | None = None,
-                 source: str = "api") -> RememberResult:
-        return self.store.remember(text, tags=tags, metadata=metadata, source=source)
+                 source: str = "api", at: datetime | None = None, on_duplicate: OnDuplicate = "merge",
+                 supersedes: int | None = None) -> RememberResult:
+        """Store one memory. ``at``: when it happened (default now); ``on_duplicate="store"`` keeps
+        even a restatement; ``supersedes``: the id of the memory this one is a newer version of
+        (otherwise the store links an update it recognises by itself)."""
+        if at is not None and not isinstance(at, datetime):
+            raise InvalidInput("at must be a date and time (ISO 8601)")
+        if supersedes is not None and (isinstance(supersedes, bool) or not isinstance(supersedes, int)):
+            raise InvalidInput(f"supersedes must be a memory id (an integer), got {type(supersedes).__name__}")
+        from continuum_mcp.memory.store import make_input
+
+        item = make_input(text=text, tags=tags, metadata=metadata, source=source, created_at=at, supersedes=supersedes)
+        return self.store.remember_many([item], on_duplicate=on_duplicate)[0]
+
+    def get(self, memory_id: int) -> Memory:
+        return self.store.get(memory_id)
 
     def recall(self, query: str, *, k: int = 5, mode: SearchMode = "hybrid", filters: Filters | None = None,
                min_score: float | None = None, include_federated: bool = False) -> RecallWithFederated:
         """The user's memories best first; with ``include_federated`` also the matching patterns
         of the local cache of released patterns, in a separate list (``[]`` when not joined)."""
+        if not isinstance(include_federated, bool):
+            raise InvalidInput("include_federated must be true or false")
         r = self.store.recall(query, k=k, mode=mode, filters=filters, min_score=min_score)
-        resolve_models()
-        out = RecallWithFederated(**r.model_dump())
+        out = RecallWithFederated(**dict(r))
         if include_federated:
             fed = self._member()
             out.federated = fed.search_cache(query, k) if fed is not None else []

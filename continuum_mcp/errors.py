@@ -192,7 +192,7 @@ EXIT_CODE_MEANINGS: dict[int, str] = {
     2: "invalid input (bad argument, empty or oversized text, malformed JSON)",
     3: "not found (unknown memory id or pattern id)",
     4: "embedding model mismatch or unusable model (re-embed, or point --model-path at a model)",
-    5: "store corrupt or unreadable (nothing was changed)",
+    5: "store corrupt, unreadable, read-only or on a full disk (nothing was changed)",
     6: "privacy budget exhausted (the message says when budget returns)",
     7: "coordinator unavailable or rate-limited (contributions wait in the outbox; retry later)",
     8: "federation state does not allow this (not joined, wrong phase, conflict)",

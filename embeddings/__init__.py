@@ -5,6 +5,8 @@ of another project's) can be swapped in; the default is the bundled all-MiniLM-L
 """
 
 from embeddings.base import Embedder, EmbedderError
+from embeddings.integrity import BUNDLED_MODEL_SHA256, verify_model_files
 from embeddings.sentence import SentenceTransformerEmbedder, bundled_model_path
 
-__all__ = ["Embedder", "EmbedderError", "SentenceTransformerEmbedder", "bundled_model_path"]
+__all__ = ["BUNDLED_MODEL_SHA256", "Embedder", "EmbedderError", "SentenceTransformerEmbedder", "bundled_model_path",
+           "verify_model_files"]

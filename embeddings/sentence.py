@@ -8,11 +8,13 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from embeddings.base import EmbedderError
+from embeddings.integrity import BUNDLED_MODEL_SHA256, verify_model_files
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,14 @@ class SentenceTransformerEmbedder:
     Construction is instant; the weights load on a background thread started by :meth:`start`
     (or on first use), so an MCP handshake never waits for them. ``encode`` blocks until the load
     has finished, and re-raises a load failure with the reason.
+
+    ``pinned``: relative path -> sha256 of files checked before loading; default: the bundled
+    model's pins for the bundled model, nothing for a configured directory.
     """
 
     def __init__(self, model_path: str | Path | None = None, *, model_id: str | None = None,
-                 device: str = "cpu", batch_size: int = 64) -> None:
+                 device: str = "cpu", batch_size: int = 64, pinned: Mapping[str, str] | None = None) -> None:
+        self._pinned = pinned if pinned is not None else (BUNDLED_MODEL_SHA256 if model_path is None else {})
         self._path = Path(model_path) if model_path is not None else bundled_model_path()
         if not self._path.is_dir():
             raise EmbedderError(f"model directory not found: {self._path}")
@@ -96,8 +102,11 @@ class SentenceTransformerEmbedder:
         self.start()
         if not self._loaded.wait(timeout):
             raise EmbedderError(f"embedding model still loading after {timeout} s")
+        if isinstance(self._error, EmbedderError):
+            raise self._error
         if self._error is not None:
-            raise EmbedderError(f"could not load embedding model from {self._path}: {self._error}") from self._error
+            first = str(self._error).strip().splitlines()[0] if str(self._error).strip() else type(self._error).__name__
+            raise EmbedderError(f"could not load embedding model from {self._path}: {first}") from self._error
 
     def _load(self) -> None:
         # Never reach for a model hub: the weights are on disk or the load fails.
@@ -106,6 +115,7 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         try:
+            verify_model_files(self._path, self._pinned)
             from sentence_transformers import SentenceTransformer
 
             model = SentenceTransformer(str(self._path), device=self._device, local_files_only=True)

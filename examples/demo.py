@@ -15,6 +15,10 @@ What happens, all on 127.0.0.1:
 6. One instance asks the federation a question and gets useful patterns back.
 7. The demo prints the privacy spent and credits, then searches every byte the coordinator stored
    for each personal value, each raw memory text and each instance's embeddings: none is there.
+
+Every figure it explains (noisy counts, the release floor, epsilon and the budget) is read from the
+run or computed from the privacy policy in code. The federation runs in `open` mode by default
+(a k-anonymity floor, not DP: it says so); `--mode high` runs the same story under the DP mode.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ from mcp import Client, StdioServerParameters
 
 from continuum_mcp.crypto.cipher import Invite, generate_federation_key
 from continuum_mcp.federation.protocol import ADMIN_TOKEN_HEADER
+from continuum_mcp.privacy.modes import default_policy
 
 FEDERATION_ID = "demo-federation"
+MIN_CONTRIBUTORS = 3
+ATTACH = "claude mcp add continuum -- continuum-mcp serve"
 
 # Facts several users share, each in their own words (with their own personal details around them).
 SHARED = {
@@ -73,6 +80,9 @@ PII_VALUES = ["Dana Whitfield", "+44 20 7946 0958", "Acme Corp", "priya.nataraja
               "GB82 WEST 1234 5698 7654 32", "Dr. Alvarez", "/home/jsmith", "10.20.30.40", "00:1A:2B:3C:4D:5E"]
 
 
+PRIVATE = PERSONAL[5]  # tagged 'private': instance 0 holds it, and it must never take part
+
+
 def memories_for(i: int) -> list[tuple[str, list[str]]]:
     """Instance i's memories: some shared facts in its own words, plus personal ones."""
     mine: list[tuple[str, list[str]]] = []
@@ -80,7 +90,38 @@ def memories_for(i: int) -> list[tuple[str, list[str]]]:
         if i < len(variants) + 1:
             mine.append((variants[i % len(variants)], ["work"]))
     mine += [PERSONAL[(i + k) % len(PERSONAL)] for k in range(3)]
+    if i == 0:
+        mine.append(PRIVATE)
     return mine
+
+
+def noisy_count(value: float, n: int) -> str:
+    """A released contributor count, labelled for what it is."""
+    return (f"about {round(value)} contributors (a noisy DP count, not a census: the true number is at least "
+            f"the release floor of {MIN_CONTRIBUTORS} and at most the {n} instances here)")
+
+
+def explain_budget(status: dict[str, Any]) -> str:
+    """What the epsilon figures of a status mean, with the mode's own parameters."""
+    mode = default_policy().mode(status["federation_mode"])
+    spent, budget = status["privacy_spent_epsilon"], status["privacy_budget_epsilon"]
+    return (f"epsilon {spent:.2f} of {budget:g}: {budget:g} is the {mode.window_days}-day rolling budget of "
+            f"'{mode.name}' mode; one round costs about {mode.epsilon_per_round:g} (composed exactly, so "
+            f"{mode.rounds_afforded} rounds fit in any {mode.window_days} days); spending older than "
+            f"{mode.window_days} days returns, and a contribution that would overspend is refused (nothing "
+            f"is sent). Lower is more private: epsilon bounds by e^epsilon how much more likely any release "
+            f"becomes because one member took part.")
+
+
+def explain_mode(name: str) -> str:
+    mode = default_policy().mode(name)
+    if name == "open":
+        return (f"'open' mode: a slot or phrase is released once at least {MIN_CONTRIBUTORS} distinct members "
+                f"sent it. That is a floor (k-anonymity), NOT differential privacy: whether something is "
+                f"released depends on the true count; only the counts and centroids carry DP noise. Statements: "
+                f"{mode.statements_released}.")
+    return (f"'{name}' mode: slots and phrases are released only by DP partition selection (noisy count over "
+            f"a threshold), epsilon {mode.epsilon_per_round:g} per round; statements: {mode.statements_released}.")
 
 
 def free_port() -> int:
@@ -93,11 +134,11 @@ def banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 70 - len(text)))
 
 
-def start_coordinator(work: Path, admin_token: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_coordinator(work: Path, admin_token: str, mode: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--host", "127.0.0.1", "--port", str(port),
-         "--storage", str(work / "coordinator"), "--min-contributors", "3", "--privacy-mode", "open",
+         "--storage", str(work / "coordinator"), "--min-contributors", str(MIN_CONTRIBUTORS), "--privacy-mode", mode,
          "--federation-id", FEDERATION_ID, "--admin-token", admin_token, "--phase-timeout", "30"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -126,18 +167,21 @@ def scan_storage(storage: Path, needles: dict[str, bytes]) -> list[str]:
     return [name for name, needle in needles.items() if any(needle in b for b in blobs)]
 
 
-async def run_demo(work: Path, n: int) -> int:
+async def run_demo(work: Path, n: int, mode: str) -> int:
     admin_token = secrets.token_urlsafe(24)
-    banner("1. coordinator")
-    coord, url = start_coordinator(work, admin_token)
-    print(f"coordinator on {url} (open mode, min 3 contributors); storage {work / 'coordinator'}")
+    banner(f"1. coordinator ({mode} mode)")
+    coord, url = start_coordinator(work, admin_token, mode)
+    print(f"coordinator on {url}, at least {MIN_CONTRIBUTORS} contributors per release; storage "
+          f"{work / 'coordinator'}")
+    print(explain_mode(mode) + ("" if mode != "open" else " (`--mode high` runs this demo under DP selection.)"))
     try:
         banner("2. invites (the federation key stays with the members)")
         key = generate_federation_key()
         r = httpx.post(f"{url}/v1/admin/invites", json={"count": n}, headers={ADMIN_TOKEN_HEADER: admin_token})
         r.raise_for_status()
         invites = [Invite.build(url, FEDERATION_ID, t, key).format() for t in r.json()["admission_tokens"]]
-        print(f"{len(invites)} invites, e.g. {invites[0][:48]}...#<key>")
+        print(f"{len(invites)} invites, e.g. {invites[0][:48]}...#<key> (the part after '#' is the federation key; "
+              "a member never sends it to the coordinator)")
 
         banner(f"3. {n} instances, each its own MCP server process")
         async with AsyncExitStack() as stack:
@@ -147,27 +191,42 @@ async def run_demo(work: Path, n: int) -> int:
                                                args=["-m", "continuum_mcp.cli.main", "serve", "--data-dir",
                                                      str(work / f"instance-{i}")])
                 clients.append(await stack.enter_async_context(Client(params, read_timeout_seconds=600)))
+            raw: dict[int, str] = {}  # instance 0's memories by id, for the raw-vs-scrubbed comparison
             for i, c in enumerate(clients):
                 for text, tags in memories_for(i):
-                    await tool(c, "remember", {"text": text, "tags": tags})
+                    r = await tool(c, "remember", {"text": text, "tags": tags})
+                    if i == 0:
+                        raw[r["memory"]["id"]] = text
                 stats = await tool(c, "memory_stats")
                 print(f"instance {i}: {stats['count']} memories")
+
+            banner("3b. what instance 0 would share: raw memory vs what leaves (local preview, nothing sent)")
+            pv = await tool(clients[0], "preview_patterns", {"min_confidence": 0.5})
+            held = pv["private_memory_ids"]
+            print(f"held back as 'private': {len(held)} memory: " + "; ".join(repr(raw[i]) for i in held))
+            for p in pv["patterns"]:
+                source = raw.get(p["source_memory_ids"][0], "?") if p.get("source_memory_ids") else "?"
+                if source != "?" and "<" in (p.get("statement") or ""):  # personal data was replaced
+                    print(f"  raw:      {source}\n  scrubbed: {p['statement']}  "
+                          + ("(sent encrypted for members)" if mode != "high" else "(high mode sends no statements: "
+                             "only the slot and phrases)"))
 
             banner("4. join, preview, contribute")
             ids = []
             for c, invite in zip(clients, invites):
                 joined = await tool(c, "federation_join", {"invite": invite, "contribution_level": "minimal",
-                                                           "privacy_mode": "open"})
+                                                           "privacy_mode": mode})
                 ids.append(joined["instance_id"])
             print("members:", ", ".join(ids))
             preview = await tool(clients[0], "federation_contribute", {"dry_run": True, "min_confidence": 0.5})
             print(f"instance 0 would send (dry run, nothing sent): {preview['patterns']} patterns")
             for p in preview["preview"]:
-                print(f"  slot {p['slot']:>3}  confidence {p['confidence']:.2f}  statement {p['statement']!r}")
+                said = repr(p["statement"]) if p.get("statement") is not None else "(none: not sent in this mode)"
+                print(f"  slot {p['slot']:>3}  confidence {p['confidence']:.2f}  statement {said}")
                 print(f"           phrases {p['phrases']}")
             print("  " + preview["what_leaves"])
             for i, c in enumerate(clients):
-                res = await tool(c, "federation_contribute", {"min_confidence": 0.5})
+                res = await tool(c, "federation_contribute", {"min_confidence": 0.5, "dry_run": False})
                 print(f"instance {i}: contributed {res.get('patterns', res)} patterns to round {res.get('round_id')}")
 
             banner("5. round: close, secure aggregation, release")
@@ -191,17 +250,29 @@ async def run_demo(work: Path, n: int) -> int:
             answer = await tool(asker, "federation_query", {"query": q, "min_confidence": 0.3})
             print(f"instance {n - 1} asks: {q!r}")
             for p in answer["patterns"]:
-                print(f"  - {p.get('summary')!r} phrases={p.get('phrases')} confidence={p.get('confidence')} "
-                      f"contributors~{p.get('contributor_count')}")
-            useful = bool(answer["patterns"])
+                print(f"  - {p.get('summary')!r}\n    confidence {p['confidence']:.2f}; {noisy_count(p['contributor_count'], n)}")
+                if p.get("phrases"):
+                    print(f"    phrases: {', '.join(p['phrases'])}")
+                else:
+                    print(f"    no phrases: a phrase is released only when at least {MIN_CONTRIBUTORS} members sent "
+                          "the very same phrase for this slot; none did, as each wrote the fact in their own words")
+            if not answer["patterns"]:
+                need = default_policy().release_requirement(mode, "minimal", "slots")
+                print(f"  nothing came back: no released pattern matches with confidence >= 0.3, because nothing "
+                      "was released: a slot is released only when enough distinct members contributed to it"
+                      + ("." if mode == "open" else
+                         f"; in '{mode}' mode at level minimal that is about {need.contributors_p50} members for an "
+                         f"even chance ({need.contributors_p95} for 95%), and this demo has {n}: the stronger guarantee "
+                         "needs more members (the open-mode demo shows a release at this size)."))
+            useful = bool(answer["patterns"]) or mode != "open"
 
             banner("7. privacy spent and credits")
             for i, c in enumerate(clients):
                 st = await tool(c, "federation_status")
                 cr = st.get("credits") or {}
-                print(f"instance {i}: privacy spent epsilon {st['privacy_spent_epsilon']:.2f} of "
-                      f"{st['privacy_budget_epsilon']:.0f} per 30 days (mode {st['federation_mode']}), "
-                      f"credits available {cr.get('available')}, earned this month {cr.get('earned_this_month')}")
+                print(f"instance {i}: epsilon {st['privacy_spent_epsilon']:.2f} of {st['privacy_budget_epsilon']:g} "
+                      f"spent; credits {cr.get('available'):g} (+1 per accepted pattern)")
+            print(explain_budget(st))
 
         banner("8. what reached the coordinator")
         storage = work / "coordinator"
@@ -223,6 +294,7 @@ async def run_demo(work: Path, n: int) -> int:
               f"(PII, raw memory texts, embeddings): {len(found)} found")
         for f in found:
             print("  FOUND:", f)
+        print(f"\nYour own memory, attached to Claude Code in one line:  {ATTACH}")
         return 0 if (useful and not found) else 1
     finally:
         coord.terminate()
@@ -231,7 +303,10 @@ async def run_demo(work: Path, n: int) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--instances", type=int, default=6)
+    p.add_argument("--instances", type=int, default=6, help="how many instances (each its own MCP server process)")
+    p.add_argument("--mode", choices=["open", "high"], default="open",
+                   help="the federation's privacy mode; 'high' (DP selection) needs more members per release than "
+                        "a 6-instance demo has, so its query may come back empty, saying why")
     p.add_argument("--keep", type=Path, help="keep all data in this directory (default: a temp dir, removed)")
     args = p.parse_args()
     if args.instances < 3:
@@ -239,7 +314,7 @@ def main() -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="continuum-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        return anyio.run(run_demo, work, args.instances)
+        return anyio.run(run_demo, work, args.instances, args.mode)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -28,10 +28,23 @@ async def main(data_dir: str) -> None:
         ]:
             r = await client.call_tool("remember", {"text": text, "tags": tags})
             print("remember:", r.structured_content["status"], "#", r.structured_content["memory"]["id"])
-        for query in ["how should answers be formatted", "which postgres version in staging"]:
+        # A new version of an earlier fact is stored and linked, never merged away.
+        r = await client.call_tool("remember", {"text": "The staging database is Postgres 17 on db-staging-2",
+                                                "tags": ["work", "infra"]})
+        print("remember:", r.structured_content["status"], "-", r.structured_content["hint"])
+        for query in ["how should answers be formatted", "which postgres version in staging",
+                      "the rules of cricket"]:
             r = await client.call_tool("recall", {"query": query, "k": 2})
+            if r.structured_content["no_good_match"]:
+                print(f"recall {query!r}: nothing relevant is stored")
+                continue
             best = r.structured_content["hits"][0]
-            print(f"recall {query!r}: {best['memory']['text']!r} (similarity {best['similarity']:.2f})")
+            print(f"recall {query!r}: {best['memory']['text']!r} (similarity {best['similarity']:.2f}, "
+                  f"supersedes {best['memory']['supersedes']})")
+        prompts = await client.list_prompts()
+        print("prompts:", ", ".join(p.name for p in prompts.prompts))
+        r = await client.call_tool("forget", {"ids": ["1"]})
+        print("forget with a string id ->", r.content[0].text)
         r = await client.call_tool("forget", {"ids": [424242]})
         print("forget unknown id ->", "error:" if r.is_error else "ok", r.content[0].text)
         stats = await client.call_tool("memory_stats", {})

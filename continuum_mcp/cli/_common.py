@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from continuum_mcp.errors import ContinuumError, InvalidInput
+from continuum_mcp.errors import ContinuumError, InvalidInput, ModelMismatch, StoreCorrupt
 from continuum_mcp.memory.store import Filters, Progress
 
 
@@ -31,9 +31,16 @@ class HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def add_command(sub: Any, name: str, help: str, parents: Sequence[argparse.ArgumentParser] = ()) -> Any:
+#: Every subcommand's --help ends with this (the full table is in ``continuum-mcp --help``).
+EXIT_CODES_HINT = (f"exit codes: 0 success, {InvalidInput.exit_code} invalid input, {ModelMismatch.exit_code} "
+                   f"unusable model, {StoreCorrupt.exit_code} unreadable store; `continuum-mcp --help` lists them all")
+
+
+def add_command(sub: Any, name: str, help: str, parents: Sequence[argparse.ArgumentParser] = (),
+                epilog: str = EXIT_CODES_HINT) -> Any:
     """A subcommand parser with the shared formatter (help texts show their defaults)."""
-    return sub.add_parser(name, help=help, description=help, parents=list(parents), formatter_class=HelpFormatter)
+    return sub.add_parser(name, help=help, description=help, parents=list(parents), formatter_class=HelpFormatter,
+                          epilog=epilog)
 
 
 def store_options() -> argparse.ArgumentParser:
@@ -43,7 +50,11 @@ def store_options() -> argparse.ArgumentParser:
                                                  "platform's user data dir)")
     p.add_argument("--model-path", type=Path, help="a sentence-transformers model directory "
                                                    "(default: $CONTINUUM_MODEL_PATH or the bundled all-MiniLM-L6-v2)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    p.add_argument("--dedup-threshold", type=float, metavar="COSINE",
+                   help="cosine (0-1) at or above which a new memory is compared with an existing one: merged if "
+                        "it restates it with the same facts, else stored as its update; 1.0 turns this off "
+                        "(default: $CONTINUUM_DEDUP_THRESHOLD or 0.95)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on stderr")
     return p
 
 
@@ -97,7 +108,7 @@ def emit(args: argparse.Namespace, result: BaseModel | Sequence[BaseModel], huma
 
 def fail(exc: ContinuumError) -> int:
     """One line on stderr saying what went wrong; the exit code of the error's class."""
-    print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+    print(f"error: {exc.code}: {' '.join(exc.message.split())}", file=sys.stderr)
     return exc.exit_code
 
 

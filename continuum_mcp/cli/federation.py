@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from continuum_mcp.app import Continuum
+from continuum_mcp.cli import founder
 from continuum_mcp.cli._common import add_command, emit
-from continuum_mcp.errors import InvalidInput
 
 
 def cmd_join(args: argparse.Namespace, app: Continuum) -> int:
@@ -112,8 +112,6 @@ def cmd_auto_sync(args: argparse.Namespace, app: Continuum) -> int:
 
 
 def cmd_patterns(args: argparse.Namespace, app: Continuum) -> int:
-    if not args.preview:
-        raise InvalidInput("use --preview to see the patterns a contribution would share")
     r = app.preview(min_confidence=args.min_confidence, exclude=args.exclude or ())
     return emit(args, r, r.to_text)
 
@@ -123,6 +121,7 @@ def add_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
                         description="Join and use a federation of memories (opt-in; nothing is shared before).")
     fs = fp.add_subparsers(dest="fed_command", required=True, metavar="COMMAND",
                            help="what to do; `continuum-mcp federation COMMAND --help` explains its arguments")
+    founder.add_parsers(fs, common[0])
     s = add_command(fs, "join", "join with an invite from the federation's founder", common)
     s.add_argument("invite", help="the invite string 'continuum-invite:v1:...#...' (its key part never leaves "
                                   "this machine)")
@@ -172,7 +171,8 @@ def add_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
     s.set_defaults(func=cmd_auto_sync)
 
     s = add_command(sub, "patterns", "show the patterns a contribution would share (local; nothing is sent)", common)
-    s.add_argument("--preview", action="store_true", help="plain-text preview (nothing is sent)")
+    s.add_argument("--preview", action="store_true", help="accepted for older scripts: a preview is all this "
+                                                          "command does")
     s.add_argument("--min-confidence", type=float, default=0.0, help="only patterns at least this confident (0-1)")
     s.add_argument("--exclude", type=int, action="append", help="memory id to hold back (repeatable)")
     s.set_defaults(func=cmd_patterns)

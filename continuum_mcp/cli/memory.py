@@ -9,15 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from continuum_mcp.app import Continuum
-from continuum_mcp.cli._common import add_command, emit, filters, fmt_time, json_object, progress_bar
+from continuum_mcp.cli._common import add_command, emit, filters, fmt_time, iso_time, json_object, progress_bar
 from continuum_mcp.errors import InvalidInput
 
 
 def cmd_remember(args: argparse.Namespace, app: Continuum) -> int:
     text = args.text if args.text != "-" else sys.stdin.read()
-    r = app.remember(text, tags=args.tag, metadata=json_object(args.metadata), source="cli")
-    return emit(args, r, lambda: f"{r.status} #{r.memory.id}" + (
-        f" (similarity {r.similarity:.3f})" if r.status == "near_duplicate" else "") + f": {r.memory.text}")
+    on_duplicate = "store" if args.force else args.on_duplicate
+    r = app.remember(text, tags=args.tag, metadata=json_object(args.metadata), source="cli", at=args.at,
+                     on_duplicate=on_duplicate)
+
+    def human() -> str:
+        note = {"near_duplicate": f" (restates #{r.duplicate_of}, similarity {r.similarity or 0:.3f}; "
+                                  "--on-duplicate store keeps it anyway)",
+                "duplicate": " (already stored; --on-duplicate store keeps a copy)",
+                "updated": f" (a newer version of #{r.updates}, similarity {r.similarity or 0:.3f})"}
+        return f"{r.status} #{r.memory.id}{note.get(r.status, '')}: {r.memory.text}"
+    return emit(args, r, human)
 
 
 def cmd_recall(args: argparse.Namespace, app: Continuum) -> int:
@@ -105,6 +113,11 @@ def add_parsers(sub: Any, common: list[argparse.ArgumentParser], filt: argparse.
     s.add_argument("text", help="the text to remember ('-' reads stdin)")
     s.add_argument("--tag", action="append", help="tag (repeatable); 'private' keeps it out of any federation")
     s.add_argument("--metadata", help="a JSON object stored with the memory")
+    s.add_argument("--at", type=iso_time, help="when it happened, an ISO date/time (default: now)")
+    s.add_argument("--on-duplicate", choices=["merge", "store"], default="merge",
+                   help="merge: a repeat, or a restatement with the same facts, returns the existing memory; "
+                        "store: keep it as a memory of its own anyway")
+    s.add_argument("--force", action="store_true", help="the same as --on-duplicate store")
     s.set_defaults(func=cmd_remember)
 
     s = add_command(sub, "recall", "search memories by meaning and keywords", [*common, filt])

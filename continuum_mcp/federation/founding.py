@@ -13,6 +13,8 @@ coordinator. See docs/threat-model.md for what an operator who is also a member 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,7 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from continuum_mcp._sqlite import atomic_write
 from continuum_mcp.crypto.cipher import FEDERATION_KEY_BYTES, Invite, InvitePublic, generate_federation_key
 from continuum_mcp.crypto.identity import b64decode, b64encode
-from continuum_mcp.errors import CryptoError, InvalidInput
+from continuum_mcp.errors import Conflict, CryptoError, InvalidInput, NotFound
+
+#: Under the founder's data directory: one founder file per federation founded there.
+FOUNDER_DIR = "founder"
 
 
 class _FounderFile(BaseModel):
@@ -79,4 +84,43 @@ class Founder:
         return cls(data.federation_id, data.coordinator_url, key)
 
 
-__all__ = ["Founder"]
+def founder_file(data_dir: Path, federation_id: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", federation_id):
+        raise InvalidInput(f"federation id {federation_id!r}: use letters, digits, '.', '_' or '-'")
+    return data_dir / FOUNDER_DIR / f"{federation_id}.json"
+
+
+def found_federation(data_dir: Path, coordinator_url: str, federation_id: str) -> tuple[Founder, Path]:
+    """Make and keep (0600) a new federation key in ``data_dir``; refuses to replace an existing
+    one (Conflict), since every invite already given out carries the old key."""
+    path = founder_file(data_dir, federation_id)
+    if path.exists():
+        raise Conflict(f"a federation {federation_id!r} was already founded here ({path}); its invites carry "
+                       "that key, so it is not replaced. Mint more with `continuum-mcp federation invite`.")
+    founder = Founder.create(federation_id, coordinator_url.rstrip("/"))
+    return founder, founder.save(path)
+
+
+def founded(data_dir: Path, federation_id: str | None = None) -> Founder:
+    """The federation founded in ``data_dir`` (the only one, or the one named)."""
+    folder = data_dir / FOUNDER_DIR
+    if federation_id is None:
+        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if len(files) != 1:
+            raise NotFound("no federation was founded with this data dir; found one with `continuum-mcp federation "
+                           "create`" if not files else
+                           f"{len(files)} federations were founded here; name one with --federation-id "
+                           f"({', '.join(f.stem for f in files)})")
+        return Founder.load(files[0])
+    path = founder_file(data_dir, federation_id)
+    if not path.is_file():
+        raise NotFound(f"no federation {federation_id!r} was founded with this data dir ({path} is missing)")
+    return Founder.load(path)
+
+
+def mint_invites(founder: Founder, admission_tokens: Sequence[str]) -> list[str]:
+    """One full invite string per admission token (each token admits one instance once)."""
+    return [founder.invite(t) for t in admission_tokens]
+
+
+__all__ = ["FOUNDER_DIR", "Founder", "found_federation", "founded", "founder_file", "mint_invites"]

@@ -84,3 +84,43 @@ def test_recall_include_federated_on_a_store_that_never_joined(tmp_path: Path) -
                        timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "not a member of any federation"
     assert not (data / "federation").exists()
+
+
+def test_coordinator_help_explains_every_option_and_the_invite_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from continuum_mcp.federation.coordinator.config import build_parser as coordinator_parser
+
+    missing = [a.dest for a in coordinator_parser()._actions if not a.help or not a.help.strip()]
+    assert missing == [], f"`coordinator`: options without help: {missing}"
+    with pytest.raises(SystemExit) as exit_:
+        main(["coordinator", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "coordinator invite" in out and "--storage" in out and "--admin-token" in out
+    with pytest.raises(SystemExit):
+        main(["coordinator", "invite", "--help"])
+    out = capsys.readouterr().out
+    assert "--count" in out and "--storage" in out
+
+
+def test_every_subcommand_help_points_at_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    for path, parser in ALL:
+        if path and path != ("coordinator",) and not any(isinstance(a, argparse._SubParsersAction)
+                                                          for a in parser._actions):
+            assert parser.epilog and "exit codes" in parser.epilog, " ".join(path)
+
+
+def test_serve_takes_no_json_option() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["serve", "--json"])
+    assert exit_.value.code == 2
+
+
+def test_shown_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: stdio)" in out and "(default: 127.0.0.1)" in out and "(default: 8765)" in out
+    with pytest.raises(SystemExit):
+        main(["remember", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--on-duplicate {merge,store}" in out and "(default: merge)" in out and "--at AT" in out

@@ -58,7 +58,7 @@ def seed_federation_history(data_dir: Path) -> None:
                              embedding=[0.0] * 384)
     record_sent(fdir, 6, [pattern], "high")
     record_sent(fdir, 7, [pattern.model_copy(update={"slot": 40, "phrases": ["standup time"],
-                                                     "statement": "The standup is at nine"})], "balanced")
+                                                     "statement": "The standup is at nine"})], "open")
 
 
 class Running:

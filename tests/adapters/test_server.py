@@ -95,12 +95,12 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("remember", {"text": "   "}, "empty"),
     ("remember", {"text": 12}, "valid string"),
     ("remember", {}, "text"),
-    ("remember", {"text": "x" * 20_001}, "limit is 20000"),
+    ("remember", {"text": "x" * 20_001}, "at most 20000 characters"),
     ("remember", {"text": "ok", "tags": "work"}, "valid list"),
     ("remember", {"text": "ok", "tags": ["two words"]}, "invalid tag"),
     ("remember", {"text": "ok", "metadata": [1, 2]}, "valid dictionary"),
     ("recall", {"query": ""}, "empty"),
-    ("recall", {"query": "x", "k": 0}, "k must be"),
+    ("recall", {"query": "x", "k": 0}, "k: Input should be greater than or equal to 1"),
     ("recall", {"query": "x", "k": "five"}, "valid integer"),
     ("recall", {"query": "x", "mode": "fuzzy"}, "'semantic', 'keyword' or 'hybrid'"),
     ("recall", {"query": "x", "since": "yesterday-ish"}, "since"),
@@ -111,8 +111,8 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("update_memory", {"id": 424242, "text": "x"}, "no memory with id 424242"),
     ("update_memory", {"id": 1}, "nothing to update"),
     ("update_memory", {"id": 1, "text": ""}, "empty"),
-    ("list_memories", {"limit": 0}, "limit must be"),
-    ("list_memories", {"offset": -3}, "offset must be"),
+    ("list_memories", {"limit": 0}, "limit: Input should be greater than or equal to 1"),
+    ("list_memories", {"offset": -3}, "offset: Input should be greater than or equal to 0"),
     ("no_such_tool", {}, "no_such_tool"),
 ]
 
@@ -188,15 +188,21 @@ def test_two_server_processes_share_one_data_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_streamable_http_transport(tmp_path: Path) -> None:
+def test_streamable_http_transport_needs_the_token(tmp_path: Path) -> None:
     import socket
     import subprocess
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from continuum_mcp.server import token_path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    data = tmp_path / "m"
     proc = subprocess.Popen([sys.executable, "-m", "continuum_mcp.cli.main", "serve", "--transport", "streamable-http",
-                             "--port", str(port), "--data-dir", str(tmp_path / "m")],
+                             "--port", str(port), "--data-dir", str(data)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -208,14 +214,22 @@ def test_streamable_http_transport(tmp_path: Path) -> None:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline, "server did not start listening"
                 time.sleep(0.1)
+        token = token_path(data).read_text().strip()
 
         async def go() -> None:
-            async with Client(f"http://127.0.0.1:{port}/mcp") as c:
+            http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=120)
+            async with http, Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)) as c:
                 assert {t.name for t in (await c.list_tools()).tools} >= TOOLS
                 r = await call(c, "remember", {"text": "Spoken over streamable HTTP"})
                 hits = (await call(c, "recall", {"query": "streamable HTTP"}))["hits"]
                 assert hits[0]["memory"]["id"] == r["memory"]["id"]
+            async with httpx2.AsyncClient() as anonymous:
+                assert (await anonymous.post(f"http://127.0.0.1:{port}/mcp", json={})).status_code == 401
         run(go)
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise

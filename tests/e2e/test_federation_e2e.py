@@ -195,7 +195,7 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             contributed: dict[int, int] = {}
             for i in range(N_MEMBERS):
                 if i in mcp:
-                    r = await call(mcp[i], "federation_contribute", {"min_confidence": 0.0})
+                    r = await call(mcp[i], "federation_contribute", {"min_confidence": 0.0, "dry_run": False})
                     assert r["status"] == "sent"
                     contributed[i] = r["patterns"]
                 else:

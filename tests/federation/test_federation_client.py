@@ -293,24 +293,24 @@ def test_mcp_tools_join_status_preview_query_and_errors(fed: Fed, embedder: Sent
             fed_tools = {"federation_join", "federation_status", "federation_contribute", "federation_sync",
                          "federation_query", "federation_credits", "federation_verify", "federation_vote",
                          "federation_leave", "federation_auto_sync", "preview_patterns"}
-            assert fed_tools <= set(tools)
-            for name in fed_tools:
-                t = tools[name]
-                assert t.title and t.description and t.output_schema and t.annotations is not None, name
-            assert tools["federation_query"].annotations.open_world_hint is True
-            assert tools["preview_patterns"].annotations.open_world_hint is False
-
-            st = await call(c, "federation_status", {})
-            assert st["joined"] is False
+            assert "federation_join" in tools and not (fed_tools - {"federation_join"}) & set(tools)  # shown once joined
+            assert "not_joined" in await error(c, "federation_status", {})
             assert "not_joined" in await error(c, "federation_query", {"query": "x"})
             for text in SHARED + PERSONAL["a"]:
                 await call(c, "remember", {"text": text})
-            prev = await call(c, "preview_patterns", {"min_confidence": 0.6})
-            assert any("dark theme" in p["statement"] for p in prev["patterns"])
 
             j = await call(c, "federation_join", {"invite": invite, "contribution_level": "minimal",
                                                    "privacy_mode": "open"})
             assert j["instance_id"].startswith("fed-")
+            tools = {t.name: t for t in (await c.list_tools()).tools}
+            assert fed_tools - {"federation_join"} <= set(tools)
+            for name in fed_tools - {"federation_join"}:
+                t = tools[name]
+                assert t.title and t.description and t.output_schema and t.annotations is not None, name
+            assert tools["federation_query"].annotations.open_world_hint is True
+            assert tools["preview_patterns"].annotations.open_world_hint is False
+            prev = await call(c, "preview_patterns", {"min_confidence": 0.6})
+            assert any("dark theme" in p["statement"] for p in prev["patterns"])
             dry = await call(c, "federation_contribute", {"min_confidence": 0.6, "dry_run": True})
             assert dry["status"] == "dry_run" and dry["patterns"] >= 1
             assert fed.coord is not None and fed.coord.engine.state(None).submissions == 0
@@ -325,7 +325,7 @@ def test_mcp_tools_join_status_preview_query_and_errors(fed: Fed, embedder: Sent
             fed.stop()
             msg = await error(c, "federation_credits", {})
             assert "coordinator_unavailable" in msg
-            queued = await call(c, "federation_contribute", {"min_confidence": 0.6})
+            queued = await call(c, "federation_contribute", {"min_confidence": 0.6, "dry_run": False})
             assert queued["status"] == "queued"
 
     anyio.run(go)
