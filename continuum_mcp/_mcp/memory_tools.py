@@ -13,8 +13,7 @@ from pydantic import Field
 from continuum_mcp._mcp import args as a
 from continuum_mcp.app import Continuum
 from continuum_mcp.config import Settings
-from continuum_mcp.memory.models import Memory, OnDuplicate, RecallResult, RememberResult, SearchMode
-from continuum_mcp.memory.recall import MAX_K
+from continuum_mcp.memory.models import MAX_K, Memory, OnDuplicate, RecallResult, RememberResult, SearchMode
 from continuum_mcp.memory.models import Filters, ForgetResult, MemoryPage, StoreStats
 
 T = TypeVar("T")

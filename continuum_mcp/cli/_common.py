@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from continuum_mcp.errors import ContinuumError, InvalidInput, ModelMismatch, StoreCorrupt
-from continuum_mcp.memory.store import Filters, Progress
+from continuum_mcp.memory.models import Filters, Progress
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -1,16 +1,28 @@
 """Local long-term memory: the store (write path, lifecycle), recall (search, fusion), JSONL
-import/export, and the models every adapter returns."""
+import/export, and the models every adapter returns.
 
-from continuum_mcp.memory.facts import same_facts
-from continuum_mcp.memory.models import (
-    Filters, ForgetResult, ImportResult, Memory, MemoryInput, MemoryPage, OnDuplicate, Progress, RecallHit,
-    RecallResult, RememberResult, SearchMode, StoreStats,
-)
-from continuum_mcp.memory.store import DB_FILE, MemoryStore, open_store
-from continuum_mcp.memory.vector_index import VectorIndex
+Names load on first use (PEP 562): the models are light, but the store pulls numpy and FAISS,
+which an MCP handshake should not wait for.
+"""
 
-__all__ = [
-    "DB_FILE", "Filters", "ForgetResult", "ImportResult", "Memory", "MemoryInput", "MemoryPage", "MemoryStore",
-    "OnDuplicate", "Progress", "RecallHit", "RecallResult", "RememberResult", "SearchMode", "StoreStats",
-    "VectorIndex", "open_store", "same_facts",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "same_facts": "facts",
+    **{name: "models" for name in (
+        "Filters", "ForgetResult", "ImportResult", "Memory", "MemoryInput", "MemoryPage", "OnDuplicate", "Progress",
+        "RecallHit", "RecallResult", "RememberResult", "SearchMode", "StoreStats")},
+    "DB_FILE": "store", "MemoryStore": "store", "open_store": "store",
+    "VectorIndex": "vector_index",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: the most hits one recall returns (a boundary limit: the MCP schema and the store share it).
+MAX_K = 100
+
 SearchMode = Literal["semantic", "keyword", "hybrid"]
 OnDuplicate = Literal["merge", "store"]
 Progress = Callable[[int, int], None]

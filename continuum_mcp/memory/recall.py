@@ -10,12 +10,11 @@ import numpy as np
 from continuum_mcp.errors import InvalidInput
 from continuum_mcp.memory import search
 from continuum_mcp.memory._validate import clean_filters, clean_text
-from continuum_mcp.memory.models import Filters, RecallHit, RecallResult, SearchMode
+from continuum_mcp.memory.models import MAX_K, Filters, RecallHit, RecallResult, SearchMode
 
 if TYPE_CHECKING:
     from continuum_mcp.memory.store import MemoryStore
 
-MAX_K = 100
 
 
 def _newer(store: "MemoryStore", ids: list[int], where: str, args: list[object]) -> dict[int, int]:
