@@ -215,10 +215,25 @@ class VectorIndex:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if self.kind == "flat" and self.count < PROBE_MIN:
             return self._nearest_exact(q)
-        index: faiss.Index = self.index if self.kind != "flat" else self._probe_index()
-        params = faiss.SearchParametersIVF(nprobe=PROBE_NPROBE)
-        with single_threaded(len(q)):
-            scores, ids = index.search(q, 1, params=params)
+        if self.kind == "flat":
+            ivf, id_map = self._probe_index(), None
+        else:
+            ivf, id_map = faiss.downcast_index(self.index.index), faiss.vector_to_array(self.index.id_map)
+        # The coarse step as one product in numpy's BLAS (FAISS's bundled one is a generic build,
+        # several times slower), then FAISS scans only the chosen cells.
+        cent = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * self.dim)
+        near = q @ cent.reshape(ivf.nlist, self.dim).T
+        nprobe = min(PROBE_NPROBE, ivf.nlist)
+        cells = np.argpartition(-near, nprobe - 1, axis=1)[:, :nprobe] if nprobe < ivf.nlist \
+            else np.tile(np.arange(ivf.nlist), (len(q), 1))
+        saved, ivf.nprobe = ivf.nprobe, nprobe
+        try:
+            with single_threaded(len(q)):
+                scores, ids = ivf.search_preassigned(q, 1, cells, np.take_along_axis(near, cells, axis=1))
+        finally:
+            ivf.nprobe = saved
+        if id_map is not None:
+            ids = np.where(ids >= 0, id_map[np.maximum(ids, 0)], -1)
         return [(int(i), float(sc)) if i >= 0 else None for i, sc in zip(ids[:, 0], scores[:, 0])]
 
     def _flat_vectors(self) -> tuple[np.ndarray, np.ndarray]:
