@@ -262,7 +262,7 @@ class VectorIndex:
             nlist = max(16, int(2 * math.sqrt(len(xb))))
             sample = xb if len(xb) <= 24 * nlist else xb[np.random.default_rng(0).choice(len(xb), 24 * nlist, replace=False)]
             probe = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            probe.cp.niter = 10
+            probe.cp.niter, probe.cp.min_points_per_centroid = 10, 16
             probe.train(np.ascontiguousarray(sample))
             probe.add_with_ids(np.ascontiguousarray(xb), id_map)
             self._probe, self._probe_size = probe, len(xb)
