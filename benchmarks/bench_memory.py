@@ -151,24 +151,6 @@ def text_stream(turns: list[str], seed: int = 7) -> Iterator[str]:
     return itertools.chain(turns, template_texts(seed))
 
 
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "continuum-mcp" / "bench"
-
-
-def stream_vectors(embedder: Any, texts: list[str]) -> np.ndarray:
-    """The embeddings of these texts, cached on disk by model and content (a 100k fill embeds
-    100k texts once, not on every run: the precomputed fill measures the store, not the model)."""
-    import hashlib
-
-    key = hashlib.sha256("\n".join([embedder.model_id, *texts]).encode()).hexdigest()[:20]
-    path = CACHE / f"{len(texts)}-{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    print(f"  embedding {len(texts)} texts once (cached in {path.parent})", file=sys.stderr, flush=True)
-    vecs = np.concatenate([embedder.encode(texts[i:i + 2048]) for i in range(0, len(texts), 2048)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, vecs.astype(np.float32))
-    return vecs
-
 
 # --------------------------------------------------------------------------------------------
 # 1. Server start-up over stdio
