@@ -151,7 +151,6 @@ def text_stream(turns: list[str], seed: int = 7) -> Iterator[str]:
     return itertools.chain(turns, template_texts(seed))
 
 
-
 # --------------------------------------------------------------------------------------------
 # 1. Server start-up over stdio
 # --------------------------------------------------------------------------------------------
