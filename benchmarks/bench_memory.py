@@ -280,31 +280,24 @@ def fill(store: Any, embedder: Any, texts: Iterator[str], target: int, batch: in
     return {"count": count, "offered": offered, "folded": folded, "rate": offered / spent if spent else float("nan")}
 
 
-def bench_floor(store: Any, queries: list[str], n: int, k: int) -> tuple[float, float, float]:
-    """The physical floor of semantic recall: encode the query + one FAISS search, nothing else."""
-    index = store._vectors()
-    lat: list[float] = []
-    for q in itertools.islice(itertools.cycle(queries[5:]), n):
-        t0 = time.perf_counter()
-        index.search(store.embedder.encode([q])[0], k)
-        lat.append((time.perf_counter() - t0) * 1000)
-    return pct(lat, 50), pct(lat, 95), statistics.fmean(lat)
-
-
 def bench_recall(store: Any, queries: list[str], n: int, k: int) -> dict[str, tuple[float, float, float]]:
-    """p50, p95 and mean latency (ms) of recall per mode, query embedding included; 'floor' is
-    encode + search alone, interleaved in the same run so the ratios compare like with like."""
-    out: dict[str, tuple[float, float, float]] = {"floor": bench_floor(store, queries, n, k)}
-    for mode in MODES:
-        for q in queries[:5]:  # warm-up: caches, first FAISS/FTS calls
-            store.recall(q, k=k, mode=mode)
-        lat: list[float] = []
-        for q in itertools.islice(itertools.cycle(queries[5:]), n):
+    """p50, p95 and mean latency (ms) of recall per mode, query embedding included; 'floor' is the
+    physical floor of semantic recall (encode the query + one FAISS search, nothing else). The
+    modes are interleaved query by query, so a burst of load on the machine hits all of them
+    alike and the ratios compare like with like."""
+    index = store._vectors()
+    runs: dict[str, Any] = {"floor": lambda q: index.search(store.embedder.encode([q])[0], k)}
+    runs.update({m: (lambda q, m=m: store.recall(q, k=k, mode=m)) for m in MODES})
+    for q in queries[:5]:  # warm-up: caches, first FAISS/FTS calls
+        for run in runs.values():
+            run(q)
+    lat: dict[str, list[float]] = {name: [] for name in runs}
+    for q in itertools.islice(itertools.cycle(queries[5:]), n):
+        for name, run in runs.items():
             t0 = time.perf_counter()
-            store.recall(q, k=k, mode=mode)
-            lat.append((time.perf_counter() - t0) * 1000)
-        out[mode] = (pct(lat, 50), pct(lat, 95), statistics.fmean(lat))
-    return out
+            run(q)
+            lat[name].append((time.perf_counter() - t0) * 1000)
+    return {name: (pct(v, 50), pct(v, 95), statistics.fmean(v)) for name, v in lat.items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -77,21 +77,21 @@ def recall(store: "MemoryStore", query: str, *, k: int = 5, mode: SearchMode = "
         else:
             ranked = semantic if mode == "semantic" else keyword
         ranked = search.current_first(ranked, _newer(store, [mid for mid, _ in ranked], where, args))
-        ids = [mid for mid, _ in ranked]
-        mems = store._fetch(ids)
         if mode != "keyword":
-            cos.update(search.cosines(conn, qvec, [mid for mid in ids if mid not in cos]))
-    hits: list[RecallHit] = []
-    for mid, score in ranked:
-        if mid not in mems:
-            continue
-        sim = cos.get(mid) if mode != "keyword" else None
-        if min_score is not None and (score if sim is None else sim) < min_score:
-            continue
-        hits.append(RecallHit(memory=mems[mid], score=round(score, 6),
-                              similarity=None if sim is None else round(sim, 6)))
-        if len(hits) == k:
-            break
+            cos.update(search.cosines(conn, qvec, [mid for mid, _ in ranked if mid not in cos]))
+        chosen = [(mid, score, cos.get(mid) if mode != "keyword" else None) for mid, score in ranked]
+        if min_score is not None:
+            chosen = [(mid, score, sim) for mid, score, sim in chosen if (score if sim is None else sim) >= min_score]
+        # Only the memories returned are read and built (the fused pool is up to 4k long); a hit
+        # the index still holds but SQLite no longer does is skipped and the next one read.
+        hits: list[RecallHit] = []
+        start = 0
+        while len(hits) < k and start < len(chosen):
+            part = chosen[start:start + k - len(hits)]
+            start += len(part)
+            mems = store._fetch([mid for mid, _, _ in part])
+            hits += [RecallHit(memory=mems[mid], score=round(score, 6), similarity=None if sim is None else round(sim, 6))
+                     for mid, score, sim in part if mid in mems]
     if mode == "keyword":
         no_good = not hits
     else:

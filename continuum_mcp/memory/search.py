@@ -67,9 +67,11 @@ def keyword_search(conn: sqlite3.Connection, match: str | None, limit: int, wher
                    args: Sequence[Any]) -> Ranked:
     if match is None:
         return []
-    sql = ("SELECT rowid, -bm25(memories_fts) FROM memories_fts WHERE memories_fts MATCH ? "
+    # ``rank`` is bm25() with default weights, computed once per row inside FTS5 (``ORDER BY
+    # bm25(...)`` next to ``SELECT bm25(...)`` made SQLite evaluate it twice per matching row).
+    sql = ("SELECT rowid, -rank FROM memories_fts WHERE memories_fts MATCH ? "
            + ("" if where == "1" else f"AND rowid IN (SELECT id FROM memories WHERE {where}) ")
-           + "ORDER BY bm25(memories_fts) LIMIT ?")
+           + "ORDER BY rank LIMIT ?")
     return [(int(r[0]), float(r[1])) for r in conn.execute(sql, (match, *args, limit))]
 
 

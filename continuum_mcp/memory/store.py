@@ -38,7 +38,7 @@ from continuum_mcp.memory.models import (
     Filters, ForgetResult, ImportResult, Memory, MemoryInput, MemoryPage, OnDuplicate, Progress, RecallHit,
     RecallResult, RememberResult, SearchMode, StoreStats,
 )
-from continuum_mcp.memory.vector_index import VectorIndex, manifest_info
+from continuum_mcp.memory.vector_index import VectorIndex, manifest_info, single_threaded
 from embeddings import Embedder
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,10 @@ class MemoryStore:
 
     def _maybe_save_index(self) -> None:
         idx = self._index
-        if idx is not None and idx.seq - max(idx.saved_seq, 0) >= self.settings.index_save_every:
+        # Saving writes the whole index, so a big one is saved less often (every quarter of its size):
+        # a fixed period made a fill quadratic. Unsaved changes are replayed from the log on open.
+        every = max(self.settings.index_save_every, idx.count // 4) if idx is not None else 0
+        if idx is not None and idx.seq - max(idx.saved_seq, 0) >= every:
             idx.save()
             # Other processes whose index is older than what the log keeps will rebuild.
             with self._tx(check_model=False) as c:
@@ -196,7 +199,7 @@ class MemoryStore:
                 else self._embed([c["text"] for c in clean])
             vecs = np.ascontiguousarray(vecs, dtype=np.float32)
             index = self._vectors()
-            with self._tx() as conn:
+            with self._tx() as conn, single_threaded():
                 index.sync(conn)  # see writes that committed while we were embedding
                 threshold = self.settings.dedup_threshold if near else 1.0
                 planned = plan_batch(conn, index, clean, vecs, threshold=threshold, on_duplicate=on_duplicate,

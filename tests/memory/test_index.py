@@ -1,0 +1,79 @@
+"""The approximate (IVF) vector index, past ``Settings.ivf_threshold``: as good as exact search for
+recall, and a forgotten memory's vector really leaves it."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from continuum_mcp.config import Settings
+from continuum_mcp.memory.store import MemoryInput, MemoryStore
+from embeddings import SentenceTransformerEmbedder
+
+PEOPLE = ["Alice", "Bob", "Carmen", "Deepak", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas"]
+THINGS = ["flight to Osaka", "dentist appointment", "sourdough starter", "bike repair", "tax return",
+          "piano lesson", "garden shed", "passport renewal", "birthday dinner", "server migration",
+          "book club", "car insurance", "marathon training", "kitchen tiles", "job interview"]
+VERBS = ["moved", "cancelled", "booked", "paid for", "forgot about", "asked about", "finished", "postponed"]
+QUERIES = ["when is the dentist", "what happened with the flight", "who paid for the tiles", "marathon plans",
+           "passport", "did anyone cancel the piano lesson", "server move", "insurance for the car",
+           "Grace's birthday dinner", "the interview Jonas had", "bread baking", "tax paperwork",
+           "who repaired the bike", "the shed in the garden", "book club meeting"]
+
+
+def _texts() -> list[str]:
+    combos = itertools.product(PEOPLE, VERBS, THINGS)
+    return [f"{p} {v} the {t} on day {i % 28 + 1}." for i, (p, v, t) in enumerate(combos)][:450]
+
+
+def _exact_top(store: MemoryStore, qvec: np.ndarray, k: int) -> list[int]:
+    rows = store._conn.execute("SELECT id, embedding FROM memories").fetchall()
+    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    order = np.argsort(-(vecs @ qvec))[:k]
+    return [rows[i][0] for i in order]
+
+
+@pytest.mark.slow
+def test_approximate_index_recalls_what_exact_search_finds_and_forgets(
+        tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    settings = Settings(data_dir=tmp_path / "m", ivf_threshold=300, dedup_threshold=1.0)
+    with MemoryStore(settings, embedder) as s:
+        s.remember_many([MemoryInput(text=t) for t in _texts()])
+        index = s._vectors()
+        assert index.kind == "ivf" and index.count == 450
+        qvecs = embedder.encode(QUERIES)
+        found = [len(set(h for h, _ in index.search(q, 10)) & set(_exact_top(s, q, 10))) for q in qvecs]
+        assert sum(found) / (10 * len(QUERIES)) >= 0.95
+
+        victim = index.search(qvecs[0], 1)[0][0]
+        vec = np.frombuffer(s._conn.execute("SELECT embedding FROM memories WHERE id = ?", (victim,)).fetchone()[0],
+                            dtype=np.float32)
+        s.forget([victim])
+        index = s._vectors()
+        assert index.count == 449
+        assert victim not in [h for h, _ in index.search(vec, 10)]
+
+
+@pytest.mark.slow
+def test_near_duplicate_probe_past_side_index_threshold_still_links_updates(
+        tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    """Past PROBE_MIN the write path probes an IVF side index; a restatement is still found."""
+    from continuum_mcp.memory import vector_index
+
+    settings = Settings(data_dir=tmp_path / "m")
+    texts = _texts()
+    with MemoryStore(settings, embedder) as s:
+        vecs = embedder.encode(texts)
+        # Fill past the side-index size with the real vectors, then with distinct rotations of them.
+        rng = np.random.default_rng(3)
+        extra = vecs[rng.integers(len(vecs), size=vector_index.PROBE_MIN)] + rng.normal(0, 0.05, (vector_index.PROBE_MIN, vecs.shape[1]))
+        extra = (extra / np.linalg.norm(extra, axis=1, keepdims=True)).astype(np.float32)
+        s.remember_many([MemoryInput(text=t) for t in texts], vectors=vecs, near=False)
+        s.remember_many([MemoryInput(text=f"synthetic {i}") for i in range(len(extra))], vectors=extra, near=False)
+        target = s.remember("Alice moved the dentist appointment to Friday at 10am.")
+        update = s.remember("Alice moved the dentist appointment to Friday at 11am.")
+        assert s._vectors().count > vector_index.PROBE_MIN
+        assert update.status == "updated" and update.updates == target.memory.id
