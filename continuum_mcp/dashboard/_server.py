@@ -6,12 +6,11 @@ the first request.
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 
 import uvicorn
 
+from continuum_mcp._http import bind, start_in_thread
 from continuum_mcp.app import Continuum
 from continuum_mcp.dashboard._guard import TOKEN_QUERY, check_loopback, new_token
 from continuum_mcp.dashboard._routes import build_app
@@ -25,13 +24,9 @@ class Dashboard:
         self.host = check_loopback(host)
         self.token = token or new_token()
         self.asgi = build_app(app, self.token)
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self._sock.bind((self.host, port))
+            self._sock = bind(self.host, port)
         except OSError as exc:
-            self._sock.close()
             raise InvalidInput(f"cannot listen on {self.host}:{port} ({exc.strerror}); pick another --port "
                                "(0 picks a free one)") from None
         self.port = int(self._sock.getsockname()[1])
@@ -55,14 +50,7 @@ class Dashboard:
 
     def start(self) -> None:
         """Serve in a background thread; returns once the port accepts connections."""
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name="dashboard-http", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the dashboard HTTP server did not start")
-            time.sleep(0.01)
+        self._thread = start_in_thread(self._server, self._sock, name="dashboard-http")
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.crypto.signing import Verifier
 from continuum_mcp.secagg.client import SecAggClient
+from continuum_mcp.secagg.params import SecAggParams
 from continuum_mcp.secagg.messages import AggregateResult, SignedMessage
 from continuum_mcp.secagg.server import SecAggServer
 

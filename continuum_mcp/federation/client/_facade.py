@@ -29,7 +29,7 @@ import httpx
 from continuum_mcp.config import Settings
 from continuum_mcp.crypto.cipher import Invite
 from continuum_mcp.crypto.identity import Identity
-from continuum_mcp.errors import PrivacyBudgetExceeded
+from continuum_mcp.errors import InvalidInput, PrivacyBudgetExceeded
 from continuum_mcp.federation.api import TRANSIENT_ERRORS, CoordinatorAPI
 from continuum_mcp.federation.client._autosync import AutoSync
 from continuum_mcp.federation.client._cache import PatternCache

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from continuum_mcp._http import bind, start_in_thread
 from continuum_mcp.crypto.identity import MemoryReplayGuard, SQLiteReplayGuard, Verifier
 from continuum_mcp.errors import InvalidInput, StoreCorrupt
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
@@ -149,25 +149,16 @@ class FederationCoordinator:
 
     def start(self) -> None:
         """Serve in a background thread; returns once the port accepts connections."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.config.port))
+        sock = bind(self.host, self.config.port)
         self.port = sock.getsockname()[1]
         cfg = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                              timeout_graceful_shutdown=2, http=timed_h11_protocol(self.config.header_timeout_seconds),
                              timeout_keep_alive=self.config.keep_alive_timeout_seconds)  # type: ignore[arg-type]
         self._server = uvicorn.Server(cfg)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="coordinator-http", daemon=True)
-        self._thread.start()
+        self._thread = start_in_thread(self._server, sock, name="coordinator-http")
         self._stop.clear()
         self._ticker = threading.Thread(target=self._tick_loop, name="coordinator-rounds", daemon=True)
         self._ticker.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the coordinator HTTP server did not start")
-            time.sleep(0.01)
         logger.info("coordinator %s listening on %s", self.config.federation_id, self.url)
 
     def stop(self) -> None:
