@@ -139,6 +139,7 @@ class FederationCipher:
         self.federation_id = federation_id
         self._text_key = derive_key(federation_key, "federation/pattern-text/v1", federation_id)
         self._token_key = derive_key(federation_key, "federation/phrase-token/v1", federation_id)
+        self._phrase_key = derive_key(federation_key, "federation/phrase-token/v2", federation_id)
 
     def __repr__(self) -> str:
         return f"FederationCipher({self.federation_id!r})"
@@ -175,6 +176,14 @@ class FederationCipher:
             raise InvalidInput("slot must be an integer in [0, 2^32)")
         data = slot.to_bytes(4, "big") + normalise_phrase(phrase).encode("utf-8")
         return hashlib.blake2b(data, key=self._token_key, digest_size=32).hexdigest()
+
+    def token(self, phrase: str) -> str:
+        """Opaque, deterministic token of a phrase itself (release v2: hex, 256 bits).
+
+        Keyed BLAKE2b (a PRF, used as the MAC "HMAC(federation key, phrase)" of DESIGN.md) of the
+        normalised phrase only, under its own derived key: the same phrase from two members whose
+        paraphrases landed in different slots has one token, so its contributors count together."""
+        return hashlib.blake2b(normalise_phrase(phrase).encode("utf-8"), key=self._phrase_key, digest_size=32).hexdigest()
 
 
 # --------------------------------------------------------------------------- invites

@@ -8,10 +8,13 @@ of every transition is one store transaction, so a crash at any point leaves a s
 :meth:`RoundEngine.recover` continues (a fresh attempt of the same round from the stored
 submissions). Time comes from the injected ``now`` clock, so tests drive the schedule directly.
 
-Release, per round: the secure sum gives per-slot noisy embedding sums -> unit DP centroids; the
-coordinator's own distinct-contributor counts over the rolling window are decided by the pure
-:mod:`release` module (DP thresholding plus the hard floor ``min_contributors``). The engine holds
-no SQL: the store does.
+Release v2, per round: a round is one release window (its scheduled close is the window's end).
+The secure sum gives per-slot noisy embedding sums -> unit DP centroids; the window's
+distinct-contributor counts of new phrase tokens get one integer discrete-Gaussian draw each and
+are decided by the pure :mod:`release` module (DP threshold tau plus the hard floor
+``min_contributors``); released phrases are sticky; deletions are recorded at once and take effect
+at the next release. Every contributor's ledger is charged the window's spend, computed from the
+noise the round actually used (:meth:`PrivacyMode.window_spend`). The engine holds no SQL.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ from continuum_mcp.federation.coordinator.credits import Credits
 from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore
 from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState, slot_vector_layout
 from continuum_mcp.privacy.dp import gdp_epsilon
-from continuum_mcp.privacy.ledger import PrivacyLedger
-from continuum_mcp.privacy.modes import PrivacyPolicy, ReleaseRequirement
+from continuum_mcp.privacy.ledger import PrivacyLedger, PrivacySpend
+from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.secagg._core import AggregateResult, KeyRoster, SecAggParams, SecAggServer, ShareInbox, SignedMessage, SurvivorList
 
 logger = logging.getLogger(__name__)
@@ -55,18 +58,17 @@ class RoundEngine:
     """Rounds, secure aggregation and release on top of a :class:`CoordinatorStore`."""
 
     def __init__(self, store: CoordinatorStore, config: CoordinatorConfig, verifier: Verifier,
-                 policy: PrivacyPolicy, *, now: Clock = time.time, noise: release.Noise | None = None) -> None:
+                 policy: PrivacyPolicy, *, now: Clock = time.time, noise: release.IntNoise | None = None) -> None:
         self.store = store
         self.config = config
         self.policy = policy
         self.mode = policy.mode(config.privacy_mode)
         self.credits = Credits(config.credit_rules, config.require_contribution)
         self.now = now
-        self._noise = noise or release.gaussian_noise()
+        self._noise = noise or release.discrete_noise()
         self._verifier = verifier
         self._lock = threading.RLock()
         self._attempt: Attempt | None = None
-        self._requirements: dict[tuple[str, str], ReleaseRequirement] = {}
         self._ledger_path = store.dir / LEDGER_DB_NAME
 
     @property
@@ -78,34 +80,38 @@ class RoundEngine:
 
     def _ledger(self, instance_id: str) -> PrivacyLedger:
         return PrivacyLedger(self._ledger_path, identity=instance_id, budget_epsilon=self.mode.budget_epsilon,
-                             delta=self.mode.delta, window=timedelta(days=self.config.window_days))
+                             delta=self.mode.delta, window=timedelta(days=self.config.window_days),
+                             lifetime=self.mode.lifetime_budget(), clock=self._ledger_clock)
+
+    def _ledger_clock(self) -> datetime:
+        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
 
     def ledger_spent(self, instance_id: str) -> float:
         with self._ledger(instance_id) as ledger:
             return ledger.spent()
 
-    def round_epsilon(self) -> float:
-        """Epsilon of one round at the mode's delta, computed from the spend the ledgers record."""
-        spend = self.mode.round_spend()
+    def window_spend(self, params: SecAggParams) -> PrivacySpend:
+        """The window's spend with the noise ``params`` actually carry: noise std per unit of the
+        quantised clip (the sensitivity of the released sum), not per unit of the float clip."""
+        return self.mode.window_spend(params.noise_sigma / params.quantised_sensitivity)
+
+    def round_epsilon(self, params: SecAggParams | None = None) -> float:
+        """Epsilon of one window's release at the mode's delta, from the spend the ledgers record."""
+        spend = self.mode.round_spend() if params is None else self.window_spend(params)
         assert spend.mu is not None
         return gdp_epsilon(spend.mu, self.mode.delta - spend.extra_delta)
 
-    def _requirement(self, level: str, component: str) -> ReleaseRequirement:
-        key = (level, component)
-        if key not in self._requirements:
-            self._requirements[key] = self.policy.release_requirement(self.mode.name, level, component)  # type: ignore[arg-type]
-        return self._requirements[key]
-
     def make_params(self, round_id: int, attempt: int, roster: list[str]) -> SecAggParams:
-        """SecAggParams with the documented calibration: noise_sigma = mode.sigma * quantised
-        sensitivity, clip norm sqrt(centroid share of the round's unit norm)."""
+        """SecAggParams with the documented calibration: clip = ``mode.centroid_clip`` and
+        noise_sigma = ``mode.centroid_noise_multiplier`` x the quantised sensitivity, i.e. noise
+        calibrated to the clip actually applied (v1 scaled the noise by the clip twice)."""
         total, _ = slot_vector_layout(self.config.slots, self.config.dim)
-        clip = math.sqrt(self.mode.allocation.centroids)
+        clip, mult = self.mode.centroid_clip, self.mode.centroid_noise_multiplier
         session = f"{self.config.federation_id}/r{round_id}/a{attempt}"
-        probe = SecAggParams.create(session, round_id, roster, total, clip, self.mode.sigma * clip)
+        probe = SecAggParams.create(session, round_id, roster, total, clip, mult * clip)
         params = SecAggParams.create(session, round_id, roster, total, clip,
-                                     self.mode.sigma * probe.quantised_sensitivity, frac_bits=probe.frac_bits)
-        if params.noise_sigma + 1e-12 < self.mode.sigma * params.quantised_sensitivity:
+                                     mult * probe.quantised_sensitivity, frac_bits=probe.frac_bits)
+        if params.noise_sigma + 1e-12 < mult * params.quantised_sensitivity:
             raise InvalidInput("secure aggregation noise is below the mode's calibration")
         return params
 
@@ -255,8 +261,8 @@ class RoundEngine:
                 raise WrongPhase("no round is aggregating")
             now, r = self.now(), a.round_id
             survivors = list(result.contributors)
-            spend = self.mode.round_spend()
-            for m in survivors:  # idempotent per round label: a retried release never spends twice
+            spend = self.window_spend(a.params)
+            for m in survivors:  # one label per window (= round): a retried release never spends twice
                 try:
                     with self._ledger(m) as ledger:
                         ledger.spend(spend, round_id=f"{self.config.federation_id}/r{r}")
@@ -272,31 +278,26 @@ class RoundEngine:
                 # only slots some survivor contributed to this round get a new centroid
                 vectors = release.centroids(result.float_sum, self.config.slots, self.config.dim,
                                             rsql.slots_released_in(conn, r))
-                self._recompute(conn, r, now, vectors)
+                self._release_window(conn, r, vectors)
                 # a member still in the carried-over round keeps its other pending rows too
                 self.store.carry_over(conn, r, r + 1)
                 self.store.set_round(conn, r, phase="released", phase_deadline=None, finished_at=now,
-                                     epsilon=self.round_epsilon())
+                                     epsilon=self.round_epsilon(a.params))
             logger.info("round %d released with %d contributors (%d dropped)", r, len(survivors), len(dropped))
             self._attempt = None
             return self.state(None, r)
 
-    def _recompute(self, conn: Any, round_id: int, now: float, vectors: dict[int, Any] | None, *,
-                   withdraw_only: bool = False) -> set[int]:
-        """Recount the window, decide the release (pure), write it; return withdrawn pattern slots."""
-        window_start = now - self.config.window_days * 86400.0
-        levels = rsql.window_levels(conn, window_start)
-        level = max(levels, key=lambda n: self.policy.level(n).max_slots) if levels else "standard"
-        prior_slots, prior_phrases = rsql.released_slots(conn), rsql.released_phrases(conn)
-        plan = release.plan_release(
-            rsql.window_slot_counts(conn, window_start),
-            rsql.window_phrase_counts(conn, window_start, self.policy.max_phrases_per_pattern),
-            prior_slots, prior_phrases, floor=self.config.min_contributors,
-            slot_requirement=self._requirement(level, "slots"), phrase_requirement=self._requirement(level, "phrases"),
-            dp_select=self.mode.name != "open", noise=self._noise, withdraw_only=withdraw_only)
-        return rsql.apply_plan(conn, plan, round_id=round_id, window_start=window_start, prior_slots=prior_slots,
-                               prior_phrases=prior_phrases, centroids=vectors, statements=self.mode.name == "open",
-                               withdraw_only=withdraw_only)
+    def _release_window(self, conn: Any, round_id: int, vectors: dict[int, Any] | None) -> set[int]:
+        """The window's one release: scheduled withdrawals, then one noisy selection of the new
+        candidates (pure decisions, written by the store). Returns withdrawn pattern slots."""
+        cal = self.mode.calibration
+        prior = rsql.released_phrases(conn)
+        withdrawn = release.withdrawals(rsql.remaining_counts(conn, sorted(prior)), prior, self.config.min_contributors)
+        counts = release.window_counts(rsql.window_member_tokens(conn, round_id), self.mode.phrases_per_window)
+        decisions = release.select_phrases(counts, prior, sigma=cal.sigma, tau=cal.tau,
+                                           floor=self.config.min_contributors, noise=self._noise)
+        return rsql.write_window(conn, round_id=round_id, decisions=decisions, withdrawn=withdrawn,
+                                 centroids=vectors, statements=self.mode.name == "open")
 
     # ------------------------------------------------------------------------------ contributions
 
@@ -312,15 +313,15 @@ class RoundEngine:
             return cur.round_id
 
     def withdraw(self, caller: str, *, leave: bool = False) -> tuple[int, int]:
-        """Delete the caller's submissions (and, with ``leave``, its membership); re-evaluate what
-        is released without releasing anything new. Returns (submissions deleted, patterns withdrawn)."""
+        """Delete the caller's submissions (and, with ``leave``, its membership). Nothing released
+        changes now: the next scheduled release recounts and withdraws what fell under the floor
+        (an immediate recompute would show exactly what this member had contributed). Returns
+        (submissions deleted, patterns withdrawn now = 0)."""
         with self._lock, self.store.transaction() as conn:
-            cur = self.store.current_round(conn)
             n, _slots = self.store.delete_member_submissions(conn, caller)
-            withdrawn = self._recompute(conn, cur.round_id if cur else 0, self.now(), None, withdraw_only=True)
             if leave:
                 self.store.remove_member(conn, caller)
-        return n, len(withdrawn)
+        return n, 0
 
     # ------------------------------------------------------------------------------ views
 
