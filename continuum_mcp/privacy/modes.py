@@ -194,6 +194,13 @@ class PrivacyPolicy(BaseModel):
                 return lv
         raise InvalidInput(f"unknown contribution level {name!r}; choose one of {[lv.name for lv in self.levels]}")
 
+    def with_mode(self, name: str, **changes: object) -> PrivacyPolicy:
+        """This policy with mode ``name``'s parameters changed (e.g. a test federation of a
+        handful of members with a large budget, or weekly windows); everything is recomputed."""
+        fields = {**self.mode(name).model_dump(include=set(PrivacyMode.model_fields)), **changes}
+        new = PrivacyMode.model_validate(fields)
+        return self.model_copy(update={"modes": tuple(new if m.name == name else m for m in self.modes)})
+
     def release_requirement(self, mode_name: str, level_name: str, component: str = "phrases") -> ReleaseRequirement:
         """What a phrase needs in one window of ``mode_name`` at ``level_name`` (computed)."""
         if component != "phrases":

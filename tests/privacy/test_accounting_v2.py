@@ -94,8 +94,7 @@ def test_centroid_noise_is_calibrated_to_the_clip_actually_applied(tmp_path: Pat
 
 def test_thirty_days_of_weekly_windows_equal_dp_accounting(tmp_path: Path) -> None:
     base = default_policy()
-    weekly = base.model_copy(update={"modes": tuple(m.model_copy(update={"window_days": 7, "windows_per_year": 52})
-                                                    for m in base.modes)})
+    weekly = base.with_mode("high", window_days=7, windows_per_year=52)
     engine, params = engine_params(tmp_path, "high", weekly)
     m = engine.mode
     clock = Clock()
