@@ -107,3 +107,8 @@ def test_table_renders_computed_figures(policy: PrivacyPolicy) -> None:
         [sys.executable, "-m", "continuum_mcp.privacy.modes"], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     assert out == table
+
+
+def test_docs_table_is_the_generated_one(policy: PrivacyPolicy) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "privacy.md").read_text(encoding="utf-8")
+    assert privacy_table_markdown(policy) in docs
