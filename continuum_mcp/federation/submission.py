@@ -112,16 +112,17 @@ def filter_domain(memories: Iterable[Memory], domain: str | None) -> list[Memory
 
 def choose_phrases(phrase_lists: Sequence[Sequence[str]], cap: int) -> list[list[str]]:
     """Keep at most ``cap`` distinct phrases over all patterns: the ones that occur in most of the
-    user's patterns first (ties: first seen), each pattern keeping its own phrases of that set in
-    order (Carvalho et al. 2022: a user's own frequency is the best local guess of what many users
-    share, so the per-user cap C costs little utility). A phrase is sent once (its first pattern)."""
+    user's patterns first (Carvalho et al. 2022: a user's own frequency is the best local guess of
+    what many users share, so the per-user cap C costs little utility); among equally frequent
+    ones, each pattern's best phrase before any pattern's second, so every pattern is represented.
+    Each pattern keeps its own phrases of that set, in order; a phrase is sent once (first pattern)."""
     freq: dict[str, int] = {}
-    order: dict[str, int] = {}
-    for phrases in phrase_lists:
-        for ph in dict.fromkeys(p.strip().lower() for p in phrases):
+    rank: dict[str, tuple[int, int]] = {}
+    for k, phrases in enumerate(phrase_lists):
+        for pos, ph in enumerate(dict.fromkeys(p.strip().lower() for p in phrases)):
             freq[ph] = freq.get(ph, 0) + 1
-            order.setdefault(ph, len(order))
-    keep = set(sorted(freq, key=lambda ph: (-freq[ph], order[ph]))[:cap])
+            rank.setdefault(ph, (pos, k))
+    keep = set(sorted(freq, key=lambda ph: (-freq[ph], rank[ph]))[:cap])
     out: list[list[str]] = []
     sent: set[str] = set()
     for phrases in phrase_lists:

@@ -185,6 +185,9 @@ def test_a_user_sends_its_c_most_frequent_phrases() -> None:
     chosen = choose_phrases(lists, 3)
     assert chosen[0] == ["a", "b"] and chosen[1] == ["c"] and chosen[2] == [] and chosen[3] == []
     assert sum(len(ps) for ps in choose_phrases([[f"p{i}" for i in range(4)] for _ in range(30)], 20)) == 4
+    # equally frequent phrases: every pattern's best phrase first, so no pattern goes unrepresented
+    spread = choose_phrases([[f"{k}-{i}" for i in range(4)] for k in range(10)], 20)
+    assert [len(ps) for ps in spread] == [2] * 10 and all(ps[0].endswith("-0") for ps in spread)
 
 
 @pytest.mark.slow
