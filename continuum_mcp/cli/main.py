@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from continuum_mcp import __version__
 from continuum_mcp.cli import dashboard, federation, memory
+from continuum_mcp.cli import privacy as privacy_cli
 from continuum_mcp.cli._common import HelpFormatter, add_command, fail, filter_options, json_option, store_options
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import EXIT_CODE_MEANINGS, ContinuumError, ModelMismatch
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    formatter_class=HelpFormatter)
     federation.add_parsers(sub, common)
     dashboard.add_parser(sub, common)
+    privacy_cli.add_parser(sub, parents=common)
     return p
 
 

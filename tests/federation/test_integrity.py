@@ -97,7 +97,7 @@ def test_a_substituted_ciphertext_never_reaches_another_members_query(kit: Kit, 
     pattern = kit.pattern(emb, [PHRASE], FACT)
     for api in honest:
         kit.contribute(api, [pattern])
-    token = kit.cipher.phrase_token(pattern.slot, PHRASE)
+    token = kit.cipher.token(PHRASE)
     # the attacker posts last (today's coordinator served the latest ciphertext of a token)
     rid = attacker.round_current().round_id
     attacker.contribute(ContributionRequest(round_id=rid, patterns=[substituted(kit, pattern.slot, token)]))
