@@ -197,7 +197,8 @@ def build_submission(pattern: PlannedPattern, round_id: int, cipher: FederationC
     is the token of the phrase itself (no slot), so it counts with everybody's."""
     p = pattern
     phrases = [cipher.seal_phrase(p.slot, ph) for ph in p.phrases]
-    statement = cipher.seal_statement(p.statement) if send_statement else None
+    # an empty statement is no statement (nothing to seal, nothing to count)
+    statement = cipher.seal_statement(p.statement) if send_statement and p.statement.strip() else None
     return PatternSubmission(
         slot=p.slot, confidence=max(0.0, min(1.0, p.confidence)),
         phrases=[PhraseSubmission(token=t, ciphertext=b64encode(ct)) for t, ct in phrases],

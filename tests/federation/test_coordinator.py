@@ -210,8 +210,9 @@ def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: Fede
     for m in contributors[2:]:
         m.contribute(0, cipher)
     st = admin_close(coord)
-    assert st.phase == "advertise" and st.submissions is None and st.params is not None  # members never see counts
-    assert coord.engine.state(None).submissions == 6  # the operator's view
+    assert st.phase == "advertise" and st.params is not None
+    assert st.submissions == coord.engine.state(None).submissions == 6  # the operator's view (the admin route)
+    assert outsider.api.round_current().submissions is None  # members never see counts
     params = SecAggParams.model_validate(st.params)
     assert params.session_id == f"{FED}/r0/a0" and params.dim == SLOTS * DIM
     assert sorted(params.roster) == sorted(m.id for m in contributors)
@@ -427,7 +428,8 @@ def test_full_size_codebook_round(make_coord: Any, cipher: FederationCipher) -> 
     rng = np.random.default_rng(5)
     members = admit(coord, 5)
     for k, m in enumerate(members):
-        m.patterns = [pattern(200, ["big phrase"], rand_unit(rng, DIM)), pattern(k, ["own"], rand_unit(rng, DIM))]
+        # each member's own phrase: a phrase's token has no slot, so one shared word would count across slots
+        m.patterns = [pattern(200, ["big phrase"], rand_unit(rng, DIM)), pattern(k, [f"own {k}"], rand_unit(rng, DIM))]
         m.contribute(0, cipher)
     assert SecAggParams.model_validate(admin_close(coord).params).dim == 256 * 384
     assert run_full_round(members).phase == "released"
