@@ -65,7 +65,7 @@ FED = "fed-load-bench"
 ADMIN = "load-bench-admin-token"
 SLOTS, DIM = 256, 384
 RATE_LIMIT = 1_000_000  # requests per minute per identity (the default is 1200)
-SEED_MEMBERS = 5
+SEED_MEMBERS = 12  # release v2's open mode needs about 8-10 distinct contributors per phrase
 SHARED_SLOTS = list(range(12))
 PATTERNS_PER_CONTRIBUTION = 20
 PHRASES_PER_PATTERN = 4
@@ -137,7 +137,7 @@ def start_coordinator(storage: Path, port: int) -> subprocess.Popen[bytes]:
 
 def seed_release(url: str, admin: CoordinatorAPI, cipher: FederationCipher, rng: np.random.Generator
                  ) -> tuple[CoordinatorAPI, int]:
-    """Five members share 12 slots; one round is aggregated (real secagg over HTTP) and released.
+    """SEED_MEMBERS members share 12 slots; one round is aggregated (real secagg over HTTP) and released.
     Returns a seed member's API and the number of released pattern slots."""
     members = [member(url, t) for t in tokens(admin, SEED_MEMBERS)]
     centres = {s: rng.standard_normal(DIM) for s in SHARED_SLOTS}
@@ -222,9 +222,11 @@ def contribution_body(cipher: FederationCipher, round_id: int, rnd: random.Rando
 
 
 def query_body(released: Sequence[int], rnd: random.Random) -> bytes:
-    """The client's query: its top released slots padded with decoys (``pad_with_decoys``)."""
+    """The client's query: its top released slots padded with decoys (``pad_with_decoys``; the
+    decoy secret is random here, as the load does not depend on which decoys are asked for)."""
     wanted = rnd.sample(list(released), min(QUERY_TOP_SLOTS, len(released)))
-    return QueryRequest(slots=pad_with_decoys(wanted, released, SLOTS)).model_dump_json().encode()
+    secret = rnd.randbytes(32)
+    return QueryRequest(slots=pad_with_decoys(wanted, released, SLOTS, secret)).model_dump_json().encode()
 
 
 def fmt_errors(*stats: Stats) -> str:

@@ -5,63 +5,54 @@ A federation of simulated instances shares a known set of 20 facts (assistant-me
 p_f, from 0.08 to 0.65), each as one to three memories in randomly chosen paraphrases, plus three
 personal memories full of PII from templates (names, places, phone numbers, e-mails, dates,
 money). For each privacy mode (high, balanced, open) and size (10, 100, 500 instances) one
-federation is built and ONE contribution round is released; then a separate member asks one
-question per fact and we count how many of the 20 facts the answer contains.
+federation is built and ONE release window is run (release v2: one round = one window); then a
+separate member asks one question per fact and we count how many of the 20 facts the answer
+contains.
 
-What is REAL (the project's own code, nothing re-implemented):
-- the pattern pipeline of each instance: ``preview_patterns`` with the client's ``Generalizer``
-  (select -> scrub -> normalise -> embed the scrubbed text with the bundled all-MiniLM-L6-v2 ->
-  cluster -> confidence -> key phrases), the client's default ``min_confidence`` 0.7, slotting with
-  the bundled codebook v0 (``Codebook.nearest``), one pattern per slot, the level's slot cap, at
-  most 4 phrases per pattern. Instances contribute with ``min_confidence`` 0.5 by default
-  (``--min-confidence``): every pattern, including a fact mentioned once (confidence 0.5); the
-  client's own default 0.7 keeps only facts said at least twice in closely similar words, which
-  leaves few patterns in this data set (the script prints how many). (These few lines mirror ``FederationClient._plan``, which needs a
-  full MemoryStore per instance; the functions called are the same.)
-- the coordinator: a real ``FederationCoordinator`` on 127.0.0.1 (uvicorn in a thread of this
-  process); every instance is its own Ed25519 identity that joins with an admission token and
-  POSTs its signed, end-to-end encrypted contribution (``FederationCipher`` phrase tokens and
-  ciphertexts, statements in balanced/open) over HTTP; ``close_round`` fixes the roster.
-- the release: the coordinator's own ``RoundEngine`` release code (DP centroids from the secure
-  sum, noisy distinct-contributor counts, DP partition selection for high/balanced, the hard floor
-  ``min_contributors`` = 3, ledger spends, credits).
+What is REAL (the project's own code, public APIs only):
+- the pattern pipeline of each instance: ``federation.submission.plan_contribution`` with the
+  client's ``Generalizer`` (select -> scrub -> normalise -> embed the scrubbed text with the
+  bundled all-MiniLM-L6-v2 -> cluster -> confidence -> key phrases), slotting with the bundled
+  codebook v0, one pattern per slot, the level's slot cap L, and at most C = 20 phrases per window
+  chosen by the instance's own phrase frequency. Instances contribute with ``min_confidence`` 0.5
+  by default (``--min-confidence``).
+- the wire: ``submission.build_contribution`` (phrase tokens of the phrase itself plus AEAD
+  ciphertexts, statements where the mode sends them), POSTed signed by ``CoordinatorAPI`` to a real
+  ``FederationCoordinator`` on 127.0.0.1; every instance joins with an admission token.
+- the release: the coordinator's own ``RoundEngine.release_aggregate`` (DP centroids from the
+  secure sum, one integer discrete-Gaussian draw per new phrase token, the threshold tau of the
+  mode, the hard floor ``min_contributors`` = 3, ledger charges, credits).
+- secure aggregation at sizes up to ``--real-secagg-max`` (default 100): every instance is a real
+  ``RoundParticipant`` driven by ``federation.client.step`` over HTTP (the four SecAgg phases).
 - the query: a real ``FederationClient`` with its own data dir joins with an invite and calls
-  ``query(question, min_confidence=0.0, max_results=10)`` over HTTP (ranks released slots locally,
-  fetches the top 4 padded with decoys to 16, decrypts, re-ranks by local embeddings).
+  ``query(question, min_confidence=0.0, max_results=10)`` over HTTP.
 
-What is SIMULATED, and where:
-- secure aggregation for sizes above ``--real-secagg-max`` (default 10): instead of running the
-  four SecAgg phases with N clients, the script computes the sum the protocol would produce,
-  with the protocol's own functions: each member's input vector (its pattern embeddings in their
-  slot blocks, scaled to the mode's clip norm, exactly as ``FederationClient._input_vector``) is
-  quantised with ``secagg.quantise`` and gets its share of discrete Gaussian noise with
-  ``secagg.discrete_gaussian(params.client_sigma_scaled)``; the integer sum of these is what
-  ``SecAggServer.finalize`` returns once the pairwise and self masks cancel (no dropouts). The
-  resulting ``AggregateResult`` is handed to the coordinator's real ``RoundEngine._release``.
-  Sizes up to ``--real-secagg-max`` run the real four-phase secure aggregation over HTTP with real
-  ``SecAggClient`` state machines instead. The output labels every cell with the path it took.
+What is SIMULATED, and where (labelled in the output):
+- secure aggregation above ``--real-secagg-max`` (the 500-instance column): the script computes the
+  sum the protocol would produce, each member's ``submission.secagg_input`` quantised with
+  ``secagg.quantise`` plus its share of discrete Gaussian noise, masks cancelled, no dropouts, and
+  hands it to ``FederationCoordinator(...).engine.release_aggregate`` with the round's real
+  parameters (``engine.current_params()``).
 - the instances are in-process identities, not separate MCP servers; their memories are generated.
 
 Recall@10 (the metric): a fact counts as found when at least one of the at most 10 patterns
 returned for its question contains one of the fact's answer keywords (case-insensitive, at a word
-start) in its decrypted summary, phrases or statements. The keywords of each fact occur in every
-one of its paraphrases and in no other fact's paraphrase and no personal template (the script
-checks this on start). Recall@10 = facts found / 20.
+start) in its decrypted summary, phrases or statements. Recall@10 = facts found / 20.
 
-Non-private baseline: all patterns that the instances of the federation would contribute
-(the same scrubbed, generalised patterns, statement plus phrases), pooled in one place with no
-threshold, no noise and no slot routing, ranked by cosine to the question; recall@10 as above.
+Non-private baseline: all patterns that the instances would contribute (the same scrubbed,
+generalised patterns, statement plus phrases), pooled with no threshold, no noise and no slot
+routing, ranked by cosine to the question; recall@10 as above.
 
 Usage:
     python benchmarks/bench_privacy_utility.py                       # sizes 10,100,500; all modes
-    python benchmarks/bench_privacy_utility.py --sizes 10,100 --modes open,balanced
+    python benchmarks/bench_privacy_utility.py --sizes 10,100 --modes open,balanced --json
     python benchmarks/bench_privacy_utility.py --quick               # size 10 only (smoke test)
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import json
 import logging
 import math
 import os
@@ -71,7 +62,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,39 +71,25 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import httpx
 import numpy as np
-from pydantic import BaseModel
 
-from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.config import Settings
-from continuum_mcp.federation.coordinator.http import FederationCoordinator
 from continuum_mcp.crypto.cipher import FederationCipher, Invite, generate_federation_key
-from continuum_mcp.federation.client._client import FederationClient, _pattern_text
-from continuum_mcp.privacy.generalize import Generalizer
 from continuum_mcp.crypto.identity import Identity
+from continuum_mcp.federation.api import CoordinatorAPI
+from continuum_mcp.federation.client import FederationClient, step
+from continuum_mcp.federation.coordinator import FederationCoordinator
+from continuum_mcp.federation.participant import Done, RoundExpectations, RoundParticipant
+from continuum_mcp.federation.protocol import JoinRequest
+from continuum_mcp.federation.submission import (
+    PlannedPattern, build_contribution, pattern_text, plan_contribution, secagg_input)
 from continuum_mcp.memory.models import Memory
-from continuum_mcp.privacy.preview import preview_patterns
-from continuum_mcp.privacy.modes import default_policy
-from continuum_mcp.federation.protocol import (
-    ContributionRequest,
-    JoinRequest,
-    PatternSubmission,
-    PhraseSubmission,
-    RoundState,
-    SecAggPost,
-    slot_vector_layout,
-)
-from continuum_mcp.privacy.scrub import Scrubber
-from continuum_mcp.secagg._core import (
-    AggregateResult,
-    KeyRoster,
-    SecAggClient,
-    SecAggParams,
-    ShareInbox,
-    SurvivorList,
-    discrete_gaussian,
-    quantise,
-)
 from continuum_mcp.memory.store import MemoryStore
+from continuum_mcp.privacy.codebook import Codebook
+from continuum_mcp.privacy.generalize import Generalizer
+from continuum_mcp.privacy.modes import PrivacyPolicy, default_policy
+from continuum_mcp.privacy.scrub import Scrubber
+from continuum_mcp.privacy.noise import discrete_gaussian
+from continuum_mcp.secagg import AggregateResult, quantise
 from embeddings import SentenceTransformerEmbedder
 from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
@@ -435,53 +412,14 @@ class CachingEmbedder:
         self.inner.wait()
 
 
-class Planned(BaseModel):
-    """One pattern an instance contributes (plaintext: stays on the instance, as in the client)."""
-
-    slot: int
-    confidence: float
-    phrases: list[str]
-    statement: str
-    embedding: list[float]
-
-
-def plan(texts: Sequence[str], generalizer: Generalizer, codebook: Codebook, cap: int, max_phrases: int,
-         min_confidence: float) -> list[Planned]:
-    """What ``FederationClient._plan`` would contribute for these memories."""
+def plan(texts: Sequence[str], generalizer: Generalizer, codebook: Codebook, policy: PrivacyPolicy, level: str,
+         min_confidence: float) -> list[PlannedPattern]:
+    """What ``FederationClient.plan`` contributes for these memories (the same function)."""
     now = "2025-01-01T00:00:00+00:00"
     memories = [Memory(id=n + 1, text=t, tags=[], metadata={}, source="bench", created_at=now, updated_at=now,
                        content_hash=str(n)) for n, t in enumerate(texts)]
-    preview = preview_patterns(memories, generalizer, min_confidence=min_confidence)
-    patterns = [p for p in preview.patterns if p.embedding and p.phrases]
-    if not patterns:
-        return []
-    slots = codebook.nearest(np.asarray([p.embedding for p in patterns], dtype=np.float32))
-    out: list[Planned] = []
-    used: set[int] = set()
-    for p, s in zip(patterns, slots):
-        if int(s) in used or len(out) >= cap:
-            continue
-        used.add(int(s))
-        out.append(Planned(slot=int(s), confidence=p.confidence, phrases=p.phrases[:max_phrases],
-                           statement=p.statement, embedding=p.embedding))
-    return out
-
-
-def input_vector(patterns: Sequence[Planned], slots: int, dim: int, clip_norm: float) -> np.ndarray:
-    """The secagg input of ``FederationClient._input_vector``: unit embeddings in slot blocks,
-    the whole vector scaled to the clip norm."""
-    vec = np.zeros(slot_vector_layout(slots, dim)[0], dtype=np.float64)
-    for p in patterns:
-        e = np.asarray(p.embedding, dtype=np.float64)
-        vec[p.slot * dim:(p.slot + 1) * dim] = e / max(np.linalg.norm(e), 1e-12)
-    norm = float(np.linalg.norm(vec))
-    if norm > 0:
-        vec *= clip_norm / norm
-    return vec
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+    return plan_contribution(memories, generalizer, codebook, policy, level, "high",
+                             min_confidence=min_confidence).planned
 
 
 # ------------------------------------------------------------------------------------------ members
@@ -490,106 +428,62 @@ def b64(data: bytes) -> str:
 @dataclass
 class Member:
     identity: Identity
-    patterns: list[Planned]
-    secagg: SecAggClient | None = field(default=None)
+    patterns: list[PlannedPattern]
 
     @property
     def id(self) -> str:
         return self.identity.instance_id
 
 
-class Http:
-    """Signed JSON requests to the coordinator (one pooled connection)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.client = httpx.Client(timeout=120)
-
-    def call(self, ident: Identity, method: str, path: str, body: BaseModel | None = None,
-             expect: int = 200) -> Any:
-        raw = b"" if body is None else body.model_dump_json().encode()
-        headers = ident.sign_request(method, path, raw)
-        if raw:
-            headers["content-type"] = "application/json"
-        r = self.client.request(method, self.url + path, content=raw, headers=headers)
-        if r.status_code != expect:
-            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:300]}")
-        return r.json()
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def wait_phase(http: Http, m: Member, round_id: int, phases: Sequence[str], timeout: float = 600) -> RoundState:
-    end = time.monotonic() + timeout
-    while True:
-        st = RoundState.model_validate(http.call(m.identity, "GET", f"/v1/rounds/{round_id}"))
-        if st.phase in phases:
-            return st
-        if time.monotonic() > end:
-            raise RuntimeError(f"round {round_id} stuck in {st.phase}")
-        time.sleep(0.05)
+def real_secagg(members: Sequence[Member], coord: FederationCoordinator, http: httpx.Client,
+                policy: PrivacyPolicy, mode: str) -> None:
+    """The four secure-aggregation phases over HTTP: one real ``RoundParticipant`` per member, all
+    driven round-robin by ``federation.client.step`` (the I/O step of ``run_round``)."""
+    cfg = coord.config
+    expect = RoundExpectations.for_mode(FED, cfg.slots, cfg.dim, policy.mode(mode))
+    parts = []
+    for m in members:
+        api = CoordinatorAPI(coord.url, m.identity, http=http, max_retries=2, backoff_seconds=0.05)
+        inputs = (lambda p, pats=m.patterns: secagg_input(pats, cfg.slots, cfg.dim, p.clip_norm))
+        parts.append((api, RoundParticipant(m.identity, expect, inputs)))
+    deadline = time.monotonic() + 1800
+    while parts:
+        waiting = 0
+        for api, part in list(parts):
+            nxt = step(api, part)
+            if isinstance(nxt, Done):
+                parts.remove((api, part))
+                if not nxt.outcome.released:
+                    raise RuntimeError(f"a member's round ended without release: {nxt.outcome.message}")
+            elif nxt.step == "wait":
+                waiting += 1
+        if waiting == len(parts) and parts:
+            time.sleep(0.05)
+        if time.monotonic() > deadline:
+            raise RuntimeError("secure aggregation did not finish")
 
 
-def real_secagg(http: Http, members: Sequence[Member], coord: FederationCoordinator, round_id: int) -> RoundState:
-    """The four secure-aggregation phases over HTTP with real SecAggClient state machines."""
-    st = wait_phase(http, members[0], round_id, ["advertise"])
-    params = SecAggParams.model_validate(st.params)
-    roster = [m for m in members if m.id in params.roster]
-    clip = params.clip_norm
-    base = f"/v1/rounds/{round_id}/secagg"
-
-    def post(m: Member, kind: str, msg: Any) -> None:
-        http.call(m.identity, "POST", f"{base}/{kind}", SecAggPost(message=msg.model_dump(mode="json")))
-
-    for m in roster:
-        m.secagg = SecAggClient(m.identity, params)
-        post(m, "advertise", m.secagg.advertise_keys())
-    wait_phase(http, roster[0], round_id, ["share_keys"])
-    for m in roster:
-        assert m.secagg is not None
-        kr = KeyRoster.model_validate(http.call(m.identity, "GET", f"{base}/roster"))
-        post(m, "share_keys", m.secagg.share_keys(kr))
-    wait_phase(http, roster[0], round_id, ["masked_input"])
-    for m in roster:
-        assert m.secagg is not None
-        inbox = ShareInbox.model_validate(http.call(m.identity, "GET", f"{base}/inbox"))
-        vec = input_vector(m.patterns, coord.config.slots, coord.config.dim, clip)
-        post(m, "masked_input", m.secagg.masked_input(inbox, vec))
-    wait_phase(http, roster[0], round_id, ["unmask"])
-    for m in roster:
-        assert m.secagg is not None
-        sl = SurvivorList.model_validate(http.call(m.identity, "GET", f"{base}/survivors"))
-        post(m, "unmask", m.secagg.unmask(sl))
-    return wait_phase(http, roster[0], round_id, ["released", "aborted"])
-
-
-def simulated_secagg(members: Sequence[Member], coord: FederationCoordinator) -> RoundState:
+def simulated_secagg(members: Sequence[Member], coord: FederationCoordinator) -> None:
     """The sum secure aggregation would hand the server (masks cancelled, no dropouts), computed
     with the protocol's own quantiser and per-client discrete Gaussian noise, then released by
-    the coordinator's own release code."""
-    engine = coord.engine
-    with engine._lock:
-        attempt = engine._attempt
-        if attempt is None:
-            raise RuntimeError("the round has no roster (too few submitters?)")
-        params = attempt.params
-        by_id = {m.id: m for m in members}
-        total = np.zeros(params.dim, dtype=np.int64)
-        for mid in params.roster:
-            vec = input_vector(by_id[mid].patterns, coord.config.slots, coord.config.dim, params.clip_norm)
-            total += quantise(vec, params)
-            total += discrete_gaussian(params.client_sigma_scaled, params.dim)
-        noise_sigma = math.sqrt(params.n) * params.client_sigma_scaled / params.scale
-        norm = float(np.linalg.norm(total.astype(np.float64)))
-        result = AggregateResult(
-            int_sum=total, float_sum=total.astype(np.float64) / params.scale, contributors=list(params.roster),
-            recovered_dropouts=[], noise_sigma=noise_sigma, norm=norm, norm_bound=params.sum_l2_bound(params.n),
-        )
-        if norm > result.norm_bound:
-            raise RuntimeError("simulated sum exceeds the protocol's norm bound")
-        engine._release(attempt, result)
-        return engine.state(None, attempt.round_id)
+    the coordinator's own release code with the round's real parameters."""
+    params = coord.engine.current_params()
+    if params is None:
+        raise RuntimeError("the round has no roster (too few submitters?)")
+    by_id = {m.id: m for m in members}
+    total = np.zeros(params.dim, dtype=np.int64)
+    for mid in params.roster:
+        vec = secagg_input(by_id[mid].patterns, coord.config.slots, coord.config.dim, params.clip_norm)
+        total += quantise(vec, params)
+        total += discrete_gaussian(params.client_sigma_scaled, params.dim)
+    noise_sigma = math.sqrt(params.n) * params.client_sigma_scaled / params.scale
+    norm = float(np.linalg.norm(total.astype(np.float64)))
+    result = AggregateResult(
+        int_sum=total, float_sum=total.astype(np.float64) / params.scale, contributors=list(params.roster),
+        recovered_dropouts=[], noise_sigma=noise_sigma, norm=norm, norm_bound=params.sum_l2_bound(params.n))
+    if norm > result.norm_bound:
+        raise RuntimeError("simulated sum exceeds the protocol's norm bound")
+    coord.engine.release_aggregate(result)
 
 
 # ------------------------------------------------------------------------------------------ one cell
@@ -597,6 +491,8 @@ def simulated_secagg(members: Sequence[Member], coord: FederationCoordinator) ->
 
 @dataclass
 class Cell:
+    mode: str
+    n: int
     recall: float
     found: list[int]
     aggregation: str
@@ -618,42 +514,35 @@ def evaluate(results: Sequence[Sequence[str]]) -> list[int]:
 
 
 def run_cell(mode: str, members: Sequence[Member], embedder: CachingEmbedder, codebook: Codebook, level: str,
-             real: bool, workdir: Path) -> Cell:
+             real: bool, workdir: Path, policy: PrivacyPolicy) -> Cell:
     t0 = time.perf_counter()
     key = generate_federation_key()
     cipher = FederationCipher(key, FED)
     coord = FederationCoordinator(
         port=0, storage_path=workdir / "coord", require_contribution=False, min_contributors=MIN_CONTRIBUTORS,
-        privacy_mode=mode, federation_id=FED, private=True, admin_token=ADMIN, phase_timeout_seconds=900,
-        rate_limit_per_minute=10**9, slots=codebook.slots, dim=codebook.dim,
-    )
+        privacy_mode=mode, federation_id=FED, private=True, admin_token=ADMIN, phase_timeout_seconds=1800,
+        rate_limit_per_minute=10**9, address_rate_limit_per_minute=10**9, slots=codebook.slots, dim=codebook.dim,
+        policy=policy)
     coord.start()
-    http = Http(coord.url)
+    http = httpx.Client(timeout=300)
     asker_store: MemoryStore | None = None
     asker: FederationClient | None = None
     try:
         tokens = coord.create_admission_tokens(len(members) + 1)
-        for m, tok in zip(members, tokens):
-            http.call(m.identity, "POST", "/v1/join",
-                      JoinRequest(admission_token=tok, contribution_level=level, privacy_mode=mode))
-        send_statements = mode in ("balanced", "open")
-        submitted = 0
-        for m in members:
-            if not m.patterns:
-                continue
-            subs = [PatternSubmission(
-                slot=p.slot, confidence=p.confidence,
-                phrases=[PhraseSubmission(token=cipher.phrase_token(p.slot, ph), ciphertext=b64(cipher.encrypt(p.slot, 0, ph)))
-                         for ph in p.phrases],
-                statement_ciphertext=b64(cipher.encrypt(p.slot, 0, p.statement)) if send_statements else None,
-            ) for p in m.patterns]
-            http.call(m.identity, "POST", "/v1/contributions", ContributionRequest(round_id=0, patterns=subs), expect=202)
-            submitted += 1
-        st = coord.close_round()
-        if st.phase != "advertise":
-            raise RuntimeError(f"round not closed ({st.phase}): only {submitted} submitters")
         contributing = [m for m in members if m.patterns]
-        final = real_secagg(http, contributing, coord, 0) if real else simulated_secagg(contributing, coord)
+        for m, tok in zip(members, tokens):
+            api = CoordinatorAPI(coord.url, m.identity, http=http, max_retries=2, backoff_seconds=0.05)
+            api.join(JoinRequest(admission_token=tok, contribution_level=level, privacy_mode=mode))  # type: ignore[arg-type]
+            if m.patterns:
+                api.contribute(build_contribution(m.patterns, 0, cipher, mode))
+        st = coord.engine.close_round()
+        if st.phase != "advertise":
+            raise RuntimeError(f"round not closed ({st.phase}): only {len(contributing)} submitters")
+        if real:
+            real_secagg(contributing, coord, http, policy, mode)
+        else:
+            simulated_secagg(contributing, coord)
+        final = coord.engine.state(None, 0)
         if final.phase != "released":
             raise RuntimeError(f"round ended {final.phase}")
         with coord.store.reading() as conn:
@@ -664,14 +553,16 @@ def run_cell(mode: str, members: Sequence[Member], embedder: CachingEmbedder, co
         # the asker: a real FederationClient with its own data dir, joined with an invite
         settings = Settings(data_dir=workdir / "asker")
         asker_store = MemoryStore(settings, embedder)  # type: ignore[arg-type]
-        asker = FederationClient(asker_store, settings, codebook=codebook, max_retries=1, backoff_seconds=0.05)
-        asker.join(Invite.build(coord.url, FED, tokens[-1], key).format(), contribution_level=level, privacy_mode=mode)
+        asker = FederationClient(asker_store, settings, codebook=codebook, max_retries=1, backoff_seconds=0.05,
+                                 policy=policy)
+        asker.join(Invite.build(coord.url, FED, tokens[-1], key).format(), contribution_level=level,  # type: ignore[arg-type]
+                   privacy_mode=mode)  # type: ignore[arg-type]
         answers: list[list[str]] = []
         for f in FACTS:
             found = asker.query(f.question, min_confidence=0.0, max_results=10)
             answers.append([" ".join([p.summary, *p.phrases, *p.statements]) for p in found])
         hits = evaluate(answers)
-        return Cell(recall=len(hits) / len(FACTS), found=hits,
+        return Cell(mode=mode, n=len(members), recall=len(hits) / len(FACTS), found=hits,
                     aggregation="real secagg over HTTP" if real else "secagg sum simulated",
                     released_slots=rs, released_phrases=rp, released_statements=rst, contributors=len(contributing),
                     seconds=time.perf_counter() - t0, epsilon=final.epsilon_spent)
@@ -687,7 +578,7 @@ def run_cell(mode: str, members: Sequence[Member], embedder: CachingEmbedder, co
 
 def baseline(members: Sequence[Member], embedder: CachingEmbedder) -> float:
     """Non-private: every contributed pattern pooled, no threshold, no noise, no slot routing."""
-    texts = [_pattern_text(p.statement, p.phrases) for m in members for p in m.patterns]
+    texts = [pattern_text(p.statement, p.phrases) for m in members for p in m.patterns]
     if not texts:
         return 0.0
     vecs = embedder.encode(texts)
@@ -707,14 +598,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10,100,500", help="federation sizes (instances), comma-separated")
     ap.add_argument("--modes", default=",".join(MODES), help="privacy modes, comma-separated")
     ap.add_argument("--level", default="minimal", choices=["minimal", "standard", "extensive"],
-                    help="contribution level of every instance (sets the per-user bound L of the DP thresholds)")
+                    help="contribution level of every instance (the slot cap L; the phrase cap C is the mode's)")
     ap.add_argument("--min-confidence", type=float, default=0.5,
                     help="contribution filter of every instance (default 0.5: every pattern, including facts "
                          "mentioned once; the client's own default is 0.7)")
-    ap.add_argument("--real-secagg-max", type=int, default=10,
+    ap.add_argument("--real-secagg-max", type=int, default=100,
                     help="sizes up to this run the real 4-phase secure aggregation over HTTP; larger are simulated")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="size 10 only (the smoke test)")
+    ap.add_argument("--json", action="store_true", help="print the cells as one JSON document at the end")
     args = ap.parse_args(argv)
     sizes = [10] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -740,13 +632,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     held_all: list[set[int]] = []
     for i in range(n_max):
         texts, held = instance_memories(i, args.seed)
-        members.append(Member(Identity.generate(), plan(texts, generalizer, codebook, cap,
-                                                        policy.max_phrases_per_pattern, args.min_confidence)))
+        members.append(Member(Identity.generate(), plan(texts, generalizer, codebook, policy, args.level,
+                                                        args.min_confidence)))
         held_all.append(held)
     n_pat = sum(len(m.patterns) for m in members)
-    n_07 = sum(1 for m in members for p in m.patterns if p.confidence >= 0.7)
     print(f"Pattern pipeline for {n_max} instances: {time.perf_counter() - t0:.1f} s; {n_pat} patterns pass "
-          f"min_confidence {args.min_confidence} ({n_07} of them would pass the client's default 0.7)", flush=True)
+          f"min_confidence {args.min_confidence}", flush=True)
 
     cells: dict[tuple[str, int], Cell] = {}
     base: dict[int, float] = {}
@@ -756,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mode in modes:
             work = Path(tempfile.mkdtemp(prefix=f"pu-{mode}-{n}-"))
             try:
-                cell = run_cell(mode, group, embedder, codebook, args.level, n <= args.real_secagg_max, work)
+                cell = run_cell(mode, group, embedder, codebook, args.level, n <= args.real_secagg_max, work, policy)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             cells[(mode, n)] = cell
@@ -766,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ---- the report
     print()
-    print(f"Privacy-utility: recall@10 of `FederationClient.query` for {len(FACTS)} shared facts, one released round, "
+    print(f"Privacy-utility: recall@10 of `FederationClient.query` for {len(FACTS)} shared facts, one release window, "
           f"min_contributors {MIN_CONTRIBUTORS}, contribution level {args.level} (L = {cap}), "
           f"contribution min_confidence {args.min_confidence}, query min_confidence 0.0, seed {args.seed}.")
     print()
@@ -778,7 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("What each cell released and how its round was aggregated:")
     print()
-    print("| mode | n | contributors | released slots / phrases / statements | round epsilon | secure aggregation |")
+    print("| mode | n | contributors | released slots / phrases / statements | window epsilon | secure aggregation |")
     print("|---|---|---|---|---|---|")
     for n in sizes:
         for mode in modes:
@@ -796,20 +687,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in sizes:
             held = sum(1 for h in held_all[:n] if k in h)
             contrib = sum(1 for m in members[:n]
-                          if any(KW[k].search(_pattern_text(p.statement, p.phrases).lower()) for p in m.patterns))
+                          if any(KW[k].search(pattern_text(p.statement, p.phrases).lower()) for p in m.patterns))
             row.append(f"{held} / {contrib}")
         print(f"| {f.canonical} | {popularity(k):.2f} | " + " | ".join(row) + " |")
     print()
-    req = [policy.release_requirement(m, args.level, "phrases") for m in modes if m != "open"]
-    print("Contributors a phrase needs for a 50 % release chance at this level (computed by privacy_modes): "
-          + ", ".join(f"{r.mode} {r.contributors_p50}" for r in req)
-          + (f"; open: the hard floor {MIN_CONTRIBUTORS} (k-anonymity, not DP for the selection)" if "open" in modes else "")
-          + ".")
+    req = [policy.release_requirement(m, args.level) for m in modes]
+    print("Distinct contributors a phrase needs for a 50 % / 95 % release chance in one window (computed by "
+          "privacy.modes): " + ", ".join(f"{r.mode} {r.contributors_50} / {r.contributors_95}" for r in req) + ".")
     print("REAL: pattern pipeline, HTTP coordinator, admission, signed and encrypted contributions, the coordinator's "
-          "release code, the querying FederationClient. SIMULATED (cells marked 'secagg sum simulated'): the secure "
-          "aggregation's four phases are replaced by the sum they produce (secagg.quantise + per-client "
-          "secagg.discrete_gaussian noise, masks cancelled, no dropouts), fed to RoundEngine._release.")
+          "release code, the querying FederationClient, and (cells marked 'real secagg over HTTP') every member's "
+          "RoundParticipant. SIMULATED (cells marked 'secagg sum simulated'): the secure aggregation's four phases "
+          "are replaced by the sum they produce (secagg.quantise + per-client secagg.discrete_gaussian noise, masks "
+          "cancelled, no dropouts), fed to RoundEngine.release_aggregate.")
     print(f"Total time {time.perf_counter() - t_all:.0f} s.")
+    if args.json:
+        print(json.dumps({"cells": [asdict(c) for c in cells.values()],
+                          "baseline": {str(n): b for n, b in base.items()},
+                          "requirements": [r.model_dump(mode="json") for r in req]}, indent=2))
     return 0
 
 

@@ -37,7 +37,7 @@ from continuum_mcp.federation.protocol import (
     SecAggKind,
 )
 from continuum_mcp.federation.submission import PlannedPattern, build_contribution, secagg_input
-from continuum_mcp.privacy.modes import default_policy
+from continuum_mcp.privacy.modes import PrivacyPolicy, default_policy
 
 #: generous: the machine that runs the suite is shared and slow (a full-size masked input is ~0.5 MB).
 HTTP_TIMEOUT_SECONDS = 60.0
@@ -69,6 +69,9 @@ class Member:
 
     api: CoordinatorAPI
     patterns: list[PlannedPattern] = field(default_factory=list)
+    #: the policy it checks rounds against (a test federation's own, e.g. a large window budget)
+    policy: PrivacyPolicy = field(default_factory=default_policy)
+    sybil_fraction: float = 1 / 3
 
     @property
     def identity(self) -> Identity:
@@ -95,17 +98,17 @@ def admit(coord: FederationCoordinator, n: int, *, level: str = "standard", mode
     """``n`` new members, each joined with its own admission token."""
     out = []
     for token in coord.create_admission_tokens(n):
-        m = Member(member_api(coord.url))
+        m = Member(member_api(coord.url), policy=coord.policy, sybil_fraction=coord.config.sybil_fraction)
         m.join(token, level, mode)
         out.append(m)
     return out
 
 
-def expectations(info: FederationInfo) -> RoundExpectations:
-    """What a member checks a round's parameters against: the federation's own mode, and the
-    sybil fraction the federation announces (a test that turns the sybil margin off says so)."""
+def expectations(info: FederationInfo, policy: PrivacyPolicy | None = None,
+                 sybil_fraction: float = 1 / 3) -> RoundExpectations:
+    """What a member checks a round's parameters against: the federation's own mode."""
     return RoundExpectations.for_mode(info.federation_id, info.slots, info.dim,
-                                      default_policy().mode(info.privacy_mode), sybil_fraction=info.sybil_fraction)
+                                      (policy or default_policy()).mode(info.privacy_mode), sybil_fraction=sybil_fraction)
 
 
 def run_full_round(members: Sequence[Member], *, drop: Mapping[str, SecAggKind] | None = None,
@@ -115,7 +118,7 @@ def run_full_round(members: Sequence[Member], *, drop: Mapping[str, SecAggKind] 
     would. Members step in turn on this thread (``client.step``), so nothing races but the
     coordinator's own deadlines. Returns the final state of the round they took part in."""
     drop = drop or {}
-    expect = expectations(members[0].api.federation())
+    expect = expectations(members[0].api.federation(), members[0].policy, members[0].sybil_fraction)
     parts = {m.id: m.participant(expect) for m in members}
 
     def stopped(m: Member) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from continuum_mcp import __version__
 from continuum_mcp.cli import dashboard, federation, hook, memory
+from continuum_mcp.cli import privacy as privacy_cli
 from continuum_mcp.cli._common import HelpFormatter, add_command, fail, filter_options, json_option, store_options
 from continuum_mcp.config import ENV_DATA_DIR, ENV_MODEL_PATH, Settings
 from continuum_mcp.errors import EXIT_CODE_MEANINGS, ContinuumError, InvalidInput, ModelMismatch
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     federation.add_parsers(sub, common)
     hook.add_parsers(sub, [store])
     dashboard.add_parser(sub, common)
+    privacy_cli.add_parser(sub, parents=common)
     return p
 
 

@@ -145,7 +145,7 @@ class FederationCipher:
     does (the token is a PRF of the text), and the deterministic ciphertext lets the coordinator
     see that such a ciphertext differs from the one already released for the token.
 
-    Phrase tokens are keyed BLAKE2b of (slot || normalised phrase); statement tokens are keyed
+    Phrase tokens are keyed BLAKE2b of the normalised phrase (no slot); statement tokens are keyed
     BLAKE2b of the normalised statement under another derived key (open mode counts contributors
     of a statement itself). Neither is bound to the round: contributors are counted across rounds.
     """
@@ -157,10 +157,10 @@ class FederationCipher:
             raise InvalidInput("federation id is empty")
         self.federation_id = federation_id
         self._text_key = derive_key(federation_key, "federation/pattern-text/v1", federation_id)
-        self._token_key = derive_key(federation_key, "federation/phrase-token/v1", federation_id)
         self._sealed_key = derive_key(federation_key, "federation/sealed-text/v2", federation_id)
         self._nonce_key = derive_key(federation_key, "federation/synthetic-nonce/v2", federation_id)
         self._statement_key = derive_key(federation_key, "federation/statement-token/v2", federation_id)
+        self._phrase_key = derive_key(federation_key, "federation/phrase-token/v2", federation_id)
 
     def __repr__(self) -> str:
         return f"FederationCipher({self.federation_id!r})"
@@ -191,11 +191,13 @@ class FederationCipher:
         """Decrypt; raises CryptoError if slot, round, federation or key differ, or on tampering."""
         return _utf8(aead_decrypt(self._text_key, ciphertext, self._associated_data(slot, round_id)))
 
-    def phrase_token(self, slot: int, phrase: str) -> str:
-        """Opaque, deterministic token of a phrase in a slot (hex, 256 bits)."""
-        self._check_slot(slot)
-        data = slot.to_bytes(4, "big") + normalise_phrase(phrase).encode("utf-8")
-        return hashlib.blake2b(data, key=self._token_key, digest_size=32).hexdigest()
+    def token(self, phrase: str) -> str:
+        """Opaque, deterministic token of a phrase itself (release v2: hex, 256 bits).
+
+        Keyed BLAKE2b (a PRF, used as the MAC "HMAC(federation key, phrase)" of DESIGN.md) of the
+        normalised phrase only, under its own derived key: the same phrase from two members whose
+        paraphrases landed in different slots has one token, so its contributors count together."""
+        return hashlib.blake2b(normalise_phrase(phrase).encode("utf-8"), key=self._phrase_key, digest_size=32).hexdigest()
 
     def statement_token(self, statement: str) -> str:
         """Opaque, deterministic token of a normalised statement (hex, 256 bits)."""
@@ -222,14 +224,16 @@ class FederationCipher:
 
     def seal_phrase(self, slot: int, phrase: str) -> tuple[str, bytes]:
         """(token, ciphertext) of a phrase: the ciphertext is bound to the token and deterministic."""
-        token = self.phrase_token(slot, phrase)
+        self._check_slot(slot)
+        token = self.token(phrase)
         return token, self._seal("phrase", token, phrase)
 
     def open_phrase(self, slot: int, token: str, ciphertext: bytes) -> str:
         """The phrase, only if it decrypts under ``token`` *and* hashes back to it (else CryptoError):
         a member cannot make others read its own text under a popular phrase's token."""
+        self._check_slot(slot)
         text = self._open("phrase", token, ciphertext)
-        if not hmac.compare_digest(self.phrase_token(slot, text), token):
+        if not hmac.compare_digest(self.token(text), token):
             raise CryptoError("the phrase does not match its token (substituted text); dropped")
         return text
 

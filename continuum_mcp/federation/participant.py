@@ -75,8 +75,10 @@ def sybil_noise_factor(n: int, sybil_fraction: float) -> float:
 
 
 def centroid_clip(mode: PrivacyMode) -> float:
-    """The L2 clip of a member's secagg input: sqrt of the centroid share of its unit round norm."""
-    return math.sqrt(mode.allocation.centroids)
+    """The L2 clip of a member's secagg input: sqrt of the centroid share of its unit window norm
+    (the mode's ``centroid_clip``; the noise is then calibrated to the *quantised* clip in
+    :func:`round_params`, never scaled by the clip twice)."""
+    return mode.centroid_clip
 
 
 def round_params(federation_id: str, round_id: int, attempt: int, roster: list[str], slots: int, dim: int,

@@ -6,9 +6,12 @@ a preview shows is by construction what is sent.
 
 - :func:`plan_contribution` generalises memories (private ones never enter), keeps patterns with
   an embedding and phrases, gives each the nearest codebook slot (the strongest pattern keeps a
-  slot, weaker ones in a used slot are dropped) and caps at the contribution level's slot count.
-- :func:`build_contribution` encrypts planned patterns for one round: phrases as keyed tokens plus
-  AEAD ciphertexts, the statement only in modes that release statements.
+  slot, weaker ones in a used slot are dropped), caps at the contribution level's slot count L,
+  and keeps at most C phrases in all (:func:`choose_phrases`: the user's most frequent first,
+  Carvalho et al. 2022), whatever the level: L caps patterns, C the DP phrase count.
+- :func:`build_contribution` encrypts planned patterns for one round: phrases as tokens of the
+  phrase itself (``FederationCipher.token``) plus AEAD ciphertexts, the statement only in modes
+  that release statements.
 - :func:`secagg_input` is a member's secure-aggregation vector (``slot_vector_layout``).
 """
 
@@ -75,6 +78,7 @@ class ContributionPlan(BaseModel):
     below_confidence: int = 0
     dropped_same_slot: int = 0
     dropped_over_level: int = 0
+    dropped_phrases: int = Field(default=0, description="Phrases left out by the per-window cap C.")
 
 
 def sends_statements(federation_mode: ModeName | str) -> bool:
@@ -106,6 +110,32 @@ def filter_domain(memories: Iterable[Memory], domain: str | None) -> list[Memory
     if not d:
         raise InvalidInput("domain must be a non-empty tag")
     return [m for m in mems if d in {t.strip().lower() for t in m.tags}]
+
+
+def choose_phrases(phrase_lists: Sequence[Sequence[str]], cap: int) -> list[list[str]]:
+    """Keep at most ``cap`` distinct phrases over all patterns: the ones that occur in most of the
+    user's patterns first (Carvalho et al. 2022: a user's own frequency is the best local guess of
+    what many users share, so the per-user cap C costs little utility); among equally frequent
+    ones, each pattern's best phrase before any pattern's second, so every pattern is represented.
+    Each pattern keeps its own phrases of that set, in order; a phrase is sent once (first pattern)."""
+    freq: dict[str, int] = {}
+    rank: dict[str, tuple[int, int]] = {}
+    for k, phrases in enumerate(phrase_lists):
+        for pos, ph in enumerate(dict.fromkeys(p.strip().lower() for p in phrases)):
+            freq[ph] = freq.get(ph, 0) + 1
+            rank.setdefault(ph, (pos, k))
+    keep = set(sorted(freq, key=lambda ph: (-freq[ph], rank[ph]))[:cap])
+    out: list[list[str]] = []
+    sent: set[str] = set()
+    for phrases in phrase_lists:
+        mine = []
+        for p in phrases:
+            key = p.strip().lower()
+            if key in keep and key not in sent:
+                sent.add(key)
+                mine.append(p)
+        out.append(mine)
+    return out
 
 
 def plan_contribution(
@@ -143,6 +173,12 @@ def plan_contribution(
                                           phrases=p.phrases[: policy.max_phrases_per_pattern],
                                           statement=p.statement, pattern_id=p.pattern_id,
                                           source_memory_ids=p.source_memory_ids, embedding=p.embedding))
+    cap_c = policy.mode(federation_mode).phrases_per_window if federation_mode in {m.name for m in policy.modes} \
+        else min(m.phrases_per_window for m in policy.modes)
+    before = sum(len(p.phrases) for p in planned)
+    for p, phrases in zip(planned, choose_phrases([p.phrases for p in planned], cap_c)):
+        p.phrases = phrases
+    dropped_phrases = before - sum(len(p.phrases) for p in planned)
     statements = sends_statements(federation_mode)
     return ContributionPlan(
         planned=planned,
@@ -150,13 +186,15 @@ def plan_contribution(
                                  statement=p.statement if statements else None, pattern_id=p.pattern_id,
                                  source_memory_ids=p.source_memory_ids) for p in planned],
         what_leaves=what_leaves(federation_mode), held_back_private=len(preview.private_memory_ids),
-        below_confidence=preview.below_confidence, dropped_same_slot=same_slot, dropped_over_level=over)
+        below_confidence=preview.below_confidence, dropped_same_slot=same_slot, dropped_over_level=over,
+        dropped_phrases=dropped_phrases)
 
 
 def build_submission(pattern: PlannedPattern, round_id: int, cipher: FederationCipher,
                      *, send_statement: bool) -> PatternSubmission:
     """One pattern sealed for the federation: each ciphertext is bound to its token (protocol v2;
-    ``round_id`` no longer enters the ciphertexts, the request names the round)."""
+    ``round_id`` no longer enters the ciphertexts, the request names the round); each phrase's token
+    is the token of the phrase itself (no slot), so it counts with everybody's."""
     p = pattern
     phrases = [cipher.seal_phrase(p.slot, ph) for ph in p.phrases]
     statement = cipher.seal_statement(p.statement) if send_statement and p.statement.strip() else None
@@ -203,6 +241,6 @@ def secagg_input(patterns: Iterable[PlannedPattern], slots: int, dim: int, clip_
 
 __all__ = [
     "STATEMENT_MODES", "ContributionPlan", "OutgoingPattern", "PlannedPattern", "build_contribution",
-    "build_submission", "choose_for_round", "filter_domain", "pattern_text", "plan_contribution", "secagg_input",
+    "build_submission", "choose_for_round", "choose_phrases", "filter_domain", "pattern_text", "plan_contribution", "secagg_input",
     "sends_statements", "what_leaves",
 ]

@@ -1,10 +1,12 @@
-"""Persistent per-identity privacy ledger over a rolling window.
+"""Persistent per-identity privacy ledger over a rolling window, with a lifetime bound beside it.
 
 Why a ledger: every contribution round releases something about the user, and DP guarantees only
 hold for the *composition* of everything released. The ledger records each round's spend in
 SQLite (WAL, one transaction per spend, ``BEGIN IMMEDIATE`` so that two processes cannot both read
 "enough budget left" and both spend), composes the spends of the last ``window`` exactly, warns at
-``warn_fraction`` of the budget and refuses past it, saying when budget returns.
+``warn_fraction`` of the budget and refuses past it, saying when budget returns. A second,
+longer horizon (``lifetime``, e.g. 365 days at its own epsilon and delta) bounds what repeated
+windows add up to; a spend must fit both.
 
 Composition:
 - Gaussian releases (described by their noise multiplier sigma / L2-sensitivity, i.e.
@@ -90,6 +92,16 @@ class PrivacySpend(BaseModel):
         return None if self.noise_multiplier is None else 1.0 / self.noise_multiplier
 
 
+class LedgerBudget(BaseModel):
+    """A budget over a rolling horizon: what all spends of any ``window`` may compose to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window: timedelta
+    epsilon: float = Field(gt=0)
+    delta: float = Field(gt=0, lt=1)
+
+
 class LedgerEntry(BaseModel):
     """A recorded spend, as shown by :meth:`PrivacyLedger.history`."""
 
@@ -119,6 +131,10 @@ class LedgerStatus(BaseModel):
     already_spent: bool = False
     returns_at: datetime | None = None
     message: str
+    lifetime_budget_epsilon: float | None = None
+    lifetime_delta: float | None = None
+    lifetime_spent_epsilon: float | None = None
+    lifetime_epsilon_after: float | None = None
 
 
 def compose_epsilon(spends: list[PrivacySpend], delta: float) -> float:
@@ -172,6 +188,7 @@ class PrivacyLedger:
         warn_fraction: float = 0.8,
         clock: Callable[[], datetime] = _utc_now,
         busy_timeout_s: float = 60.0,
+        lifetime: LedgerBudget | None = None,
     ) -> None:
         if not (budget_epsilon > 0 and math.isfinite(budget_epsilon)):
             raise InvalidInput(f"budget_epsilon must be positive, got {budget_epsilon}")
@@ -189,6 +206,9 @@ class PrivacyLedger:
         self.delta = float(delta)
         self.window = window
         self.warn_fraction = float(warn_fraction)
+        if lifetime is not None and lifetime.window < window:
+            raise InvalidInput("the lifetime horizon must be at least as long as the window")
+        self.lifetime = lifetime
         self._clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The project's one SQLite helper: synchronous=FULL (a recorded spend survives a power cut,
@@ -224,8 +244,9 @@ class PrivacyLedger:
             return PrivacySpend(noise_multiplier=float(nm), extra_delta=float(extra))  # type: ignore[arg-type]
         return PrivacySpend(epsilon=float(eps), delta=float(dl))  # type: ignore[arg-type]
 
-    def _window_rows(self, conn: sqlite3.Connection, now: datetime) -> list[tuple[float, PrivacySpend]]:
-        start = (now - self.window).timestamp()
+    def _window_rows(self, conn: sqlite3.Connection, now: datetime, window: timedelta | None = None
+                     ) -> list[tuple[float, PrivacySpend]]:
+        start = (now - (window or self.window)).timestamp()
         rows = conn.execute(
             "SELECT spent_at, noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
             "WHERE identity = ? AND spent_at > ? ORDER BY spent_at, id",
@@ -242,20 +263,41 @@ class PrivacyLedger:
         return None if row is None else self._row_spend(row)
 
     def _status(
-        self, window: list[tuple[float, PrivacySpend]], proposed: PrivacySpend | None, already: bool = False
+        self, window: list[tuple[float, PrivacySpend]], proposed: PrivacySpend | None, already: bool = False,
+        lifetime_rows: list[tuple[float, PrivacySpend]] | None = None,
     ) -> LedgerStatus:
         spends = [s for _, s in window]
         spent = compose_epsilon(spends, self.delta)
         after = spent if proposed is None or already else compose_epsilon(spends + [proposed], self.delta)
         allowed = after <= self.budget_epsilon + _TOLERANCE
         warning = after >= self.warn_fraction * self.budget_epsilon
+        life: dict[str, float | None] = {}
+        life_allowed = True
+        if self.lifetime is not None and lifetime_rows is not None:
+            lt = self.lifetime
+            l_spends = [s for _, s in lifetime_rows]
+            l_spent = compose_epsilon(l_spends, lt.delta)
+            l_after = l_spent if proposed is None or already else compose_epsilon(l_spends + [proposed], lt.delta)
+            life_allowed = l_after <= lt.epsilon + _TOLERANCE
+            life = dict(lifetime_budget_epsilon=lt.epsilon, lifetime_delta=lt.delta,
+                        lifetime_spent_epsilon=l_spent, lifetime_epsilon_after=l_after)
         returns_at: datetime | None = None
         if not allowed and proposed is not None:
             returns_at = self._return_time(window, proposed)
+        if allowed and not life_allowed and proposed is not None:
+            assert self.lifetime is not None and lifetime_rows is not None
+            returns_at = self._return_time(lifetime_rows, proposed, self.lifetime)
         if already:
             message = "this round was already recorded; nothing new was spent"
         elif not allowed:
             message = self._refusal_message(after, returns_at)
+        elif not life_allowed:
+            assert self.lifetime is not None
+            message = (f"this contribution would bring the lifetime budget to epsilon {life['lifetime_epsilon_after']:.2f}, "
+                       f"over the limit of {self.lifetime.epsilon:.2f} (delta {self.lifetime.delta:g}) per "
+                       f"{self.lifetime.window.days} days" + (
+                           "" if returns_at is None else
+                           f"; enough budget returns at {returns_at.isoformat(timespec='seconds')}"))
         elif warning:
             message = (
                 f"privacy budget {after:.2f} of {self.budget_epsilon:g} (epsilon at delta {self.delta:g}) "
@@ -270,19 +312,22 @@ class PrivacyLedger:
             spent_epsilon=spent,
             epsilon_after=after,
             remaining_epsilon=max(0.0, self.budget_epsilon - spent),
-            allowed=allowed,
+            allowed=allowed and life_allowed,
             warning=warning,
             already_spent=already,
             returns_at=returns_at,
             message=message,
+            **life,  # type: ignore[arg-type]
         )
 
-    def _return_time(self, window: list[tuple[float, PrivacySpend]], proposed: PrivacySpend) -> datetime | None:
+    def _return_time(self, window: list[tuple[float, PrivacySpend]], proposed: PrivacySpend,
+                     budget: LedgerBudget | None = None) -> datetime | None:
         """Earliest time at which enough old spends have left the window for ``proposed`` to fit."""
+        b = budget or LedgerBudget(window=self.window, epsilon=self.budget_epsilon, delta=self.delta)
         for i, (ts, _) in enumerate(window):
             rest = [s for _, s in window[i + 1 :]]
-            if compose_epsilon(rest + [proposed], self.delta) <= self.budget_epsilon + _TOLERANCE:
-                return datetime.fromtimestamp(ts, tz=timezone.utc) + self.window
+            if compose_epsilon(rest + [proposed], b.delta) <= b.epsilon + _TOLERANCE:
+                return datetime.fromtimestamp(ts, tz=timezone.utc) + b.window
         return None
 
     def _refusal_message(self, after: float, returns_at: datetime | None) -> str:
@@ -304,15 +349,24 @@ class PrivacyLedger:
         """Budget epsilon minus what the window has spent (never negative)."""
         return self.status().remaining_epsilon
 
+    def _lifetime_rows(self, conn: sqlite3.Connection, now: datetime) -> list[tuple[float, PrivacySpend]] | None:
+        return None if self.lifetime is None else self._window_rows(conn, now, self.lifetime.window)
+
     def status(self) -> LedgerStatus:
         """The budget as it stands now."""
-        window = self._window_rows(self._conn, self._now())
-        return self._status(window, None)
+        now = self._now()
+        return self._status(self._window_rows(self._conn, now), None, lifetime_rows=self._lifetime_rows(self._conn, now))
 
     def check(self, proposed: PrivacySpend) -> LedgerStatus:
         """What the budget would be after ``proposed``, without recording anything."""
-        window = self._window_rows(self._conn, self._now())
-        return self._status(window, proposed)
+        now = self._now()
+        return self._status(self._window_rows(self._conn, now), proposed,
+                            lifetime_rows=self._lifetime_rows(self._conn, now))
+
+    def spent_over(self, period: timedelta, delta: float | None = None) -> float:
+        """Epsilon (at ``delta``, default the ledger's) that the spends of the last ``period`` compose to."""
+        rows = self._window_rows(self._conn, self._now(), period)
+        return compose_epsilon([s for _, s in rows], self.delta if delta is None else delta)
 
     def spend(self, proposed: PrivacySpend, *, round_id: str) -> LedgerStatus:
         """Record ``proposed`` for ``round_id`` atomically, or raise PrivacyBudgetExceeded.
@@ -325,12 +379,13 @@ class PrivacyLedger:
         with self._transaction() as conn:
             now = self._now()
             window = self._window_rows(conn, now)
+            lifetime_rows = self._lifetime_rows(conn, now)
             previous = self._find_round(conn, round_id)
             if previous is not None:
                 if previous != proposed:
                     raise InvalidInput(f"round {round_id!r} was already recorded with a different spend")
-                return self._status(window, proposed, already=True)
-            status = self._status(window, proposed)
+                return self._status(window, proposed, already=True, lifetime_rows=lifetime_rows)
+            status = self._status(window, proposed, lifetime_rows=lifetime_rows)
             if not status.allowed:
                 raise PrivacyBudgetExceeded(status.message)
             conn.execute(

@@ -1,152 +1,136 @@
 """Privacy modes and contribution levels: the one place that maps them to DP parameters.
 
-Every figure here (sigma, rounds afforded, thresholds, contributors needed) is computed from the
-mode's epsilon, budget and delta by :mod:`continuum_mcp.privacy.dp`; nothing is typed in.
+Release v2 (DESIGN.md section 2, docs/privacy.md): a window (``window_days``, one contribution
+round) is ONE release per user: the noisy distinct-contributor counts of the phrase tokens the
+user added (at most C = ``phrases_per_window``, L2 sensitivity sqrt(C)) and the DP centroid sums
+of secure aggregation (input clipped to ``centroid_clip``, noise ``centroid_noise_multiplier``
+times the clip). Both are Gaussian, so the window is exactly ``mu``-GDP; the mode's whole window
+budget (epsilon at delta) is spent in that one shot: ``centroid_share`` of mu^2 on centroids, the
+rest on phrases. A lifetime bound caps what repeated windows add up to: at most
+``windows_per_year`` windows compose within any 365 days, at delta ``windows_per_year * delta``.
 
-How a round is accounted (see docs/privacy.md):
-- A round is ONE Gaussian release: the user's whole contribution (embedding sums, slot counts,
-  phrase counts, and in ``balanced`` statement counts) is scaled to L2 norm <= 1 and every
-  coordinate gets N(0, sigma^2). ``allocation`` says which share of the squared norm each part
-  gets, so each part sees noise sigma / sqrt(share) per unit of its own sensitivity.
-- sigma is the analytic Gaussian for (epsilon_per_round, delta_gaussian), with delta_gaussian =
-  (1 - threshold_delta_share) * delta; rounds compose exactly in Gaussian DP (mu in quadrature).
-- Partition selection also fails with a small probability (a user's own item passing the
-  threshold). Those probabilities add up over rounds, so the window reserves
-  threshold_delta_share * delta for them, split over the rounds the budget affords and the
-  selections per round. The ledger records a round as
-  ``PrivacySpend.gaussian(sigma, extra_delta=...)`` and composes to exactly the mode's budget.
-
-``python -m continuum_mcp.privacy.modes`` prints the README's privacy table.
+Every figure (sigma, tau, contributors needed, the lifetime epsilon) is computed by
+:func:`continuum_mcp.privacy.accounting.calibrate_window` from the mode's parameters; nothing is
+typed in. ``continuum-mcp privacy table`` (``continuum_mcp.cli.privacy``) prints the table.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from functools import cached_property
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from continuum_mcp.privacy.dp import (
-    contributors_needed_gaussian,
-    contributors_needed_policy,
-    gaussian_partition_threshold,
-    gaussian_sigma,
-    gdp_epsilon,
-    gdp_mu,
-    policy_gaussian_threshold,
-)
 from continuum_mcp.errors import InvalidInput
-from continuum_mcp.privacy.ledger import PrivacySpend
+from continuum_mcp.privacy.accounting import WindowCalibration, calibrate_window, gdp_epsilon
+from continuum_mcp.privacy.ledger import LedgerBudget, PrivacySpend
 
 ModeName = Literal["high", "balanced", "open"]
 LevelName = Literal["minimal", "standard", "extensive"]
-Component = Literal["slots", "phrases", "statements"]
 
-_POLICY_ALPHA = 3.0  # Gopi et al.'s cutoff Gamma = rho + alpha * sigma
-
-
-def _max_rounds(mu_round: float, budget_epsilon: float, delta: float) -> int:
-    """Largest r with r rounds of mu_round-GDP composing to <= budget_epsilon at delta."""
-    mu_budget = gdp_mu(budget_epsilon, delta)
-    r = int(math.floor((mu_budget / mu_round) ** 2))
-    # Guard the floor against round-off on both sides with the exact epsilon.
-    while r > 0 and gdp_epsilon(math.sqrt(r) * mu_round, delta) > budget_epsilon + 1e-9:
-        r -= 1
-    while gdp_epsilon(math.sqrt(r + 1) * mu_round, delta) <= budget_epsilon + 1e-9:
-        r += 1
-    return r
+LIFETIME = timedelta(days=365)
 
 
-class RoundAllocation(BaseModel):
-    """Shares of a user's squared L2 contribution norm (= shares of the round's mu^2)."""
+class WindowAllocation(BaseModel):
+    """Shares of the window's mu^2: the centroids' share, and the rest for phrase selection.
+
+    ``centroids`` is also the squared clip of the secure-aggregation input (the clip is only a
+    scale: the noise is calibrated per unit of the clip actually applied)."""
 
     model_config = ConfigDict(frozen=True)
 
-    centroids: float = Field(ge=0, le=1)
-    slots: float = Field(gt=0, le=1)
-    phrases: float = Field(ge=0, le=1)
-    statements: float = Field(default=0.0, ge=0, le=1)
+    centroids: float = Field(ge=0, lt=1)
 
-    @model_validator(mode="after")
-    def _sums_to_one(self) -> RoundAllocation:
-        total = self.centroids + self.slots + self.phrases + self.statements
-        if abs(total - 1.0) > 1e-9:
-            raise ValueError(f"allocation shares must sum to 1, got {total}")
-        return self
-
-    def selections(self) -> list[Component]:
-        """The partition-selection releases that take part in a round."""
-        out: list[Component] = ["slots"]
-        if self.phrases > 0:
-            out.append("phrases")
-        if self.statements > 0:
-            out.append("statements")
-        return out
+    @property
+    def phrases(self) -> float:
+        return 1.0 - self.centroids
 
 
 class PrivacyMode(BaseModel):
-    """A privacy mode: per-round epsilon, rolling budget, and what the federation may release."""
+    """A privacy mode: the budget of one release window and what the federation may release."""
 
     model_config = ConfigDict(frozen=True)
 
     name: ModeName
-    epsilon_per_round: float = Field(gt=0)
-    budget_epsilon: float = Field(gt=0)
+    budget_epsilon: float = Field(gt=0, description="epsilon of one window's release (and of any rolling window)")
     delta: float = Field(default=1e-6, gt=0, lt=1)
     window_days: int = Field(default=30, gt=0)
-    threshold_delta_share: float = Field(default=0.1, gt=0, lt=1)
-    allocation: RoundAllocation
+    windows_per_year: int = Field(default=12, gt=0)
+    phrases_per_window: int = Field(default=20, gt=0, description="C: new phrases per user per window")
+    allocation: WindowAllocation = WindowAllocation(centroids=0.1)
     phrases_released: str
     statements_released: str
 
-    @computed_field  # type: ignore[prop-decorator]
     @cached_property
-    def delta_gaussian(self) -> float:
-        """The share of delta the composed Gaussian noise is measured at."""
-        return (1.0 - self.threshold_delta_share) * self.delta
+    def calibration(self) -> WindowCalibration:
+        return calibrate_window(self.budget_epsilon, self.delta, self.phrases_per_window, self.allocation.centroids)
 
     @computed_field  # type: ignore[prop-decorator]
-    @cached_property
+    @property
     def sigma(self) -> float:
-        """Noise per unit L2 sensitivity of one round (analytic Gaussian at epsilon_per_round)."""
-        return gaussian_sigma(self.epsilon_per_round, self.delta_gaussian)
+        """The secure-aggregation noise multiplier: noise std per unit of the (quantised) clip."""
+        return self.calibration.centroid_noise_multiplier
+
+    @property
+    def centroid_noise_multiplier(self) -> float:
+        return self.calibration.centroid_noise_multiplier
+
+    @property
+    def centroid_clip(self) -> float:
+        """L2 clip of a member's secure-aggregation input (sqrt of the centroid share)."""
+        return math.sqrt(self.allocation.centroids)
 
     @computed_field  # type: ignore[prop-decorator]
-    @cached_property
-    def rounds_afforded(self) -> int:
-        """Rounds the rolling budget affords under exact Gaussian-DP composition."""
-        return _max_rounds(1.0 / self.sigma, self.budget_epsilon, self.delta_gaussian)
+    @property
+    def count_sigma(self) -> float:
+        """Std of the integer noise on each phrase's distinct-contributor count."""
+        return self.calibration.sigma
 
     @computed_field  # type: ignore[prop-decorator]
-    @cached_property
-    def rounds_afforded_pure_gaussian(self) -> int:
-        """DESIGN.md's figure: rounds of (epsilon_per_round, delta) Gaussian releases within
-        (budget, delta), with no delta reserved for partition selection."""
-        return _max_rounds(gdp_mu(self.epsilon_per_round, self.delta), self.budget_epsilon, self.delta)
+    @property
+    def tau(self) -> int:
+        """A phrase is released when its noisy count exceeds this integer."""
+        return self.calibration.tau
 
-    @computed_field  # type: ignore[prop-decorator]
-    @cached_property
-    def threshold_delta_per_selection(self) -> float:
-        """Failure probability each partition selection of each round may use."""
-        n_sel = len(self.allocation.selections())
-        return self.threshold_delta_share * self.delta / (self.rounds_afforded * n_sel)
+    def window_spend(self, centroid_noise_multiplier: float | None = None) -> PrivacySpend:
+        """What one window's release costs a contributor, from the parameters actually used:
+        the phrase selection's mu and the centroids' (noise per unit clip), composed exactly,
+        plus the thresholding failure probability as extra delta."""
+        cal = self.calibration
+        m_c = self.centroid_noise_multiplier if centroid_noise_multiplier is None else centroid_noise_multiplier
+        if m_c <= 0:
+            raise InvalidInput("the centroid noise multiplier must be positive")
+        mu = math.sqrt(cal.mu_phrases ** 2 + (0.0 if math.isinf(m_c) else 1.0 / m_c ** 2))
+        return PrivacySpend.gaussian(1.0 / mu, extra_delta=cal.delta_threshold)
 
     def round_spend(self) -> PrivacySpend:
-        """What one contribution round costs, in the form the ledger composes."""
-        n_sel = len(self.allocation.selections())
-        return PrivacySpend.gaussian(self.sigma, extra_delta=n_sel * self.threshold_delta_per_selection)
+        """A round is a window's release (one per window): its spend at the calibrated noise."""
+        return self.window_spend()
 
-    def component_sigma(self, component: Component | Literal["centroids"]) -> float:
-        """Noise per unit sensitivity that one part of the round sees, given its norm share."""
-        share = float(getattr(self.allocation, component))
-        if share <= 0:
-            raise InvalidInput(f"mode {self.name} releases no {component} under DP")
-        return self.sigma / math.sqrt(share)
+    @property
+    def lifetime_delta(self) -> float:
+        return self.windows_per_year * self.delta
+
+    @computed_field  # type: ignore[prop-decorator]
+    @cached_property
+    def lifetime_epsilon(self) -> float:
+        """Epsilon (at ``lifetime_delta``) of ``windows_per_year`` windows composed exactly: the
+        most a member's ledger lets any 365 days add up to."""
+        spend = self.window_spend()
+        assert spend.mu is not None
+        k = self.windows_per_year
+        return gdp_epsilon(math.sqrt(k) * spend.mu, self.lifetime_delta - k * spend.extra_delta)
+
+    def lifetime_budget(self) -> LedgerBudget:
+        return LedgerBudget(window=LIFETIME, epsilon=self.lifetime_epsilon + 1e-6, delta=self.lifetime_delta)
 
 
 class ContributionLevel(BaseModel):
-    """How many slots (patterns) one instance may contribute per round: the per-user bound L."""
+    """How many patterns (slots) one instance feeds into centroids and the preview per window: L.
+
+    The level does not change the DP phrase count: every level adds at most C phrases per window."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -155,21 +139,36 @@ class ContributionLevel(BaseModel):
 
 
 class ReleaseRequirement(BaseModel):
-    """How many distinct contributors an item needs before it is released, for one mode/level."""
+    """One row of the privacy table: what a phrase needs to be released, for one mode and level."""
 
     model_config = ConfigDict(frozen=True)
 
     mode: ModeName
     level: LevelName
-    component: Component
-    partitions_per_user: int
-    count_sigma: float
-    threshold: float
-    contributors_p50: int
-    contributors_p95: int
-    set_union_threshold: float
-    set_union_p50_best: int
-    set_union_p50_worst: int
+    L: int
+    C: int
+    epsilon: float
+    delta: float
+    window_days: int
+    sigma: float
+    tau: int
+    delta_gaussian: float
+    delta_threshold: float
+    centroid_noise_multiplier: float
+    contributors_50: int
+    contributors_95: int
+    lifetime_epsilon: float
+    lifetime_delta: float
+    windows_per_year: int
+
+    # the fields v1 callers read
+    @property
+    def count_sigma(self) -> float:
+        return self.sigma
+
+    @property
+    def threshold(self) -> float:
+        return float(self.tau)
 
 
 class PrivacyPolicy(BaseModel):
@@ -195,52 +194,43 @@ class PrivacyPolicy(BaseModel):
                 return lv
         raise InvalidInput(f"unknown contribution level {name!r}; choose one of {[lv.name for lv in self.levels]}")
 
-    def partitions_per_user(self, level: ContributionLevel, component: Component) -> int:
-        """Per-user bound L of one selection: slots and statements L, phrases L * m."""
-        return level.max_slots * (self.max_phrases_per_pattern if component == "phrases" else 1)
+    def with_mode(self, name: str, **changes: object) -> PrivacyPolicy:
+        """This policy with mode ``name``'s parameters changed (e.g. a test federation of a
+        handful of members with a large budget, or weekly windows); everything is recomputed."""
+        fields = {**self.mode(name).model_dump(include=set(PrivacyMode.model_fields)), **changes}
+        new = PrivacyMode.model_validate(fields)
+        return self.model_copy(update={"modes": tuple(new if m.name == name else m for m in self.modes)})
 
-    def release_requirement(self, mode_name: str, level_name: str, component: Component) -> ReleaseRequirement:
-        """Threshold and contributors needed for one selection of one round, computed."""
-        mode, level = self.mode(mode_name), self.level(level_name)
-        partitions = self.partitions_per_user(level, component)
-        unit_sigma = mode.component_sigma(component)
-        delta_thr = mode.threshold_delta_per_selection
-        # Gaussian thresholding of distinct-user counts: L2 sensitivity sqrt(L).
-        count_sigma = unit_sigma * math.sqrt(partitions)
-        tau = gaussian_partition_threshold(count_sigma, delta_thr, partitions)
-        # Gopi et al.'s policy Gaussian on unit-L2 weights.
-        rho = policy_gaussian_threshold(unit_sigma, delta_thr, partitions)
-        cutoff = rho + _POLICY_ALPHA * unit_sigma
+    def release_requirement(self, mode_name: str, level_name: str, component: str = "phrases") -> ReleaseRequirement:
+        """What a phrase needs in one window of ``mode_name`` at ``level_name`` (computed)."""
+        if component != "phrases":
+            raise InvalidInput(f"release v2 selects phrases only (a released phrase implies its slot), not {component}")
+        m, lv = self.mode(mode_name), self.level(level_name)
+        cal = m.calibration
         return ReleaseRequirement(
-            mode=mode.name,
-            level=level.name,
-            component=component,
-            partitions_per_user=partitions,
-            count_sigma=count_sigma,
-            threshold=tau,
-            contributors_p50=contributors_needed_gaussian(tau, count_sigma, 0.5),
-            contributors_p95=contributors_needed_gaussian(tau, count_sigma, 0.95),
-            set_union_threshold=rho,
-            set_union_p50_best=contributors_needed_policy(rho, unit_sigma, cutoff, partitions, 0.5, worst_case=False),
-            set_union_p50_worst=contributors_needed_policy(rho, unit_sigma, cutoff, partitions, 0.5, worst_case=True),
-        )
+            mode=m.name, level=lv.name, L=lv.max_slots, C=m.phrases_per_window, epsilon=m.budget_epsilon,
+            delta=m.delta, window_days=m.window_days, sigma=cal.sigma, tau=cal.tau,
+            delta_gaussian=cal.delta_gaussian, delta_threshold=cal.delta_threshold,
+            centroid_noise_multiplier=cal.centroid_noise_multiplier, contributors_50=cal.contributors_50,
+            contributors_95=cal.contributors_95, lifetime_epsilon=m.lifetime_epsilon,
+            lifetime_delta=m.lifetime_delta, windows_per_year=m.windows_per_year)
+
+    def table(self) -> list[ReleaseRequirement]:
+        """Every (mode, level) row of the privacy table."""
+        return [self.release_requirement(m.name, lv.name) for m in self.modes for lv in self.levels]
 
 
 def default_policy() -> PrivacyPolicy:
     """The project's modes and levels (DESIGN.md section 2)."""
     return PrivacyPolicy(
-        modes=tuple(
-            PrivacyMode(name=name, epsilon_per_round=per_round, budget_epsilon=budget, allocation=allocation,
-                        phrases_released=phrases, statements_released=statements)
-            for name, per_round, budget, allocation, phrases, statements in (
-                ("high", 1.0, 10.0, RoundAllocation(centroids=0.5, slots=0.25, phrases=0.25),
-                 "DP-selected only", "never"),
-                ("balanced", 4.0, 20.0, RoundAllocation(centroids=0.4, slots=0.2, phrases=0.2, statements=0.2),
-                 "DP-selected only", "never yet (whole-statement DP selection is not implemented)"),
-                ("open", 8.0, 30.0, RoundAllocation(centroids=0.5, slots=0.25, phrases=0.25),
-                 "those with at least min_contributors distinct contributors (a floor, not DP)",
-                 "contributors' scrubbed statements of released slots (not DP for text)"),
-            )
+        modes=(
+            PrivacyMode(name="high", budget_epsilon=10.0, phrases_released="DP-selected",
+                        statements_released="never (and never sent)"),
+            PrivacyMode(name="balanced", budget_epsilon=20.0, phrases_released="DP-selected",
+                        statements_released="never sent (whole-statement DP selection is not implemented)"),
+            PrivacyMode(name="open", budget_epsilon=30.0, phrases_released="DP-selected, plus the hard floor",
+                        statements_released="scrubbed statements with at least min_contributors contributors "
+                                            "(a floor, not DP for text)"),
         ),
         levels=(
             ContributionLevel(name="minimal", max_slots=20),
@@ -250,69 +240,29 @@ def default_policy() -> PrivacyPolicy:
     )
 
 
-def _fmt(x: float, digits: int = 2) -> str:
-    return f"{x:.{digits}f}"
-
-
 def privacy_table_markdown(policy: PrivacyPolicy | None = None) -> str:
-    """The README's privacy tables, computed from ``policy`` (default: :func:`default_policy`)."""
+    """The README/docs privacy table, computed from ``policy`` (default: :func:`default_policy`)."""
     p = policy or default_policy()
     lines = [
-        "| mode | epsilon per round | budget per 30 days | sigma per unit sensitivity | rounds it affords "
-        "| phrases released | statements released |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | level (L) | epsilon per window (delta) | C | count noise sigma | tau | contributors for 50 % / 95 % "
+        "| lifetime: epsilon per 365 days (delta) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for m in p.modes:
+    for r in p.table():
         lines.append(
-            f"| {m.name} | {m.epsilon_per_round:g} | {m.budget_epsilon:g} (delta {m.delta:g}) | {_fmt(m.sigma)} "
-            f"| {m.rounds_afforded} | {m.phrases_released} | {m.statements_released} |"
-        )
+            f"| {r.mode} | {r.level} ({r.L}) | {r.epsilon:g} ({r.delta:g}) | {r.C} | {r.sigma:.2f} | {r.tau} "
+            f"| {r.contributors_50} / {r.contributors_95} | {r.lifetime_epsilon:.1f} ({r.lifetime_delta:g}, "
+            f"{r.windows_per_year} windows) |")
+    m = p.modes[0]
     lines += [
         "",
-        "Distinct contributors an item needs to be released in one round with probability 50 % / 95 % "
-        "(Gaussian thresholding, what the coordinator runs in high and balanced mode), and with DP set union "
-        "(policy Gaussian, 50 %, best case - worst case). `open` mode does not threshold with noise: it "
-        "releases what at least `min_contributors` distinct members share (a floor, not DP); its rows show "
-        "what DP selection would need at epsilon 8:",
-        "",
-        "| mode | level (L) | slot | slot, set union | phrase | phrase, set union | statement |",
-        "|---|---|---|---|---|---|---|",
+        f"One release per window ({m.window_days} days): integer discrete-Gaussian noise on each new phrase's "
+        f"distinct-contributor count (each member adds at most C phrases per window: L2 sensitivity sqrt(C)), "
+        "released when the noisy count exceeds tau and the true count reaches `min_contributors`; "
+        f"{m.allocation.centroids:.0%} of the window's mu^2 goes to the DP centroids. The level's L caps patterns "
+        "for centroids and the preview, not the phrase count, so the contributors needed do not depend on it.",
     ]
-    for m in p.modes:
-        for lv in p.levels:
-            cells = []
-            for comp in ("slots", "phrases"):
-                r = p.release_requirement(m.name, lv.name, comp)  # type: ignore[arg-type]
-                cells.append(f"{r.contributors_p50} / {r.contributors_p95}")
-                cells.append(f"{r.set_union_p50_best} - {r.set_union_p50_worst}")
-            if "statements" in m.allocation.selections():
-                r = p.release_requirement(m.name, lv.name, "statements")
-                cells.append(f"{r.contributors_p50} / {r.contributors_p95}")
-            else:
-                cells.append("-")
-            lines.append(f"| {m.name} | {lv.name} ({lv.max_slots}) | " + " | ".join(cells) + " |")
-    notes = [
-        "",
-        "Assumptions, all in `continuum_mcp/privacy_modes.py`: a round is one Gaussian release of the "
-        "user's contribution clipped to L2 norm 1; its squared norm is shared "
-        + "; ".join(
-            f"{m.name}: centroids {m.allocation.centroids:g}, slots {m.allocation.slots:g}, "
-            f"phrases {m.allocation.phrases:g}" + (f", statements {m.allocation.statements:g}" if m.allocation.statements else "")
-            for m in p.modes
-        )
-        + f". At most {p.max_phrases_per_pattern} phrases per pattern, so a phrase selection has "
-        f"L x {p.max_phrases_per_pattern} partitions per user. "
-        f"{p.modes[0].threshold_delta_share:.0%} of delta is reserved for threshold failures over the "
-        "rounds the budget affords; sigma is the analytic Gaussian at the rest. Set-union best case: "
-        "each contributor's whole unit of weight lands on the item; worst case: each contributor also "
-        "holds L-1 other fresh items.",
-    ]
-    design = ", ".join(f"{m.name} {m.rounds_afforded_pure_gaussian}" for m in p.modes)
-    notes.append(
-        "Rounds of pure (epsilon per round, delta) analytic-Gaussian releases the budgets afford, "
-        f"with no delta reserved for thresholds: {design}."
-    )
-    return "\n".join(lines + notes) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -197,3 +197,15 @@ def discrete_gaussian_pmf(sigma: float, support: NDArray[np.int64]) -> NDArray[n
     norm = float(np.sum(np.exp(-(xs * xs) / (2.0 * sigma * sigma))))
     s = np.asarray(support, dtype=np.float64)
     return np.exp(-(s * s) / (2.0 * sigma * sigma)) / norm
+
+
+def discrete_gaussian_sf(sigma: float, k: int) -> float:
+    """P(Z >= k) for Z ~ N_Z(0, sigma^2), summed directly over the tail (no 1 - cdf cancellation),
+    so that failure probabilities of order 1e-12 are exact to double precision."""
+    if sigma <= 0:
+        return 1.0 if k <= 0 else 0.0
+    half = int(math.ceil(sigma * math.sqrt(2.0 * 100.0 * math.log(2.0)))) + 2
+    if k > half:
+        return 0.0
+    xs = np.arange(max(int(k), -half), half + 1, dtype=np.int64)
+    return float(min(1.0, np.sum(discrete_gaussian_pmf(sigma, xs))))

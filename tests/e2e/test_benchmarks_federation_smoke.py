@@ -43,9 +43,12 @@ def test_bench_privacy_utility_quick_prints_table() -> None:
     assert set(cells) == {"high", "balanced", "open"}, out
     base = re.search(r"^\| baseline: pooled, no threshold, no noise \| ([\d.]+) \|$", out, re.MULTILINE)
     assert base is not None, out
-    # the mathematics: 10 instances cannot pass the DP thresholds of high (hundreds needed)
-    assert float(cells["high"]) == 0.0
-    # open releases what >= 3 instances share, so a shared fact is found; never above 1
-    assert 0.0 < float(cells["open"]) <= 1.0 and 0.0 < float(base.group(1)) <= 1.0
+    # release v2: a phrase needs ~16-20 distinct contributors in high and ~10-12 in balanced
+    # (computed by privacy.modes), so 10 instances release nothing there; open's DP threshold may
+    # also keep everything back at n = 10; every recall is a fraction
+    assert float(cells["high"]) == 0.0 and float(cells["balanced"]) == 0.0, out
+    assert 0.0 <= float(cells["open"]) <= 1.0 and 0.0 < float(base.group(1)) <= 1.0
+    m = re.search(r"high (\d+) / (\d+)", out)
+    assert m is not None and int(m.group(1)) > 10, out  # the requirement is printed, and above n = 10
     # what was real and what simulated is said in the output
     assert "real secagg over HTTP" in out and "SIMULATED" in out

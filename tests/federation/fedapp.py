@@ -34,6 +34,11 @@ FED = "fed-kit"
 SLOTS = 16
 
 
+#: a few members can release in open mode only with a large window budget (tau = 2; release v2's
+#: default open mode needs about 8 distinct contributors per phrase)
+SMALL_FEDERATION = default_policy().with_mode("open", budget_epsilon=400.0)
+
+
 class Kit:
     """One in-process federation; ``close()`` it."""
 
@@ -47,7 +52,8 @@ class Kit:
         self.coord = FederationCoordinator(**opts)
         self.key = generate_federation_key()
         self.cipher = FederationCipher(self.key, FED)
-        self.mode = default_policy().mode(self.coord.config.privacy_mode)
+        self.policy = self.coord.policy
+        self.mode = self.policy.mode(self.coord.config.privacy_mode)
         self._closing: list[Any] = []
 
     def http(self) -> TestClient:
@@ -84,7 +90,8 @@ class Kit:
                               ).accepted_patterns
 
     def expectations(self) -> RoundExpectations:
-        return RoundExpectations.for_mode(FED, SLOTS, self.codebook.dim, self.mode)
+        return RoundExpectations.for_mode(FED, SLOTS, self.codebook.dim, self.mode,
+                                          sybil_fraction=self.coord.config.sybil_fraction)
 
     def run_round(self, members: dict[CoordinatorAPI, list[PlannedPattern]], *, max_steps: int = 400,
                   during: Callable[[], None] | None = None) -> list[Any]:
@@ -111,7 +118,8 @@ class Kit:
         store = MemoryStore(settings, embedder)
         for text in memories:
             store.remember(text)
-        c = FederationClient(store, settings, http=self.http(), codebook=self.codebook, max_retries=0)
+        c = FederationClient(store, settings, http=self.http(), codebook=self.codebook, max_retries=0,
+                             policy=self.policy)
         self._closing.extend([c, store])
         return c
 

@@ -14,7 +14,8 @@ import pytest
 
 from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
 from continuum_mcp.federation.coordinator import CoordinatorConfig, CoordinatorService, CoordinatorStore, RoundEngine
-from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmission
+from continuum_mcp.federation.coordinator.release import IntNoise, discrete_noise
+from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmission, PhraseSubmission
 from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg._core import SecAggClient, SecAggParams
 
@@ -34,13 +35,13 @@ class Clock:
         self.t += seconds
 
 
-def make_engine(storage: Path, clock: Clock, **options: object) -> RoundEngine:
+def make_engine(storage: Path, clock: Clock, noise: IntNoise | None = None, **options: object) -> RoundEngine:
     config = CoordinatorConfig(storage_path=storage, federation_id="fed-engine", privacy_mode="open",
                                min_contributors=3, slots=SLOTS, dim=DIM, round_interval_seconds=100,
                                phase_timeout_seconds=10, **options)  # type: ignore[arg-type]
     store = CoordinatorStore(storage)
     store.ensure_federation(config.federation_id)
-    engine = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy(), now=clock)
+    engine = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy(), now=clock, noise=noise)
     engine.recover()
     return engine
 
@@ -141,9 +142,14 @@ def test_restart_mid_aggregation_starts_a_new_attempt(tmp_path: Path, clock: Clo
 
 
 def test_full_round_in_process_releases_and_opens_the_next(tmp_path: Path, clock: Clock) -> None:
-    engine = make_engine(tmp_path, clock)
-    who = members(engine, 4)
-    submit(engine, who, slot=2)
+    # release v2: a slot is released only with one of its phrases (no separate slot selection), and
+    # open mode's phrases need tau = 7 under DP: 12 members share one phrase, the noise is seeded
+    engine = make_engine(tmp_path, clock, noise=discrete_noise(np.random.default_rng(1)))
+    who = members(engine, 12)
+    round_id = engine.state(None).round_id
+    for ident in who:
+        engine.submit(ident.instance_id, ContributionRequest(round_id=round_id, patterns=[PatternSubmission(
+            slot=2, confidence=0.9, phrases=[PhraseSubmission(token="ab" * 32, ciphertext="Y3Q=")])]))
     engine.close_round()
     params = engine.current_params()
     assert params is not None
@@ -162,7 +168,7 @@ def test_full_round_in_process_releases_and_opens_the_next(tmp_path: Path, clock
         engine.receive(0, "unmask", m.instance_id, clients[m.instance_id].unmask(engine.survivors(0, m.instance_id)))
     st = engine.state(who[0].instance_id, 0)
     assert st.phase == "released" and st.submissions is None and st.you_submitted  # a member sees only itself
-    assert engine.state(None, 0).submissions == 4  # the operator sees the count
+    assert engine.state(None, 0).submissions == 12  # the operator sees the count
     assert engine.state(None).round_id == 1
     slots = CoordinatorService(engine.config, engine.store, engine, engine.policy).slots().slots
     assert [s.slot for s in slots] == [2] and s_norm(slots[0].vector) == pytest.approx(1.0, abs=1e-5)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fedapp import SLOTS, Kit
+from fedapp import SLOTS, SMALL_FEDERATION, Kit
 
 from continuum_mcp.crypto.identity import b64decode
 from continuum_mcp.errors import ContinuumError, InvalidInput
@@ -31,7 +31,7 @@ WRITES = {"contribute", "delete_contributions", "leave", "secagg_post", "join"}
 
 @pytest.fixture
 def kit(tmp_path: Path) -> Iterator[Kit]:
-    k = Kit(tmp_path)
+    k = Kit(tmp_path, policy=SMALL_FEDERATION)  # a few members release in open mode
     yield k
     k.close()
 

@@ -1,87 +1,75 @@
-"""The pure release: fixed counts and a seeded noise source give exact decisions.
+"""The pure release of one window (release v2): fixed counts and a seeded noise source give exact
+decisions.
 
-No database, no server: ``plan_release`` is the function the engine (and the privacy benchmark)
-hands the window's distinct-contributor counts to.
+No database, no server: ``window_counts`` and ``select_phrases`` are the functions the engine (and
+the privacy benchmark) hand a window's member tokens to. (Rewritten for release v2: v1's
+``plan_release`` selected slots and (slot, phrase) pairs separately and redrew noise whenever a
+count changed; v2 selects phrase tokens once per window, sticky, with integer noise.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
-from continuum_mcp.federation.coordinator.release import Decision, centroids, decide, gaussian_noise, plan_release
+from continuum_mcp.federation.coordinator.release import (
+    centroids, discrete_noise, select_phrases, window_counts, withdrawals)
 from continuum_mcp.privacy.modes import default_policy
 
 
-@dataclass(frozen=True)
-class Req:
-    count_sigma: float
-    threshold: float
+def no_noise(sigma: float, n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.int64)
 
 
-@dataclass(frozen=True)
-class Old:
-    true_count: int
-    noisy_count: float
+def test_each_member_counts_once_per_token_and_for_at_most_c_tokens() -> None:
+    members = [("a", [f"t{i}" for i in range(30)]), ("b", ["t0", "t0", "t29"]), ("a", ["t25"])]
+    counts = window_counts(members, max_phrases=20)
+    assert counts["t0"] == 2  # a and b, b's duplicate ignored
+    assert counts["t19"] == 1 and "t20" not in counts and "t25" not in counts  # a's 21st+ tokens never count
+    assert counts["t29"] == 1  # only b's
+    assert sum(1 for t in counts if t.startswith("t")) == 21
 
 
-def no_noise(sigma: float) -> float:
-    raise AssertionError("no fresh draw was expected")
+def test_threshold_floor_and_integer_counts() -> None:
+    d = select_phrases({"x": 8, "y": 7, "z": 2}, set(), sigma=1.0, tau=7, floor=3, noise=no_noise)
+    assert d["x"].keep and not d["y"].keep  # released only strictly above tau
+    assert not d["z"].keep
+    big = select_phrases({"z": 2}, set(), sigma=1.0, tau=0, floor=3, noise=no_noise)
+    assert not big["z"].keep  # the hard floor holds whatever the noise says
+    seeded = select_phrases({f"k{i}": 10 for i in range(50)}, set(), sigma=2.5, tau=9, floor=3,
+                            noise=discrete_noise(np.random.default_rng(1)))
+    assert all(isinstance(v.noisy_count, int) for v in seeded.values())
+    assert len({v.noisy_count for v in seeded.values()}) > 3  # noisy, but integers
 
 
-def test_seeded_noise_gives_exact_decisions() -> None:
-    counts = {0: 5, 1: 2, 2: 40, 3: 12}
-    plan = plan_release(counts, {}, {}, {}, floor=3, slot_requirement=Req(2.0, 10.0),
-                        phrase_requirement=Req(1.0, 1.0), dp_select=True, noise=gaussian_noise(np.random.default_rng(0)))
-    draws = np.random.default_rng(0).normal(0.0, 2.0, size=4)  # one draw per item, in slot order
-    expected_noisy = {s: counts[s] + draws[k] for k, s in enumerate(sorted(counts))}
-    assert {s: d.noisy_count for s, d in plan.slots.items()} == pytest.approx(expected_noisy)
-    for s, d in plan.slots.items():
-        assert d.keep == (counts[s] >= 3 and expected_noisy[s] > 10.0)
-    assert plan.slots[2].keep and not plan.slots[1].keep and not plan.slots[0].keep
-    assert plan.selected_slots == {s for s, d in plan.slots.items() if d.keep}
+def test_seeded_noise_is_reproducible_and_released_tokens_are_never_redrawn() -> None:
+    counts = {"a": 12, "b": 30, "c": 5}
+    one = select_phrases(counts, set(), sigma=2.0, tau=9, floor=3, noise=discrete_noise(np.random.default_rng(5)))
+    two = select_phrases(counts, set(), sigma=2.0, tau=9, floor=3, noise=discrete_noise(np.random.default_rng(5)))
+    assert one == two
+
+    def forbidden(sigma: float, n: int) -> np.ndarray:
+        raise AssertionError("a released token got a fresh draw")
+
+    assert select_phrases({"a": 99, "b": 1}, {"a", "b"}, sigma=2.0, tau=9, floor=3, noise=forbidden) == {}
 
 
-def test_hard_floor_holds_whatever_the_noise_says() -> None:
-    rng = np.random.default_rng(1)
-    for _ in range(200):
-        out = decide({7: 2, 8: 3}, {}, floor=3, requirement=Req(1000.0, -1e9), dp_select=True,
-                     noise=gaussian_noise(rng))
-        assert not out[7].keep  # below the floor: never, even with a threshold no noise can miss
-        assert out[8].keep
+def test_withdrawals_only_under_the_floor() -> None:
+    assert withdrawals({"a": 2, "b": 3}, {"a", "b", "c"}, floor=3) == {"a", "c"}
 
 
-def test_open_mode_is_the_floor_alone() -> None:
-    out = decide({0: 2, 1: 3, 2: 100}, {}, floor=3, requirement=Req(5.0, 1e9), dp_select=False,
-                 noise=gaussian_noise(np.random.default_rng(2)))
-    assert [out[s].keep for s in (0, 1, 2)] == [False, True, True]
+def test_seeded_discrete_noise_has_the_discrete_gaussian_variance() -> None:
+    z = discrete_noise(np.random.default_rng(7))(2.7, 40_000)
+    assert z.dtype == np.int64
+    assert float(z.mean()) == pytest.approx(0.0, abs=0.05)
+    assert float(z.var()) == pytest.approx(2.7**2, rel=0.03)
 
 
-def test_unchanged_counts_keep_their_noise_and_changed_ones_are_redrawn() -> None:
-    prior = {(1, "a"): Old(6, 17.5), (1, "b"): Old(6, 3.0)}
-    out = decide({(1, "a"): 6}, prior, floor=3, requirement=Req(1.0, 10.0), dp_select=True, noise=lambda s: 0.25)
-    assert out[(1, "a")] == Decision(keep=True, true_count=6, noisy_count=17.5, was_released=True)
-    # (1, "b") lost all its contributors: re-evaluated with a fresh draw, and withdrawn
-    assert out[(1, "b")] == Decision(keep=False, true_count=0, noisy_count=0.25, was_released=True)
-    again = decide({(1, "a"): 6}, {(1, "a"): Old(6, 17.5)}, floor=3, requirement=Req(1.0, 10.0),
-                   dp_select=True, noise=no_noise)
-    assert again[(1, "a")].noisy_count == 17.5  # recomputation never averages the noise away
-
-
-def test_withdraw_only_never_releases_anything_new() -> None:
-    out = decide({0: 50, 1: 50}, {1: Old(51, 60.0)}, floor=3, requirement=Req(1.0, 10.0), dp_select=True,
-                 noise=lambda s: 0.0, withdraw_only=True)
-    assert set(out) == {1} and out[1].keep
-
-
-def test_decisions_with_the_policy_requirement_of_high_mode() -> None:
-    req = default_policy().release_requirement("high", "standard", "phrases")
-    plan = plan_release({}, {(0, "t"): 4, (0, "u"): 10_000}, {}, {}, floor=3, slot_requirement=req,
-                        phrase_requirement=req, dp_select=True, noise=gaussian_noise(np.random.default_rng(4)))
-    assert not plan.phrases[(0, "t")].keep  # 4 contributors are far below high's threshold
-    assert plan.phrases[(0, "u")].keep
+def test_decisions_with_the_calibration_of_high_mode() -> None:
+    cal = default_policy().mode("high").calibration
+    d = select_phrases({"t": 4, "u": 10_000}, set(), sigma=cal.sigma, tau=cal.tau, floor=3,
+                       noise=discrete_noise(np.random.default_rng(4)))
+    assert not d["t"].keep and d["u"].keep  # tau is computed, far above 4 contributors
 
 
 def test_centroids_are_unit_vectors_of_nonzero_blocks() -> None:

@@ -25,7 +25,7 @@ from fedapp import BASE, FED, SLOTS, Kit
 
 from continuum_mcp.crypto.cipher import Invite
 from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
-from continuum_mcp.errors import CryptoError, TooLarge
+from continuum_mcp.errors import CryptoError, PrivacyBudgetExceeded, TooLarge
 from continuum_mcp.federation.client import LedgerCharge
 from continuum_mcp.federation.coordinator import CoordinatorConfig, CoordinatorStore, RoundEngine
 from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME
@@ -148,10 +148,14 @@ def test_the_client_charges_each_attempt_under_its_own_label(tmp_path: Path) -> 
     open_ledger = lambda: PrivacyLedger(tmp_path / "ledger.db", identity=me, budget_epsilon=MODE.budget_epsilon,  # noqa: E731
                                         delta=MODE.delta, window=timedelta(days=30))
     charge = LedgerCharge(open_ledger, MODE.round_spend(), FED)
-    for attempt in (0, 1, 1):  # attempt 1 retried: charged once; attempt 0 and 1: twice
-        charge("masked_input", round_params(FED, 4, attempt, roster(3, me), SLOTS, DIM, MODE))
+    for _ in range(2):  # the same attempt posted again (a retried request): charged once
+        charge("masked_input", round_params(FED, 4, 0, roster(3, me), SLOTS, DIM, MODE))
+    # release v2 spends the window's whole budget in one shot, so a second attempt of the window
+    # (a second masked input, which a coordinator could release too) is refused and not posted
+    with pytest.raises(PrivacyBudgetExceeded):
+        charge("masked_input", round_params(FED, 4, 1, roster(3, me), SLOTS, DIM, MODE))
     with open_ledger() as ledger:
-        assert [e.round_id for e in ledger.history()] == [f"{FED}/r4/a0", f"{FED}/r4/a1"]
+        assert [e.round_id for e in ledger.history()] == [f"{FED}/r4/a0"]
     with pytest.raises(CryptoError):  # a session of another federation is not charged (nor posted)
         charge("masked_input", round_params("fed-other", 4, 0, roster(3, me), SLOTS, DIM, MODE))
 
@@ -196,10 +200,14 @@ def test_the_coordinator_charges_every_attempt_that_received_masked_inputs(tmp_p
     through_masked_input(eng, unmask=False)
     eng.store.close()  # the coordinator dies after the masked inputs: attempt 0 is lost
     eng = engine()
-    through_masked_input(eng, unmask=True)  # attempt 1 is released
-    assert eng.state(None, 0).phase == "released"
+    # attempt 0's masked inputs were charged under its own label; release v2 spends the window's
+    # whole budget at once, so nobody can afford attempt 1 in this window: the round waits
+    # (submissions kept) instead of releasing twice under one charge
+    st = eng.state(None, 0)
+    assert st.phase == "collecting" and st.attempt == 1 and eng.current_params() is None
     for m in who:
+        assert eng.store.pending_snapshot(m.instance_id) != []
         with PrivacyLedger(tmp_path / LEDGER_DB_NAME, identity=m.instance_id, budget_epsilon=eng.mode.budget_epsilon,
                            delta=eng.mode.delta) as ledger:
-            assert [e.round_id for e in ledger.history()] == [f"{FED}/r0/a0", f"{FED}/r0/a1"]
+            assert [e.round_id for e in ledger.history()] == [f"{FED}/r0/a0"]
     eng.store.close()

@@ -137,7 +137,8 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         m = m or self._membership.require()
         mode = self._mode(m)
         return PrivacyLedger(self.dir / "ledger.db", identity=self.instance_id, budget_epsilon=mode.budget_epsilon,
-                             delta=mode.delta, window=timedelta(days=mode.window_days), clock=self._clock)
+                             delta=mode.delta, window=timedelta(days=mode.window_days), clock=self._clock,
+                             lifetime=mode.lifetime_budget())
 
     def _query(self, m: Membership) -> FederatedQuery:
         return FederatedQuery(self.api(m), self._cache, cipher_of(m), self.store.embedder, self.codebook,

@@ -1,5 +1,5 @@
-"""Asking the federation: rank released slots locally, fetch them padded with decoys, decrypt,
-re-rank by local embeddings; and keep the local cache of released patterns in step.
+"""Asking the federation: rank released slots locally, fetch them padded with decoys (or all of
+them when there are few), decrypt, re-rank by local embeddings; and keep the local cache of released patterns in step.
 
 Why locally: the coordinator only learns a padded set of slot numbers; which slots were wanted,
 the query text and the decrypted patterns stay on this machine.
@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 #: to QUERY_PADDED_SLOTS so the coordinator does not learn which ones were wanted.
 QUERY_TOP_SLOTS = 4
 QUERY_PADDED_SLOTS = 16
+#: With at most this many released slots a query asks for all of them (one request's limit): the
+#: coordinator learns nothing about the interest, and ranking all of them locally finds more.
+QUERY_ALL_RELEASED_MAX = 64
 #: Confidence of a federated pattern (documented in :func:`federated_confidence`).
 RELEVANCE_FLOOR, RELEVANCE_SPAN = 0.2, 0.4
 
@@ -214,7 +217,8 @@ class FederatedQuery:
         # slot is the better guide then, so a slot scores the better of the two
         cb = self.codebook.vectors
         sims = np.asarray([max(float(np.dot(qvec, released[s])), float(np.dot(qvec, cb[s]))) for s in ids])
-        wanted = [ids[i] for i in np.argsort(-sims)[:QUERY_TOP_SLOTS]]
+        # few releases: ask for all of them (the interest is then not in the request at all)
+        wanted = ids if len(ids) <= QUERY_ALL_RELEASED_MAX else [ids[i] for i in np.argsort(-sims)[:QUERY_TOP_SLOTS]]
         resp = self.api.query(QueryRequest(slots=pad_with_decoys(wanted, ids, self.codebook.slots,
                                                                  self.decoy_secret)))
         out = [p for p in (self.to_federated(qvec, r) for r in self.fetch(resp.patterns))

@@ -13,11 +13,12 @@ from continuum_mcp.federation.coordinator.credits import Credits
 from continuum_mcp.federation.coordinator.engine import RoundEngine
 from continuum_mcp.federation.coordinator.node import FederationCoordinator
 from continuum_mcp.federation.coordinator.openapi import openapi_document
-from continuum_mcp.federation.coordinator.release import Decision, ReleasePlan, gaussian_noise, plan_release
+from continuum_mcp.federation.coordinator.release import PhraseDecision, discrete_noise, select_phrases, window_counts
 from continuum_mcp.federation.coordinator.service import CoordinatorService
 from continuum_mcp.federation.coordinator.store import CoordinatorStore
 
 __all__ = [
-    "CoordinatorConfig", "CoordinatorService", "CoordinatorStore", "Credits", "Decision", "FederationCoordinator",
-    "ReleasePlan", "RoundEngine", "build_parser", "gaussian_noise", "main", "openapi_document", "plan_release",
+    "CoordinatorConfig", "CoordinatorService", "CoordinatorStore", "Credits", "FederationCoordinator",
+    "PhraseDecision", "RoundEngine", "build_parser", "discrete_noise", "main", "openapi_document", "select_phrases",
+    "window_counts",
 ]

@@ -41,20 +41,20 @@ def released_statement_ciphertexts(conn: sqlite3.Connection, tokens: Sequence[st
     return out
 
 
-def enforce_statement_floor(conn: sqlite3.Connection, floor: int, window_start: float) -> set[int]:
+def enforce_statement_floor(conn: sqlite3.Connection, floor: int) -> set[int]:
     """Keep a released statement only if that statement itself (its token and ciphertext, which
-    are deterministic) has at least ``floor`` distinct contributors released in the window (after
-    ``window_start``), and only once per
-    slot; returns the slots that lost their last statement (and with it, maybe, their pattern)."""
+    are deterministic) has at least ``floor`` distinct contributors over the released submissions
+    that still exist (run at a scheduled release, so a deletion takes effect there), and only once
+    per slot; returns the slots that lost their last statement (and with it, maybe, their pattern)."""
     before = {int(r[0]) for r in conn.execute("SELECT DISTINCT slot FROM released_statements")}
     conn.execute(
         "DELETE FROM released_statements WHERE submission_id NOT IN ("
         " SELECT MIN(r.submission_id) FROM released_statements r JOIN submissions s ON s.id = r.submission_id"
         " WHERE s.statement_token IS NOT NULL AND (s.statement_token, r.ciphertext) IN ("
-        "  SELECT statement_token, statement_ct FROM submissions WHERE status='released' AND released_at > ?"
+        "  SELECT statement_token, statement_ct FROM submissions WHERE status='released'"
         "  AND statement_token IS NOT NULL GROUP BY statement_token, statement_ct"
         "  HAVING COUNT(DISTINCT instance_id) >= ?)"
-        " GROUP BY r.slot, s.statement_token)", (window_start, floor))
+        " GROUP BY r.slot, s.statement_token)", (floor,))
     after = {int(r[0]) for r in conn.execute("SELECT DISTINCT slot FROM released_statements")}
     shown = {int(r[0]) for r in conn.execute("SELECT slot FROM released_phrases UNION "
                                              "SELECT slot FROM released_statements")}
@@ -76,7 +76,7 @@ def without_substitutions(conn: sqlite3.Connection, round_id: int, patterns: dic
     and substitution earns no credit."""
     rows = conn.execute(
         "SELECT s.instance_id, COUNT(DISTINCT s.id) FROM submissions s JOIN phrases p ON p.submission_id = s.id "
-        "JOIN released_phrases r ON r.token = p.token AND r.slot = s.slot "
+        "JOIN released_phrases r ON r.token = p.token "
         "WHERE s.released_round = ? AND r.ciphertext != p.ciphertext GROUP BY s.instance_id", (round_id,)).fetchall()
     out = dict(patterns)
     for member, n in rows:

@@ -1,4 +1,4 @@
-"""SQL of releases: window counts in, release decisions written, released patterns read.
+"""SQL of releases: a window's member tokens in, its release decisions written, released patterns read.
 
 Part of the coordinator store (every function takes the connection of a store transaction); the
 decisions themselves come from the pure :mod:`release` module.
@@ -7,27 +7,29 @@ decisions themselves come from the pure :mod:`release` module.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from continuum_mcp.federation.coordinator.release import ReleasePlan
+from continuum_mcp.federation.coordinator.release import PhraseDecision
 
 
 @dataclass(frozen=True)
 class ReleasedSlot:
     true_count: int
-    noisy_count: float
+    noisy_count: int
     vector: bytes | None
     released_at_round: int
 
 
 @dataclass(frozen=True)
 class ReleasedPhraseRow:
+    slot: int
+    ciphertext: str
     true_count: int
-    noisy_count: float
+    noisy_count: int
     released_at_round: int
 
 
@@ -35,35 +37,59 @@ class ReleasedPhraseRow:
 class SlotVector:
     slot: int
     vector: list[float]
-    noisy_count: float
+    noisy_count: int
     released_at_round: int
 
 
 # ----------------------------------------------------------------------------- window counts
 
-def window_slot_counts(conn: sqlite3.Connection, window_start: float) -> dict[int, int]:
+def window_member_tokens(conn: sqlite3.Connection, round_id: int) -> list[tuple[str, list[str]]]:
+    """Each member of the window's release (round ``round_id``) with its tokens in the order it sent
+    them (pattern by pattern): ``release.window_counts`` keeps the first C distinct per member."""
     rows = conn.execute(
-        "SELECT slot, COUNT(DISTINCT instance_id) FROM submissions "
-        "WHERE status='released' AND released_at > ? GROUP BY slot", (window_start,)).fetchall()
-    return {int(r[0]): int(r[1]) for r in rows}
+        "SELECT s.instance_id, p.token FROM submissions s JOIN phrases p ON p.submission_id = s.id "
+        "WHERE s.released_round=? AND s.status='released' ORDER BY s.instance_id, s.id, p.position",
+        (round_id,)).fetchall()
+    out: dict[str, list[str]] = {}
+    for member, token in rows:
+        out.setdefault(str(member), []).append(str(token))
+    return list(out.items())
 
 
-def window_phrase_counts(conn: sqlite3.Connection, window_start: float, max_phrases: int) -> dict[tuple[int, str], int]:
-    """Distinct contributors per (slot, token), counting at most ``max_phrases`` per pattern
-    (the per-user bound the DP calibration assumes)."""
-    rows = conn.execute(
-        "SELECT s.slot, p.token, COUNT(DISTINCT s.instance_id) FROM submissions s "
-        "JOIN phrases p ON p.submission_id = s.id "
-        "WHERE s.status='released' AND s.released_at > ? AND p.position < ? GROUP BY s.slot, p.token",
-        (window_start, max_phrases)).fetchall()
-    return {(int(r[0]), str(r[1])): int(r[2]) for r in rows}
+def remaining_counts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, int]:
+    """Distinct contributors that each token still has over every released submission (the
+    deletion floor check at a scheduled release)."""
+    out: dict[str, int] = {}
+    for t in tokens:
+        row = conn.execute(
+            "SELECT COUNT(DISTINCT s.instance_id) FROM submissions s JOIN phrases p ON p.submission_id = s.id "
+            "WHERE p.token=? AND s.status='released'", (t,)).fetchone()
+        out[t] = int(row[0])
+    return out
 
 
-def window_levels(conn: sqlite3.Connection, window_start: float) -> set[str]:
-    rows = conn.execute(
-        "SELECT DISTINCT m.level FROM submissions s JOIN members m ON m.instance_id = s.instance_id "
-        "WHERE s.status='released' AND s.released_at > ?", (window_start,)).fetchall()
-    return {r[0] for r in rows}
+def _token_source(conn: sqlite3.Connection, token: str, slot: int | None = None) -> tuple[int, str, int] | None:
+    """(slot, ciphertext, ct_round) to serve for a token: its slot is the one most of its
+    contributors put it in (ties: the lower slot), or ``slot`` while that still holds it."""
+    if slot is None or conn.execute(
+            "SELECT 1 FROM submissions s JOIN phrases p ON p.submission_id = s.id WHERE p.token=? AND s.slot=? "
+            "AND s.status='released' LIMIT 1", (token, slot)).fetchone() is None:
+        row = conn.execute(
+            "SELECT s.slot FROM submissions s JOIN phrases p ON p.submission_id = s.id WHERE p.token=? "
+            "AND s.status='released' GROUP BY s.slot ORDER BY COUNT(DISTINCT s.instance_id) DESC, s.slot LIMIT 1",
+            (token,)).fetchone()
+        if row is None:
+            return None
+        slot = int(row[0])
+    # protocol v2 ciphertexts are deterministic and slot-free: honest contributors of a phrase send
+    # the same one, so the ciphertext with the most distinct contributors (over every slot) is served
+    # (a member's substituted text under a popular token is outvoted here, and dropped by every
+    # reader's token check anyway)
+    row = conn.execute(
+        "SELECT p.ciphertext, MAX(s.ct_round) FROM submissions s JOIN phrases p ON p.submission_id = s.id "
+        "WHERE p.token=? AND s.status='released' GROUP BY p.ciphertext "
+        "ORDER BY COUNT(DISTINCT s.instance_id) DESC, MIN(s.id) ASC LIMIT 1", (token,)).fetchone()
+    return None if row is None else (slot, str(row[0]), int(row[1]))
 
 
 def slot_contributors(conn: sqlite3.Connection, slot: int, window_start: float | None = None) -> set[str]:
@@ -94,13 +120,14 @@ def last_released_round(conn: sqlite3.Connection) -> int | None:
 
 def released_slots(conn: sqlite3.Connection) -> dict[int, ReleasedSlot]:
     rows = conn.execute("SELECT slot, true_count, noisy_count, vector, released_at_round FROM released_slots").fetchall()
-    return {int(r[0]): ReleasedSlot(int(r[1]), float(r[2]), None if r[3] is None else bytes(r[3]), int(r[4]))
+    return {int(r[0]): ReleasedSlot(int(r[1]), int(r[2]), None if r[3] is None else bytes(r[3]), int(r[4]))
             for r in rows}
 
 
-def released_phrases(conn: sqlite3.Connection) -> dict[tuple[int, str], ReleasedPhraseRow]:
-    rows = conn.execute("SELECT slot, token, true_count, noisy_count, released_at_round FROM released_phrases").fetchall()
-    return {(int(r[0]), str(r[1])): ReleasedPhraseRow(int(r[2]), float(r[3]), int(r[4])) for r in rows}
+def released_phrases(conn: sqlite3.Connection) -> dict[str, ReleasedPhraseRow]:
+    rows = conn.execute("SELECT token, slot, ciphertext, true_count, noisy_count, released_at_round "
+                        "FROM released_phrases").fetchall()
+    return {str(r[0]): ReleasedPhraseRow(int(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows}
 
 
 def pattern_slots(conn: sqlite3.Connection) -> set[int]:
@@ -109,66 +136,57 @@ def pattern_slots(conn: sqlite3.Connection) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
-def _latest_phrase_ciphertext(conn: sqlite3.Connection, window_start: float, slot: int, token: str
-                              ) -> tuple[str, int] | None:
-    # protocol v2 ciphertexts are deterministic: honest contributors of a phrase send the same one,
-    # so the ciphertext with the most distinct contributors is served (a member's substituted text
-    # under a popular token is outvoted here, and dropped by every reader's token check anyway)
-    row = conn.execute(
-        "SELECT p.ciphertext, MAX(s.ct_round) FROM submissions s JOIN phrases p ON p.submission_id = s.id "
-        "WHERE s.status='released' AND s.released_at > ? AND s.slot=? AND p.token=? "
-        "GROUP BY p.ciphertext ORDER BY COUNT(DISTINCT s.instance_id) DESC, MIN(s.id) ASC LIMIT 1",
-        (window_start, slot, token)).fetchone()
-    return None if row is None else (str(row[0]), int(row[1]))
+def write_window(conn: sqlite3.Connection, *, round_id: int, decisions: Mapping[str, PhraseDecision],
+                 withdrawn: set[str], centroids: dict[int, np.ndarray] | None, statements: bool) -> set[int]:
+    """Write one window's release; return the pattern slots it withdrew.
 
-
-def _window_statements(conn: sqlite3.Connection, window_start: float, slot: int) -> list[tuple[int, str, int]]:
-    rows = conn.execute(
-        "SELECT id, statement_ct, ct_round FROM submissions WHERE status='released' AND released_at > ? "
-        "AND slot=? AND statement_ct IS NOT NULL ORDER BY id", (window_start, slot)).fetchall()
-    return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
-
-
-def apply_plan(conn: sqlite3.Connection, plan: ReleasePlan, *, round_id: int, window_start: float,
-               prior_slots: dict[int, ReleasedSlot], prior_phrases: dict[tuple[int, str], ReleasedPhraseRow],
-               centroids: dict[int, np.ndarray] | None, statements: bool, withdraw_only: bool) -> set[int]:
-    """Write ``plan``; return the pattern slots it withdrew.
-
-    Statements (open mode only): the contributors' encrypted scrubbed statements of selected
-    slots. Balanced would need statement tokens to select a statement "as a whole"; protocol v1
-    has none, so balanced releases no statements."""
+    Withdrawn tokens go; every other released token keeps its noisy count (sticky) but is served
+    from a ciphertext that a remaining contributor sent (a deleted member's copy is dropped here, at
+    the scheduled release). Kept decisions are added with their integer noisy count. A slot is
+    released exactly when one of its phrases is (no separate slot selection); its count is the
+    largest of its phrases' and its DP centroid the window's, where the window has one.
+    Statements (open mode only): candidates are the scrubbed statements of slots with a released
+    phrase; the caller then applies the per-statement floor."""
     before = pattern_slots(conn)
-    for slot, d in plan.slots.items():
-        if not d.keep:
-            conn.execute("DELETE FROM released_slots WHERE slot=?", (slot,))
+    for token in sorted(withdrawn):
+        conn.execute("DELETE FROM released_phrases WHERE token=?", (token,))
+    for token, row in released_phrases(conn).items():
+        if conn.execute("SELECT 1 FROM phrases WHERE token=? AND ciphertext=? LIMIT 1",
+                        (token, row.ciphertext)).fetchone() is not None:
             continue
-        old = prior_slots.get(slot)
-        vec = centroids.get(slot) if centroids else None
-        blob = vec.tobytes() if vec is not None else (old.vector if old is not None else None)
-        conn.execute("INSERT OR REPLACE INTO released_slots (slot, true_count, noisy_count, vector, released_at_round)"
-                     " VALUES (?,?,?,?,?)", (slot, d.true_count, d.noisy_count, blob,
-                                            old.released_at_round if old is not None else round_id))
-    for (slot, token), d in plan.phrases.items():
-        ct = _latest_phrase_ciphertext(conn, window_start, slot, token) if d.keep else None
-        if ct is None:
-            conn.execute("DELETE FROM released_phrases WHERE slot=? AND token=?", (slot, token))
+        src = _token_source(conn, token, row.slot)
+        if src is None:
+            conn.execute("DELETE FROM released_phrases WHERE token=?", (token,))
+        else:
+            conn.execute("UPDATE released_phrases SET slot=?, ciphertext=?, ct_round=? WHERE token=?",
+                         (src[0], src[1], src[2], token))
+    for token, d in sorted(decisions.items()):
+        src = _token_source(conn, token) if d.keep else None
+        if src is None:
             continue
-        old_p = prior_phrases.get((slot, token))
         conn.execute("INSERT OR REPLACE INTO released_phrases (slot, token, ciphertext, ct_round, true_count,"
                      " noisy_count, released_at_round) VALUES (?,?,?,?,?,?,?)",
-                     (slot, token, ct[0], ct[1], d.true_count, d.noisy_count,
-                      old_p.released_at_round if old_p is not None else round_id))
-    old_statements = {int(r[0]): int(r[1]) for r in
-                      conn.execute("SELECT submission_id, released_at_round FROM released_statements")}
-    conn.execute("DELETE FROM released_statements")
+                     (src[0], token, src[1], src[2], d.true_count, int(d.noisy_count), round_id))
+    old_slots = released_slots(conn)
+    conn.execute("DELETE FROM released_slots")
+    for slot, true_count, noisy in conn.execute(
+            "SELECT slot, MAX(true_count), MAX(noisy_count) FROM released_phrases GROUP BY slot").fetchall():
+        old = old_slots.get(int(slot))
+        vec = centroids.get(int(slot)) if centroids else None
+        blob = vec.tobytes() if vec is not None else (old.vector if old is not None else None)
+        conn.execute("INSERT INTO released_slots (slot, true_count, noisy_count, vector, released_at_round)"
+                     " VALUES (?,?,?,?,?)", (int(slot), int(true_count), int(noisy), blob,
+                                            old.released_at_round if old is not None else round_id))
+    conn.execute("DELETE FROM released_statements WHERE submission_id NOT IN (SELECT id FROM submissions) "
+                 "OR slot NOT IN (SELECT slot FROM released_phrases)")
     if statements:
-        for slot in sorted(plan.selected_slots):
-            for sid, ct_text, ct_round in _window_statements(conn, window_start, slot):
-                if withdraw_only and sid not in old_statements:
-                    continue
-                conn.execute("INSERT INTO released_statements (submission_id, slot, ciphertext, ct_round,"
-                             " released_at_round) VALUES (?,?,?,?,?)",
-                             (sid, slot, ct_text, ct_round, old_statements.get(sid, round_id)))
+        # candidates only: the engine then keeps a statement only where that statement itself has
+        # min_contributors contributors (``_integrity_sql.enforce_statement_floor``), once per slot
+        conn.execute(
+            "INSERT OR IGNORE INTO released_statements (submission_id, slot, ciphertext, ct_round, released_at_round) "
+            "SELECT id, slot, statement_ct, ct_round, ? FROM submissions WHERE status='released' AND "
+            "statement_ct IS NOT NULL AND statement_token IS NOT NULL AND slot IN (SELECT slot FROM released_phrases)",
+            (round_id,))
     after = pattern_slots(conn)
     for slot in after - before:
         conn.execute("INSERT INTO patterns (slot, released_at_round) VALUES (?, ?) "
@@ -179,7 +197,7 @@ def apply_plan(conn: sqlite3.Connection, plan: ReleasePlan, *, round_id: int, wi
 def slot_vectors(conn: sqlite3.Connection) -> list[SlotVector]:
     rows = conn.execute("SELECT slot, vector, noisy_count, released_at_round FROM released_slots "
                         "WHERE vector IS NOT NULL ORDER BY slot").fetchall()
-    return [SlotVector(int(r[0]), np.frombuffer(bytes(r[1]), dtype="<f4").astype(float).tolist(), float(r[2]),
+    return [SlotVector(int(r[0]), np.frombuffer(bytes(r[1]), dtype="<f4").astype(float).tolist(), int(r[2]),
                        int(r[3])) for r in rows]
 
 
@@ -200,10 +218,10 @@ def released_patterns(conn: sqlite3.Connection, slots: Sequence[int] | None) -> 
         prow = conn.execute("SELECT released_at_round FROM patterns WHERE slot=?", (slot,)).fetchone()
         ver = conn.execute("SELECT COUNT(*) FROM verifications WHERE slot=?", (slot,)).fetchone()[0]
         up, down = vote_counts(conn, slot)
-        noisy = float(srow[0]) if srow is not None else max((float(p[3]) for p in phrases), default=0.0)
+        noisy = int(srow[0]) if srow is not None else max((int(p[3]) for p in phrases), default=0)
         out.append({
             "pattern_id": f"p-{slot}", "slot": slot,
-            "phrases": [{"token": p[0], "ciphertext": p[1], "noisy_contributors": float(p[3])} for p in phrases],
+            "phrases": [{"token": p[0], "ciphertext": p[1], "noisy_contributors": int(p[3])} for p in phrases],
             "statements": [{"token": s[1], "ciphertext": s[0]} for s in statements],
             "noisy_contributors": noisy, "verifications": int(ver), "votes_up": up, "votes_down": down,
             "released_at_round": int(prow[0]) if prow is not None else 0,

@@ -43,11 +43,13 @@ class CoordinatorConfig(BaseModel):
                                              "identities) [private: %(default)s]"},
                           description="members need a single-use admission token to join")
     admin_token: str | None = Field(default=None, description="enables the /v1/admin routes")
-    round_interval_seconds: float = Field(default=86400.0, gt=0, json_schema_extra=_flags("--round-interval"),
-                                          description="seconds between round closes")
+    round_interval_seconds: float = Field(default=30 * 86400.0, gt=0, json_schema_extra=_flags("--round-interval"),
+                                          description="seconds between round closes: a round is one release window, "
+                                                      "so keep it at window_days (members take part once per window)")
     phase_timeout_seconds: float = Field(default=60.0, gt=0, json_schema_extra=_flags("--phase-timeout"),
                                          description="seconds per secure-aggregation phase")
-    window_days: float = Field(default=30.0, gt=0, description="rolling window of released counts, days")
+    window_days: float = Field(default=30.0, gt=0, description="release window, days: each member's ledger "
+                                                              "admits one window's release per this many days")
     rate_limit_per_minute: float = Field(default=1200.0, gt=0, json_schema_extra=_flags("--rate-limit"),
                                          description="requests per minute per member identity")
     address_rate_limit_per_minute: float = Field(

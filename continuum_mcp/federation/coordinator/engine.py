@@ -8,10 +8,13 @@ of every transition is one store transaction, so a crash at any point leaves a s
 :meth:`RoundEngine.recover` continues (a fresh attempt of the same round from the stored
 submissions). Time comes from the injected ``now`` clock, so tests drive the schedule directly.
 
-Release, per round: the secure sum gives per-slot noisy embedding sums -> unit DP centroids; the
-coordinator's own distinct-contributor counts over the rolling window are decided by the pure
-:mod:`release` module (DP thresholding plus the hard floor ``min_contributors``). The engine holds
-no SQL: the store does.
+Release v2, per round: a round is one release window (its scheduled close is the window's end).
+The secure sum gives per-slot noisy embedding sums -> unit DP centroids; the window's
+distinct-contributor counts of new phrase tokens get one integer discrete-Gaussian draw each and
+are decided by the pure :mod:`release` module (DP threshold tau plus the hard floor
+``min_contributors``); released phrases are sticky; deletions are recorded at once and take effect
+at the next release. Every contributor's ledger is charged the window's spend, computed from the
+noise the round actually used (:meth:`PrivacyMode.window_spend`). The engine holds no SQL.
 """
 
 from __future__ import annotations
@@ -43,11 +46,11 @@ from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.credits import Credits
 from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore, RoundRow
 from continuum_mcp.federation.coordinator._bounds import refuse_poisoned_blocks
-from continuum_mcp.federation.participant import round_params
+from continuum_mcp.federation.participant import round_params, sybil_noise_factor
 from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState
 from continuum_mcp.privacy.dp import gdp_epsilon
-from continuum_mcp.privacy.ledger import PrivacyLedger
-from continuum_mcp.privacy.modes import PrivacyPolicy, ReleaseRequirement
+from continuum_mcp.privacy.ledger import PrivacyLedger, PrivacySpend
+from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.secagg import AggregateResult, KeyRoster, SecAggParams, SecAggServer, ShareInbox, SignedMessage, SurvivorList
 
 logger = logging.getLogger(__name__)
@@ -59,18 +62,17 @@ class RoundEngine:
     """Rounds, secure aggregation and release on top of a :class:`CoordinatorStore`."""
 
     def __init__(self, store: CoordinatorStore, config: CoordinatorConfig, verifier: Verifier,
-                 policy: PrivacyPolicy, *, now: Clock = time.time, noise: release.Noise | None = None) -> None:
+                 policy: PrivacyPolicy, *, now: Clock = time.time, noise: release.IntNoise | None = None) -> None:
         self.store = store
         self.config = config
         self.policy = policy
         self.mode = policy.mode(config.privacy_mode)
         self.credits = Credits(config.credit_rules, config.require_contribution)
         self.now = now
-        self._noise = noise or release.gaussian_noise()
+        self._noise = noise or release.discrete_noise()
         self._verifier = verifier
         self._lock = threading.RLock()
         self._attempt: Attempt | None = None
-        self._requirements: dict[tuple[str, str], ReleaseRequirement] = {}
         self._ledger_path = store.dir / LEDGER_DB_NAME
 
     @property
@@ -82,23 +84,28 @@ class RoundEngine:
 
     def _ledger(self, instance_id: str) -> PrivacyLedger:
         return PrivacyLedger(self._ledger_path, identity=instance_id, budget_epsilon=self.mode.budget_epsilon,
-                             delta=self.mode.delta, window=timedelta(days=self.config.window_days))
+                             delta=self.mode.delta, window=timedelta(days=self.config.window_days),
+                             lifetime=self.mode.lifetime_budget(), clock=self._ledger_clock)
+
+    def _ledger_clock(self) -> datetime:
+        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
 
     def ledger_spent(self, instance_id: str) -> float:
         with self._ledger(instance_id) as ledger:
             return ledger.spent()
 
-    def round_epsilon(self) -> float:
-        """Epsilon of one round at the mode's delta, computed from the spend the ledgers record."""
-        spend = self.mode.round_spend()
+    def window_spend(self, params: SecAggParams) -> PrivacySpend:
+        """The window's spend with the noise ``params`` actually carry from the honest survivors
+        alone (the sybil-calibration factor taken out, as the clients charge): noise std per unit
+        of the quantised clip (the sensitivity of the released sum), not per unit of the float clip."""
+        honest = params.noise_sigma / sybil_noise_factor(params.n, self.config.sybil_fraction)
+        return self.mode.window_spend(honest / params.quantised_sensitivity)
+
+    def round_epsilon(self, params: SecAggParams | None = None) -> float:
+        """Epsilon of one window's release at the mode's delta, from the spend the ledgers record."""
+        spend = self.mode.round_spend() if params is None else self.window_spend(params)
         assert spend.mu is not None
         return gdp_epsilon(spend.mu, self.mode.delta - spend.extra_delta)
-
-    def _requirement(self, level: str, component: str) -> ReleaseRequirement:
-        key = (level, component)
-        if key not in self._requirements:
-            self._requirements[key] = self.policy.release_requirement(self.mode.name, level, component)  # type: ignore[arg-type]
-        return self._requirements[key]
 
     def make_params(self, round_id: int, attempt: int, roster: list[str]) -> SecAggParams:
         """SecAggParams of the one calibration every client checks (``participant.round_params``)."""
@@ -118,7 +125,7 @@ class RoundEngine:
             if cur.phase in SECAGG_PHASES:
                 logger.info("round %d was in %s at shutdown: starting attempt %d", cur.round_id, cur.phase, cur.attempt + 1)
                 if cur.params_json is not None:  # masked inputs the lost attempt had received are spent
-                    self._charge_attempt(json.loads(cur.params_json)["session_id"],
+                    self._charge_attempt(SecAggParams.model_validate_json(cur.params_json),
                                          isql.secagg_senders(conn, cur.round_id, cur.attempt, "masked_input"))
                 if not self._fix_roster(conn, cur.round_id, cur.attempt + 1, now):
                     self.store.set_round(conn, cur.round_id, phase="collecting", attempt=cur.attempt + 1,
@@ -231,19 +238,21 @@ class RoundEngine:
         with self.store.transaction() as conn:
             self.store.set_round(conn, a.round_id, phase=a.phase, phase_deadline=a.deadline)
 
-    def _charge_attempt(self, session_id: str, members: list[str] | set[str]) -> None:
-        """Charge each member whose masked input this attempt received, one label per attempt (its
-        session id) as the clients do: an attempt that aborted after masked inputs were sent could
-        still have been unmasked by a malicious coordinator. Idempotent per (member, attempt)."""
+    def _charge_attempt(self, params: SecAggParams, members: list[str] | set[str]) -> None:
+        """Charge each member whose masked input this attempt received the window's spend, one
+        label per attempt (its session id ``<fed>/r<round>/a<attempt>``) as the clients do: the
+        attempt belongs to the round's window, and an attempt that aborted after masked inputs were
+        sent could still have been unmasked by a malicious coordinator. Idempotent per (member, attempt)."""
+        spend = self.window_spend(params)
         for m in sorted(members):
             try:
                 with self._ledger(m) as ledger:
-                    ledger.spend(self.mode.round_spend(), round_id=session_id)
+                    ledger.spend(spend, round_id=params.session_id)
             except PrivacyBudgetExceeded:
                 logger.warning("member %s is past its privacy budget; spend not recorded", m)
 
     def _abort(self, a: Attempt, now: float) -> None:
-        self._charge_attempt(a.params.session_id, masked_senders(a))
+        self._charge_attempt(a.params, masked_senders(a))
         with self.store.transaction() as conn:
             self.store.set_round(conn, a.round_id, phase="aborted", phase_deadline=None, finished_at=now)
             self.store.open_round(conn, a.round_id + 1, now, self.config.round_interval_seconds)
@@ -274,7 +283,7 @@ class RoundEngine:
                 raise WrongPhase("no round is aggregating")
             now, r = self.now(), a.round_id
             survivors = list(result.contributors)
-            self._charge_attempt(a.params.session_id, survivors)
+            self._charge_attempt(a.params, survivors)
             with self.store.transaction() as conn:
                 dropped = [m for m in a.params.roster if m not in set(survivors)]
                 self.store.open_round(conn, r + 1, now, self.config.round_interval_seconds)
@@ -288,34 +297,29 @@ class RoundEngine:
                 # only slots some survivor contributed to this round get a new centroid
                 vectors = release.centroids(float_sum, self.config.slots, self.config.dim,
                                             rsql.slots_released_in(conn, r))
-                self._recompute(conn, r, now, vectors)  # then credit: no credit for a substituted phrase
+                self._release_window(conn, r, vectors)  # then credit: no credit for a substituted phrase
                 self.credits.earn_round(conn, r, isql.without_substitutions(conn, r, counts), survivors, now)
                 # a member still in the carried-over round keeps its other pending rows too
                 self.store.carry_over(conn, r, r + 1)
                 self.store.set_round(conn, r, phase="released", phase_deadline=None, finished_at=now,
-                                     epsilon=self.round_epsilon())
+                                     epsilon=self.round_epsilon(a.params))
             logger.info("round %d released with %d contributors (%d dropped)", r, len(survivors), len(dropped))
             self._attempt = None
             return self.state(None, r)
 
-    def _recompute(self, conn: Any, round_id: int, now: float, vectors: dict[int, Any] | None, *,
-                   withdraw_only: bool = False) -> set[int]:
-        """Recount the window, decide the release (pure), write it; return withdrawn pattern slots."""
-        window_start = now - self.config.window_days * 86400.0
-        levels = rsql.window_levels(conn, window_start)
-        level = max(levels, key=lambda n: self.policy.level(n).max_slots) if levels else "standard"
-        prior_slots, prior_phrases = rsql.released_slots(conn), rsql.released_phrases(conn)
-        plan = release.plan_release(
-            rsql.window_slot_counts(conn, window_start),
-            rsql.window_phrase_counts(conn, window_start, self.policy.max_phrases_per_pattern),
-            prior_slots, prior_phrases, floor=self.config.min_contributors,
-            slot_requirement=self._requirement(level, "slots"), phrase_requirement=self._requirement(level, "phrases"),
-            dp_select=self.mode.name != "open", noise=self._noise, withdraw_only=withdraw_only)
-        withdrawn = rsql.apply_plan(conn, plan, round_id=round_id, window_start=window_start, prior_slots=prior_slots,
-                                    prior_phrases=prior_phrases, centroids=vectors, statements=self.mode.name == "open",
-                                    withdraw_only=withdraw_only)
+    def _release_window(self, conn: Any, round_id: int, vectors: dict[int, Any] | None) -> set[int]:
+        """The window's one release: scheduled withdrawals, then one noisy selection of the new
+        candidates (pure decisions, written by the store). Returns withdrawn pattern slots."""
+        cal = self.mode.calibration
+        prior = rsql.released_phrases(conn)
+        withdrawn = release.withdrawals(rsql.remaining_counts(conn, sorted(prior)), prior, self.config.min_contributors)
+        counts = release.window_counts(rsql.window_member_tokens(conn, round_id), self.mode.phrases_per_window)
+        decisions = release.select_phrases(counts, prior, sigma=cal.sigma, tau=cal.tau,
+                                           floor=self.config.min_contributors, noise=self._noise)
+        out = rsql.write_window(conn, round_id=round_id, decisions=decisions, withdrawn=withdrawn,
+                                centroids=vectors, statements=self.mode.name == "open")
         # open mode: a statement itself needs min_contributors contributors (not just its slot)
-        return withdrawn | isql.enforce_statement_floor(conn, self.config.min_contributors, window_start)
+        return out | isql.enforce_statement_floor(conn, self.config.min_contributors)
 
     # ------------------------------------------------------------------------------ contributions
 
@@ -331,15 +335,15 @@ class RoundEngine:
             return cur.round_id
 
     def withdraw(self, caller: str, *, leave: bool = False) -> tuple[int, int]:
-        """Delete the caller's submissions (and, with ``leave``, its membership); re-evaluate what
-        is released without releasing anything new. Returns (submissions deleted, patterns withdrawn)."""
+        """Delete the caller's submissions (and, with ``leave``, its membership). Nothing released
+        changes now: the next scheduled release recounts and withdraws what fell under the floor
+        (an immediate recompute would show exactly what this member had contributed). Returns
+        (submissions deleted, patterns withdrawn now = 0)."""
         with self._lock, self.store.transaction() as conn:
-            cur = self.store.current_round(conn)
             n, _slots = self.store.delete_member_submissions(conn, caller)
-            withdrawn = self._recompute(conn, cur.round_id if cur else 0, self.now(), None, withdraw_only=True)
             if leave:
                 self.store.remove_member(conn, caller)
-        return n, len(withdrawn)
+        return n, 0
 
     # ------------------------------------------------------------------------------ views
 

@@ -1,120 +1,92 @@
-"""Pure release decisions: distinct-contributor counts in, what is released (and its noisy count) out.
+"""Pure release decisions of one window (release v2): candidate counts in, released phrases out.
 
 Why pure: this is where privacy is decided, so it must be testable exactly (fixed counts and a
 seeded noise source give exact decisions) and reusable by the benchmark without a database or an
 HTTP server. The engine feeds it the window's counts from the store and writes its decisions back.
 
-Rules (per item: a slot, or a (slot, phrase token)):
-- the hard floor ``floor`` (``min_contributors``) always applies: fewer true contributors are never
-  released, whatever the noise says;
-- with ``dp_select`` (modes ``high`` and ``balanced``) an item is released only if its noisy count
-  exceeds the requirement's threshold (DP partition selection); ``open`` uses the floor alone,
-  which is k-anonymity, not DP;
-- an item whose true count did not change keeps its earlier noisy count (no fresh draw: repeated
-  recomputation must not let anyone average the noise away);
-- ``withdraw_only`` (after a deletion) re-evaluates only items released now: nothing new appears.
+Rules (DESIGN.md "Release v2"; the unit is a phrase token, a released phrase implies its slot):
+- :func:`window_counts`: distinct contributors per token over the window's submissions, counting
+  at most C distinct tokens per member (the first C it sent: its own most frequent phrases), so
+  the L2 sensitivity sqrt(C) the calibration assumes holds whatever a client sends;
+- :func:`select_phrases`: once per window, each candidate that is not released already gets ONE
+  integer discrete-Gaussian draw; it is released when the noisy count exceeds ``tau`` and the true
+  count reaches the hard floor ``floor`` (``min_contributors``). Released counts are integers;
+- sticky: a released token is never a candidate again and its count is never redrawn;
+- :func:`withdrawals`: at the next scheduled release (never on request), a released token whose
+  remaining contributors fell under the floor (deletions, leaving) is withdrawn.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-from continuum_mcp.privacy.dp import add_gaussian_noise
+from continuum_mcp.privacy.noise import discrete_gaussian, discrete_gaussian_pmf
 
-K = TypeVar("K", int, tuple[int, str])
-
-#: sigma -> one draw of N(0, sigma^2)
-Noise = Callable[[float], float]
-
-
-class Requirement(Protocol):
-    """What an item needs (``privacy.modes.ReleaseRequirement`` has both attributes)."""
-
-    @property
-    def count_sigma(self) -> float: ...
-
-    @property
-    def threshold(self) -> float: ...
-
-
-class Prior(Protocol):
-    """An item as released before (the store's rows have both attributes)."""
-
-    @property
-    def true_count(self) -> int: ...
-
-    @property
-    def noisy_count(self) -> float: ...
+#: (sigma, size) -> int64 draws of the discrete Gaussian N_Z(0, sigma^2)
+IntNoise = Callable[[float, int], np.ndarray]
 
 
 @dataclass(frozen=True)
-class Decision:
+class PhraseDecision:
     keep: bool
     true_count: int
-    noisy_count: float
-    was_released: bool
+    noisy_count: int
 
 
-@dataclass(frozen=True)
-class ReleasePlan:
-    slots: dict[int, Decision] = field(default_factory=dict)
-    phrases: dict[tuple[int, str], Decision] = field(default_factory=dict)
-
-    @property
-    def selected_slots(self) -> set[int]:
-        return {s for s, d in self.slots.items() if d.keep}
-
-
-def gaussian_noise(rng: np.random.Generator | None = None) -> Noise:
-    """Gaussian noise: cryptographic randomness by default, a seeded ``rng`` for tests/benchmarks."""
+def discrete_noise(rng: np.random.Generator | None = None) -> IntNoise:
+    """Integer noise: the CSPRNG discrete Gaussian by default; with a seeded ``rng`` (tests and
+    benchmarks), exact draws from the same pmf (support cut where the mass is below 2^-100)."""
     if rng is None:
-        return lambda sigma: float(add_gaussian_noise(np.zeros(1), sigma)[0])
-    return lambda sigma: float(rng.normal(0.0, sigma)) if sigma > 0 else 0.0
+        return lambda sigma, n: discrete_gaussian(sigma, n)
+
+    def seeded(sigma: float, n: int) -> np.ndarray:
+        if sigma <= 0 or n == 0:
+            return np.zeros(n, dtype=np.int64)
+        half = int(math.ceil(sigma * math.sqrt(2.0 * 100.0 * math.log(2.0)))) + 2
+        support = np.arange(-half, half + 1, dtype=np.int64)
+        p = discrete_gaussian_pmf(sigma, support)
+        return rng.choice(support, size=n, p=p / p.sum()).astype(np.int64)
+
+    return seeded
 
 
-def decide(counts: Mapping[K, int], prior: Mapping[K, Prior], *, floor: int, requirement: Requirement,
-           dp_select: bool, noise: Noise, withdraw_only: bool = False) -> dict[K, Decision]:
-    """One decision per item counted now or released before (in sorted order, so a seeded
-    noise source gives reproducible draws)."""
-    out: dict[K, Decision] = {}
-    for key in sorted(set(counts) | set(prior)):
-        c = int(counts.get(key, 0))
-        old = prior.get(key)
-        if withdraw_only and old is None:
-            continue
-        if old is not None and old.true_count == c:
-            noisy = float(old.noisy_count)
-        else:
-            noisy = c + noise(requirement.count_sigma)
-        keep = c >= floor and (not dp_select or noisy > requirement.threshold)
-        out[key] = Decision(keep=keep, true_count=c, noisy_count=noisy, was_released=old is not None)
+def window_counts(member_tokens: Iterable[tuple[str, Iterable[str]]], max_phrases: int) -> dict[str, int]:
+    """Distinct contributors per token; each member counts for its first ``max_phrases`` distinct
+    tokens only (a member listed twice is merged, in order)."""
+    per_member: dict[str, dict[str, None]] = {}
+    for member, tokens in member_tokens:
+        mine = per_member.setdefault(member, {})
+        for t in tokens:
+            if len(mine) >= max_phrases:
+                break
+            mine.setdefault(t, None)
+    counts: dict[str, int] = {}
+    for mine in per_member.values():
+        for t in mine:
+            counts[t] = counts.get(t, 0) + 1
+    return counts
+
+
+def select_phrases(candidates: Mapping[str, int], released: Collection[str], *, sigma: float, tau: int,
+                   floor: int, noise: IntNoise) -> dict[str, PhraseDecision]:
+    """One decision per new candidate (sorted, so a seeded noise source is reproducible)."""
+    keys = sorted(k for k in candidates if k not in released)
+    draws = noise(sigma, len(keys)) if keys else np.zeros(0, dtype=np.int64)
+    out: dict[str, PhraseDecision] = {}
+    for key, z in zip(keys, draws):
+        c = int(candidates[key])
+        noisy = c + int(z)
+        out[key] = PhraseDecision(keep=noisy > tau and c >= floor, true_count=c, noisy_count=noisy)
     return out
 
 
-def plan_release(
-    slot_counts: Mapping[int, int],
-    phrase_counts: Mapping[tuple[int, str], int],
-    prior_slots: Mapping[int, Prior],
-    prior_phrases: Mapping[tuple[int, str], Prior],
-    *,
-    floor: int,
-    slot_requirement: Requirement,
-    phrase_requirement: Requirement,
-    dp_select: bool,
-    noise: Noise,
-    withdraw_only: bool = False,
-) -> ReleasePlan:
-    """The release of one recomputation of the window: slots and phrases decided independently."""
-    kw = dict(floor=floor, dp_select=dp_select, noise=noise, withdraw_only=withdraw_only)
-    return ReleasePlan(
-        slots=decide(slot_counts, prior_slots, requirement=slot_requirement, **kw),  # type: ignore[arg-type]
-        phrases=decide(phrase_counts, prior_phrases, requirement=phrase_requirement, **kw),  # type: ignore[arg-type]
-    )
+def withdrawals(remaining: Mapping[str, int], released: Collection[str], floor: int) -> set[str]:
+    """Released tokens whose remaining distinct contributors are below the floor."""
+    return {t for t in released if int(remaining.get(t, 0)) < floor}
 
 
 def centroids(float_sum: np.ndarray, slots: int, dim: int, only: set[int] | None = None) -> dict[int, np.ndarray]:
@@ -130,5 +102,5 @@ def centroids(float_sum: np.ndarray, slots: int, dim: int, only: set[int] | None
     return out
 
 
-__all__ = ["Decision", "Noise", "Prior", "ReleasePlan", "Requirement", "centroids", "decide", "gaussian_noise",
-           "plan_release"]
+__all__ = ["IntNoise", "PhraseDecision", "centroids", "discrete_noise", "select_phrases", "window_counts",
+           "withdrawals"]

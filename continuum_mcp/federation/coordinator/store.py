@@ -336,13 +336,11 @@ class CoordinatorStore:
 
     @staticmethod
     def delete_member_submissions(conn: sqlite3.Connection, instance_id: str) -> tuple[int, set[int]]:
-        """Delete every submission of a member; returns (count, slots touched)."""
+        """Delete every submission of a member; returns (count, slots touched). What is released
+        from them is withdrawn at the next scheduled release, not here (see ``RoundEngine.withdraw``)."""
         rows = conn.execute("SELECT id, slot FROM submissions WHERE instance_id=?", (instance_id,)).fetchall()
-        ids = [r[0] for r in rows]
-        for sid in ids:
-            conn.execute("DELETE FROM released_statements WHERE submission_id=?", (sid,))
         conn.execute("DELETE FROM submissions WHERE instance_id=?", (instance_id,))
-        return len(ids), {int(r[1]) for r in rows}
+        return len(rows), {int(r[1]) for r in rows}
 
     # ----------------------------------------------------------------------------- secagg log
 

@@ -1,0 +1,45 @@
+"""``continuum-mcp privacy table``: what a phrase needs to be released, per mode and level.
+
+Why a command: the README and docs tables are generated from it, and a user can check the figures
+their federation runs with. Every number is computed by ``PrivacyPolicy.table()`` from the modes'
+parameters (nothing typed in); ``--json`` prints the rows as a JSON list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from continuum_mcp.privacy.modes import default_policy, privacy_table_markdown
+
+
+def table_rows() -> list[dict[str, Any]]:
+    """The rows of ``privacy table --json``."""
+    return [r.model_dump(mode="json") for r in default_policy().table()]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table (markdown, or JSON rows with ``--json``); exit code 0."""
+    if getattr(args, "json", False):
+        print(json.dumps(table_rows(), indent=2))
+    else:
+        print(privacy_table_markdown(), end="")
+    return 0
+
+
+def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    """Register ``privacy table`` on the CLI's subparsers. The handler needs no memory store:
+    ``func(args, settings)`` with ``raw_settings=True`` for ``cli.main``; ``handler(args)`` direct."""
+    p = subparsers.add_parser("privacy", help="privacy figures of the federation's release mechanism")
+    sub = p.add_subparsers(dest="privacy_command", required=True)
+    t = sub.add_parser("table", parents=list(parents),
+                       help="distinct contributors a phrase needs to be released, per mode and level")
+    if not any(a.dest == "json" for parent in parents for a in parent._actions):
+        t.add_argument("--json", action="store_true", help="JSON rows instead of a table")
+    t.set_defaults(func=lambda args, _settings: run(args), raw_settings=True, handler=run)
+    return p
+
+
+__all__ = ["add_parser", "run", "table_rows"]
