@@ -31,7 +31,7 @@ from continuum_mcp.memory.models import (
 if TYPE_CHECKING:  # the store (numpy, FAISS), federation and privacy stacks are imported only when used
     from continuum_mcp.memory.store import MemoryStore
     from embeddings import Embedder
-    from continuum_mcp.federation.client._client import (
+    from continuum_mcp.federation.client import (
         AutoSyncSettings, ContributionResult, DeletionResult, DownloadResult, FederatedPattern, FederationClient,
         FederationStatus, JoinResult, LeaveResult, SyncResult, VerifyResult, VoteResult,
     )
@@ -217,7 +217,7 @@ class Continuum:
         store = self.store
         with self._lock:
             if self._federation is None:
-                from continuum_mcp.federation.client._client import FederationClient
+                from continuum_mcp.federation.client import FederationClient
 
                 self._federation = FederationClient(store, self.settings)
             return self._federation
@@ -245,7 +245,7 @@ class Continuum:
         fed = self._member()
         if fed is not None:
             return fed.status()
-        from continuum_mcp.federation.client._client import FederationStatus
+        from continuum_mcp.federation.client import FederationStatus
 
         key = self.federation_dir / "identity.key"
         instance_id = ""
@@ -295,7 +295,7 @@ class Continuum:
         fed = self._member()
         if fed is not None:
             return fed.disable_auto_sync()
-        from continuum_mcp.federation.client._client import AutoSyncSettings
+        from continuum_mcp.federation.client import AutoSyncSettings
 
         return AutoSyncSettings(enabled=False)
 

@@ -40,9 +40,9 @@ def test_a_store_that_never_joined_gets_answers_without_federation_state(
 
 def test_the_not_joined_check_reads_the_client_s_own_layout() -> None:
     from continuum_mcp import app
-    from continuum_mcp.federation.client import _client
+    from continuum_mcp.federation.client import _facade
 
-    assert app.FEDERATION_DIR == _client.FEDERATION_DIR
+    assert app.FEDERATION_DIR == _facade.FEDERATION_DIR
 
 
 def test_open_fails_at_once_on_a_bad_store_and_close_is_idempotent(tmp_path: Path,
@@ -55,7 +55,7 @@ def test_open_fails_at_once_on_a_bad_store_and_close_is_idempotent(tmp_path: Pat
 
 def test_importing_the_package_and_the_server_stays_light() -> None:
     """The MCP handshake pays for every import: the federation and privacy stacks load on use."""
-    heavy = ["httpx", "continuum_mcp.federation.client._client", "continuum_mcp.privacy.scrub",
+    heavy = ["httpx", "continuum_mcp.federation.client._facade", "continuum_mcp.privacy.scrub",
              "continuum_mcp.secagg", "continuum_mcp.crypto.cipher"]
     for module, absent in (("continuum_mcp", [*heavy, "continuum_mcp.app", "continuum_mcp.memory.store"]),
                            ("continuum_mcp.server", heavy)):

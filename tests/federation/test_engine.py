@@ -17,7 +17,7 @@ from continuum_mcp.federation.coordinator import CoordinatorConfig, CoordinatorS
 from continuum_mcp.federation.coordinator.release import IntNoise, discrete_noise
 from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmission, PhraseSubmission
 from continuum_mcp.privacy.modes import default_policy
-from continuum_mcp.secagg._core import SecAggClient, SecAggParams
+from continuum_mcp.secagg import SecAggClient, SecAggParams
 
 SLOTS, DIM = 4, 8
 

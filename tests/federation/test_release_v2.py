@@ -27,7 +27,7 @@ from continuum_mcp.federation.coordinator import _release_sql as rsql
 from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmission, PhraseSubmission
 from continuum_mcp.federation.submission import PlannedPattern, build_submission, choose_phrases
 from continuum_mcp.privacy.modes import PrivacyPolicy, default_policy
-from continuum_mcp.secagg._core import AggregateResult
+from continuum_mcp.secagg import AggregateResult
 
 DAY = 86400.0
 SLOTS, DIM = 8, 4

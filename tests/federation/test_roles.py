@@ -161,7 +161,7 @@ def test_the_client_charges_each_attempt_under_its_own_label(tmp_path: Path) -> 
 
 
 def test_the_coordinator_charges_every_attempt_that_received_masked_inputs(tmp_path: Path) -> None:
-    from continuum_mcp.secagg._core import SecAggClient
+    from continuum_mcp.secagg import SecAggClient
 
     config = CoordinatorConfig(storage_path=tmp_path, federation_id=FED, privacy_mode="open", min_contributors=3,
                                slots=4, dim=8, round_interval_seconds=100, phase_timeout_seconds=10)

@@ -27,7 +27,7 @@ from continuum_mcp.errors import PrivacyBudgetExceeded
 from continuum_mcp.federation.coordinator import CoordinatorConfig, CoordinatorStore, RoundEngine
 from continuum_mcp.privacy.ledger import PrivacyLedger
 from continuum_mcp.privacy.modes import PrivacyPolicy, default_policy
-from continuum_mcp.secagg._core import SecAggParams
+from continuum_mcp.secagg import SecAggParams
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 DISC = 1e-4  # PLD discretisation: pessimistic, so the PLD epsilon is a hair above the exact one

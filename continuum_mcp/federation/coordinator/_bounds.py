@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from continuum_mcp.secagg._core import AggregateResult, SecAggParams
+from continuum_mcp.secagg import AggregateResult, SecAggParams
 
 #: chi-square tail parameter of the noise bound: P(one honest block exceeds it) <= exp(-40).
 _TAIL = 40.0
