@@ -1,6 +1,6 @@
 """End-to-end demo: private memories, a federation, and proof of what left each machine.
 
-    ./dev.sh demo            (or: python examples/demo.py [--instances 6] [--keep DIR])
+    ./dev.sh demo            (or: python examples/demo.py [--instances 12] [--mode high] [--keep DIR])
 
 What happens, all on 127.0.0.1:
 1. A coordinator starts (`continuum-mcp coordinator`, open mode, at least 3 contributors).
@@ -18,7 +18,8 @@ What happens, all on 127.0.0.1:
 
 Every figure it explains (noisy counts, the release floor, epsilon and the budget) is read from the
 run or computed from the privacy policy in code. The federation runs in `open` mode by default
-(a k-anonymity floor, not DP: it says so); `--mode high` runs the same story under the DP mode.
+(DP selection of phrases; statements under a k-anonymity floor, not DP: it says so); `--mode high
+--instances 22` runs the same story under the default mode, which needs about 20 members.
 """
 
 from __future__ import annotations
@@ -51,18 +52,18 @@ ATTACH = "claude mcp add continuum -- continuum-mcp serve"
 
 # Facts several users share, each in their own words (with their own personal details around them).
 SHARED = {
-    "uv": ["I use uv instead of pip to manage Python project dependencies because it is much faster",
-           "Switched our Python dependency management from pip to uv, installs are way faster",
-           "uv replaced pip for managing python dependencies in my projects, it is so much faster",
-           "For Python projects I manage dependencies with uv rather than pip since it's faster",
-           "Python dependencies: use uv, not pip, it resolves and installs much faster"],
+    "uv": ["I use uv instead of pip for python dependencies because it is much faster",
+           "Switched our python dependencies from pip to uv, installs are way faster",
+           "uv replaced pip for python dependencies in my projects, it is so much faster",
+           "For my projects I manage python dependencies with uv rather than pip since it's faster",
+           "python dependencies: use uv, not pip, it resolves and installs much faster"],
     "migrations": ["Always run the database migrations before deploying the backend service",
-                   "Run DB migrations first, then deploy the backend, otherwise the service crashes",
+                   "Run the database migrations first, then deploy the backend, otherwise the service crashes",
                    "Deploy checklist: database migrations must run before the backend deploy",
                    "Never deploy the backend before the database migrations have run"],
-    "standup": ["Daily standup meetings work best when kept under fifteen minutes",
+    "standup": ["The daily standup works best when kept under fifteen minutes",
                 "Keep the daily standup short, fifteen minutes at most",
-                "Our team limits the daily standup meeting to fifteen minutes"],
+                "Our team limits the daily standup to fifteen minutes"],
 }
 
 PERSONAL = [
@@ -87,8 +88,7 @@ def memories_for(i: int) -> list[tuple[str, list[str]]]:
     """Instance i's memories: some shared facts in its own words, plus personal ones."""
     mine: list[tuple[str, list[str]]] = []
     for topic, variants in SHARED.items():
-        if i < len(variants) + 1:
-            mine.append((variants[i % len(variants)], ["work"]))
+        mine.append((variants[i % len(variants)], ["work"]))
     mine += [PERSONAL[(i + k) % len(PERSONAL)] for k in range(3)]
     if i == 0:
         mine.append(PRIVATE)
@@ -105,23 +105,25 @@ def explain_budget(status: dict[str, Any]) -> str:
     """What the epsilon figures of a status mean, with the mode's own parameters."""
     mode = default_policy().mode(status["federation_mode"])
     spent, budget = status["privacy_spent_epsilon"], status["privacy_budget_epsilon"]
-    return (f"epsilon {spent:.2f} of {budget:g}: {budget:g} is the {mode.window_days}-day rolling budget of "
-            f"'{mode.name}' mode; one round costs about {mode.epsilon_per_round:g} (composed exactly, so "
-            f"{mode.rounds_afforded} rounds fit in any {mode.window_days} days); spending older than "
-            f"{mode.window_days} days returns, and a contribution that would overspend is refused (nothing "
-            f"is sent). Lower is more private: epsilon bounds by e^epsilon how much more likely any release "
-            f"becomes because one member took part.")
+    return (f"epsilon {spent:.2f} of {budget:g}: {budget:g} is the budget of one {mode.window_days}-day release "
+            f"window in '{mode.name}' mode, spent once, in one release, by the round you just took part in; the "
+            f"next contribution waits for the next window. Over 365 days at most {mode.lifetime_budget().epsilon:.1f} "
+            f"(the lifetime bound) can be spent. Lower is more private: epsilon bounds by e^epsilon how much more "
+            f"likely any release becomes because one member took part.")
 
 
 def explain_mode(name: str) -> str:
-    mode = default_policy().mode(name)
+    need = default_policy().release_requirement(name, "minimal")
+    text = (f"'{name}' mode: a phrase is released when its noisy count of distinct contributors (integer "
+            f"discrete-Gaussian noise, sigma {need.sigma:.2f}) passes {need.tau} and at least {MIN_CONTRIBUTORS} "
+            f"members really sent it: about {need.contributors_50} members for an even chance, "
+            f"{need.contributors_95} for 95 %; epsilon {need.epsilon:g} per {need.window_days}-day window. ")
     if name == "open":
-        return (f"'open' mode: a slot or phrase is released once at least {MIN_CONTRIBUTORS} distinct members "
-                f"sent it. That is a floor (k-anonymity), NOT differential privacy: whether something is "
-                f"released depends on the true count; only the counts and centroids carry DP noise. Statements: "
-                f"{mode.statements_released}.")
-    return (f"'{name}' mode: slots and phrases are released only by DP partition selection (noisy count over "
-            f"a threshold), epsilon {mode.epsilon_per_round:g} per round; statements: {mode.statements_released}.")
+        text += ("Statements are released only when the same statement has at least "
+                 f"{MIN_CONTRIBUTORS} contributors: a floor (k-anonymity), NOT differential privacy for text.")
+    else:
+        text += f"Statements: {default_policy().mode(name).statements_released}."
+    return text
 
 
 def free_port() -> int:
@@ -200,7 +202,14 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
                 stats = await tool(c, "memory_stats")
                 print(f"instance {i}: {stats['count']} memories")
 
-            banner("3b. what instance 0 would share: raw memory vs what leaves (local preview, nothing sent)")
+            banner("4. join, preview, contribute")
+            ids = []
+            for c, invite in zip(clients, invites):
+                joined = await tool(c, "federation_join", {"invite": invite, "contribution_level": "minimal",
+                                                           "privacy_mode": mode})
+                ids.append(joined["instance_id"])
+            print("members:", ", ".join(ids))
+            banner("4b. what instance 0 would share: raw memory vs what leaves (local preview, nothing sent)")
             pv = await tool(clients[0], "preview_patterns", {"min_confidence": 0.5})
             held = pv["private_memory_ids"]
             print(f"held back as 'private': {len(held)} memory: " + "; ".join(repr(raw[i]) for i in held))
@@ -211,13 +220,6 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
                           + ("(sent encrypted for members)" if mode != "high" else "(high mode sends no statements: "
                              "only the slot and phrases)"))
 
-            banner("4. join, preview, contribute")
-            ids = []
-            for c, invite in zip(clients, invites):
-                joined = await tool(c, "federation_join", {"invite": invite, "contribution_level": "minimal",
-                                                           "privacy_mode": mode})
-                ids.append(joined["instance_id"])
-            print("members:", ", ".join(ids))
             preview = await tool(clients[0], "federation_contribute", {"dry_run": True, "min_confidence": 0.5})
             print(f"instance 0 would send (dry run, nothing sent): {preview['patterns']} patterns")
             for p in preview["preview"]:
@@ -257,14 +259,13 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
                     print(f"    no phrases: a phrase is released only when at least {MIN_CONTRIBUTORS} members sent "
                           "the very same phrase for this slot; none did, as each wrote the fact in their own words")
             if not answer["patterns"]:
-                need = default_policy().release_requirement(mode, "minimal", "slots")
+                need = default_policy().release_requirement(mode, "minimal")
                 print(f"  nothing came back: no released pattern matches with confidence >= 0.3, because nothing "
-                      "was released: a slot is released only when enough distinct members contributed to it"
-                      + ("." if mode == "open" else
-                         f"; in '{mode}' mode at level minimal that is about {need.contributors_p50} members for an "
-                         f"even chance ({need.contributors_p95} for 95%), and this demo has {n}: the stronger guarantee "
-                         "needs more members (the open-mode demo shows a release at this size)."))
-            useful = bool(answer["patterns"]) or mode != "open"
+                      f"was released: in '{mode}' mode a phrase needs about {need.contributors_50} distinct members "
+                      f"for an even chance ({need.contributors_95} for 95 %), and this demo has {n}"
+                      + (f"; run it with --instances {need.contributors_95 + 2} to see a release." if n < need.contributors_95
+                         else ": the noise kept this run's counts below the threshold (it is random by design)."))
+            useful = bool(answer["patterns"]) or n < default_policy().release_requirement(mode, "minimal").contributors_95
 
             banner("7. privacy spent and credits")
             for i, c in enumerate(clients):
@@ -303,7 +304,7 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--instances", type=int, default=6, help="how many instances (each its own MCP server process)")
+    p.add_argument("--instances", type=int, default=12, help="how many instances (each its own MCP server process)")
     p.add_argument("--mode", choices=["open", "high"], default="open",
                    help="the federation's privacy mode; 'high' (DP selection) needs more members per release than "
                         "a 6-instance demo has, so its query may come back empty, saying why")
