@@ -60,14 +60,17 @@ class ReceivedPattern(BaseModel):
     released_at_round: int
 
 
-def budget_points(entries: Sequence[LedgerEntry], delta: float, window: timedelta, now: datetime) -> list[BudgetPoint]:
+def budget_points(entries: Sequence[LedgerEntry], delta: float, window: timedelta, now: datetime,
+                  lifetime_delta: float | None = None) -> list[BudgetPoint]:
     """The rolling-window and lifetime epsilon after every event up to ``now`` (the value is
-    constant between events: plot it as steps)."""
+    constant between events: plot it as steps). The lifetime composes at the lifetime bound's
+    delta (release v2 states it so: each window uses up its own delta)."""
+    life_delta = lifetime_delta if lifetime_delta is not None else delta
     events = sorted({e.spent_at for e in entries} | {e.leaves_window_at for e in entries if e.leaves_window_at <= now}
                     | {now})
     return [BudgetPoint(at=t, window_epsilon=compose_epsilon([e.spend for e in entries if t - window < e.spent_at <= t],
                                                              delta),
-                        lifetime_epsilon=compose_epsilon([e.spend for e in entries if e.spent_at <= t], delta))
+                        lifetime_epsilon=compose_epsilon([e.spend for e in entries if e.spent_at <= t], life_delta))
             for t in events]
 
 
@@ -103,7 +106,8 @@ def privacy_history(federation_dir: Path, fed: FederationClient | None, *, now: 
     ledger, mode_name = opened
     with ledger:
         entries, status = ledger.history(), ledger.status()
-    points = budget_points(entries, ledger.delta, ledger.window, now or datetime.now(timezone.utc))
+    points = budget_points(entries, ledger.delta, ledger.window, now or datetime.now(timezone.utc),
+                           default_policy().mode(mode_name).lifetime_delta)
     return PrivacyHistory(joined=joined, mode=mode_name, budget_epsilon=ledger.budget_epsilon, delta=ledger.delta,
                           window_days=ledger.window.days, window_epsilon=status.spent_epsilon,
                           lifetime_epsilon=points[-1].lifetime_epsilon, spends=entries, points=points)

@@ -31,13 +31,15 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
     """Register ``privacy table`` on the CLI's subparsers. The handler needs no memory store:
-    ``func(args, settings)`` with ``raw_settings=True`` for ``cli.main``; ``handler(args)`` direct."""
-    p = subparsers.add_parser("privacy", help="privacy figures of the federation's release mechanism")
-    sub = p.add_subparsers(dest="privacy_command", required=True)
-    t = sub.add_parser("table", parents=list(parents),
-                       help="distinct contributors a phrase needs to be released, per mode and level")
-    if not any(a.dest == "json" for parent in parents for a in parent._actions):
-        t.add_argument("--json", action="store_true", help="JSON rows instead of a table")
+    ``func(args, settings)`` with ``raw_settings=True`` for ``cli.main``; ``handler(args)`` direct.
+    ``parents`` must include the shared ``--json`` option."""
+    from continuum_mcp.cli._common import add_command
+
+    p = add_command(subparsers, "privacy", "privacy figures of the federation's release mechanism")
+    sub = p.add_subparsers(dest="privacy_command", required=True, metavar="COMMAND",
+                           help="what to show; `continuum-mcp privacy COMMAND --help` explains its arguments")
+    t = add_command(sub, "table", "distinct contributors a phrase needs to be released, per mode and level",
+                    parents)
     t.set_defaults(func=lambda args, _settings: run(args), raw_settings=True, handler=run)
     return p
 
