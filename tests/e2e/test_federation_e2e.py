@@ -25,7 +25,7 @@ import anyio.to_thread
 import pytest
 from fedkit import admin_api
 from mcp import Client, StdioServerParameters
-from mcp_calls import call
+from mcp_calls import call, error
 
 from continuum_mcp.config import Settings
 from continuum_mcp.crypto.cipher import Invite, generate_federation_key
@@ -308,7 +308,8 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             assert deleted.deleted_submissions >= 1
             left = await call(mcp[2], "federation_leave")
             assert left["forgot_federation_key"] is True
-            assert (await call(mcp[2], "federation_status"))["joined"] is False
+            # leaving hides the member tools again: the model is told it is no longer a member
+            assert (await error(mcp[2], "federation_status", {})).startswith("not_joined: ")
 
     try:
         anyio.run(scenario)
