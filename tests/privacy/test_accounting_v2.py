@@ -195,10 +195,11 @@ def test_contributors_needed_match_an_independent_computation() -> None:
 
 
 def test_privacy_table_command_prints_the_computed_rows() -> None:
+    from continuum_mcp.cli._common import json_option
     from continuum_mcp.cli.privacy import add_parser
 
     parser = argparse.ArgumentParser(prog="continuum-mcp")
-    add_parser(parser.add_subparsers(dest="command"))
+    add_parser(parser.add_subparsers(dest="command"), [json_option()])  # the CLI's shared --json
     for argv, is_json in ((["privacy", "table", "--json"], True), (["privacy", "table"], False)):
         args = parser.parse_args(argv)
         out = io.StringIO()
