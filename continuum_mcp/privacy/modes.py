@@ -161,15 +161,6 @@ class ReleaseRequirement(BaseModel):
     lifetime_delta: float
     windows_per_year: int
 
-    # the fields v1 callers read
-    @property
-    def count_sigma(self) -> float:
-        return self.sigma
-
-    @property
-    def threshold(self) -> float:
-        return float(self.tau)
-
 
 class PrivacyPolicy(BaseModel):
     """All modes and levels, in one immutable object that is passed to whoever needs it."""
