@@ -38,11 +38,12 @@ from continuum_mcp.federation.participant import (
     sybil_noise_factor,
 )
 from continuum_mcp.federation.protocol import ContributionRequest, JoinRequest, PatternSubmission, RoundState
-from continuum_mcp.privacy.ledger import PrivacyLedger
+from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, PrivacyLedger
 from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg import SecAggParams, threshold_for
 
-pytestmark = pytest.mark.timeout(300)
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("backend")]
 DIM = 384
 MODE = default_policy().mode("high")
 
@@ -167,7 +168,7 @@ def test_the_coordinator_charges_every_attempt_that_received_masked_inputs(tmp_p
                                slots=4, dim=8, round_interval_seconds=100, phase_timeout_seconds=10)
 
     def engine() -> RoundEngine:
-        store = CoordinatorStore(tmp_path)
+        store = CoordinatorStore.from_config(config)
         store.ensure_federation(FED)
         e = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy())
         e.recover()
@@ -205,9 +206,10 @@ def test_the_coordinator_charges_every_attempt_that_received_masked_inputs(tmp_p
     # (submissions kept) instead of releasing twice under one charge
     st = eng.state(None, 0)
     assert st.phase == "collecting" and st.attempt == 1 and eng.current_params() is None
+    ledgers = eng.store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, what="privacy ledger")  # the coordinator's own
     for m in who:
         assert eng.store.pending_snapshot(m.instance_id) != []
-        with PrivacyLedger(tmp_path / LEDGER_DB_NAME, identity=m.instance_id, budget_epsilon=eng.mode.budget_epsilon,
+        with PrivacyLedger(db=ledgers, identity=m.instance_id, budget_epsilon=eng.mode.budget_epsilon,
                            delta=eng.mode.delta) as ledger:
             assert [e.round_id for e in ledger.history()] == [f"{FED}/r0/a0"]
     eng.store.close()
