@@ -7,11 +7,12 @@ types into PostgreSQL's (``INTEGER`` -> ``BIGINT``, ``REAL`` -> ``DOUBLE PRECISI
 ``BYTEA``, ``TEXT`` -> ``TEXT COLLATE "C"`` so ``ORDER BY`` sorts as SQLite does, append-only
 triggers -> a trigger function), and refuses the SQLite-only forms it cannot translate.
 
-Why advisory locks: ``tx(key)`` is one transaction that first takes
-``pg_advisory_xact_lock(hash(component:key))``, so every check-then-write of a component (admission
-tokens, credit spends, votes, round transitions; one member's ledger) is serialised across all
-processes on the database, exactly as ``BEGIN IMMEDIATE`` serialises them on one SQLite file, and
-the lock is released by the commit or rollback itself. ``reading()`` is one REPEATABLE READ, READ
+Why advisory locks: ``tx()`` is one transaction that first takes
+``pg_advisory_xact_lock(hash(component))``, so every check-then-write of a component (admission
+tokens, credit spends, votes, round transitions) is serialised across all processes on the
+database, exactly as ``BEGIN IMMEDIATE`` serialises them on one SQLite file, and the lock is
+released by the commit or rollback itself. ``tx(key)`` narrows it to one key (one member's credits,
+one member's ledger): that key's lock exclusive under the component's lock shared. ``reading()`` is one REPEATABLE READ, READ
 ONLY transaction: a consistent snapshot that takes no lock.
 
 Why a thread-local connection: a transaction's code may call a component's plain read (or a
@@ -236,10 +237,20 @@ class PgDatabase:
 
     @contextmanager
     def tx(self, key: str = "") -> Iterator[PgConnection]:
-        """One write transaction serialised with every other ``tx(key)`` of this component on the
-        database (all processes); nested on this thread, a savepoint of the open transaction."""
+        """One write transaction under this component's lock, on the database (all processes);
+        nested on this thread, a savepoint of the open transaction.
+
+        Without ``key`` the lock is exclusive: the transaction runs alone among all of the
+        component's transactions. With ``key`` (e.g. one member) it holds the component's lock
+        shared and ``key``'s exclusively: transactions of different keys run side by side, and
+        none of them beside an exclusive one. (Locks are always taken component first, key second,
+        so they cannot deadlock.)"""
         with self.pool.session() as (conn, _nested), conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.name}:{key}",))
+            if key:
+                conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))", (self.name,))
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.name}:{key}",))
+            else:
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (self.name,))
             yield PgConnection(conn)
 
     @contextmanager

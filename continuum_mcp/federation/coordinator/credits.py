@@ -1,8 +1,9 @@
 """Credit rules: what members earn and pay, and the balance they see.
 
 Why through the store's transaction: every charge is a check of the balance and a journal entry in
-the same ``BEGIN IMMEDIATE`` transaction of the caller, so concurrent spends (threads or
-processes) queue on SQLite's write lock and can neither overdraw nor double-spend. The journal is
+the same write transaction of the caller (SQLite ``BEGIN IMMEDIATE``; on PostgreSQL the advisory
+lock of the store, or of the member for a query or download), so concurrent spends (threads or
+processes) queue on that lock and can neither overdraw nor double-spend. The journal is
 append-only (triggers refuse UPDATE/DELETE); the balance is its sum.
 """
 

@@ -169,9 +169,13 @@ class _Storage:
             self._pool.close()
             self._pool = None
 
-    def transaction(self) -> AbstractContextManager[Any]:
-        """A write transaction (the store's write lock taken before any read), committed on success."""
-        return self._db.tx()
+    def transaction(self, key: str = "") -> AbstractContextManager[Any]:
+        """A write transaction (the store's write lock taken before any read), committed on success.
+
+        ``key`` (PostgreSQL; SQLite has one lock per file) narrows the lock for a transaction that
+        reads and writes only rows of that key, e.g. ``member:<id>`` for one member's credit charge:
+        such transactions of different keys run side by side, and never beside an unkeyed one."""
+        return self._db.tx(key)
 
     def reading(self) -> AbstractContextManager[Any]:
         """A consistent read without taking the write lock."""
