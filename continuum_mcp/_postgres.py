@@ -116,7 +116,10 @@ class _IntOrFloatLoader(NumericLoader):
         return int(d) if d == d.to_integral_value() else float(d)
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
+def _configure(conn: psycopg.Connection[Any], lock_timeout_s: float = 30.0) -> None:
+    """Per connection: numpy numbers as parameters, NUMERIC as int/float, and a bound on lock waits
+    (like SQLite's busy timeout: a writer stuck behind a lock for that long fails instead of hanging)."""
+    conn.execute(f"SET lock_timeout = {int(lock_timeout_s * 1000)}")
     for t in (np.int64, np.int32, np.int16, np.int8, np.uint32, np.uint16, np.uint8):
         conn.adapters.register_dumper(t, IntDumper)
     for t in (np.float64, np.float32):
@@ -162,8 +165,11 @@ class PgPool:
         except psycopg.Error as exc:
             raise StoreCorrupt(f"PostgreSQL database {where} cannot be opened ({_first_line(exc)}); nothing was "
                                "changed. Check that the server runs and the URL, user and database are right") from exc
+        # autocommit: a lone statement is one round trip; transactions are explicit (``transaction()``)
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout, open=False,
-                                                 configure=_configure, name="continuum-mcp")
+                                                 configure=lambda c: _configure(c, timeout),
+                                                 kwargs={"autocommit": True},
+                                                 name="continuum-mcp")
         self._pool.open(wait=True, timeout=max(connect_timeout, 5.0))
         self._local = threading.local()
 
@@ -269,10 +275,7 @@ class PgDatabase:
         with self.pool.session() as (conn, _nested):
             cur = conn.execute(pg_sql(sql), tuple(args))
             rows = list(cur.fetchall()) if cur.description is not None else []
-            out = Rows(rows, cur.rowcount)
-            if not _nested:
-                conn.commit()
-            return out
+            return Rows(rows, cur.rowcount)
 
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.execute(sql, args).fetchall()
