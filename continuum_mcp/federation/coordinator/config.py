@@ -73,6 +73,10 @@ class CoordinatorConfig(BaseModel):
                                               description="an idle keep-alive connection is closed after this")
     header_timeout_seconds: float = Field(default=10.0, gt=0,
                                           description="a connection must send complete request headers within this")
+    trusted_proxies: str | None = Field(
+        default=None, description="comma-separated addresses of reverse proxies whose X-Forwarded-For names the "
+                                  "client (per-address rate limits then see the real client); unset: the TCP peer "
+                                  "is the client and X-Forwarded-For is ignored")
     log_level: str = Field(default="INFO", description="logging level")
     credit_rules: CreditRules = Field(default_factory=CreditRules, json_schema_extra={"cli": False},
                                       description="earning and spending of credits")
