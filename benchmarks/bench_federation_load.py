@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +52,6 @@ import numpy as np
 
 from continuum_mcp.crypto.cipher import FederationCipher, generate_federation_key
 from continuum_mcp.crypto.identity import Identity
-from continuum_mcp.errors import CoordinatorUnavailable
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.client import QUERY_TOP_SLOTS, pad_with_decoys, run_round
 from continuum_mcp.federation.participant import RoundExpectations, RoundParticipant
@@ -60,6 +59,9 @@ from continuum_mcp.federation.protocol import JoinRequest, QueryRequest
 from continuum_mcp.federation.submission import PlannedPattern, build_contribution, secagg_input
 from continuum_mcp.privacy.modes import default_policy
 from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from clusterkit import Cluster, TempPostgres, nginx_available  # noqa: E402 (tests/clusterkit.py)
 
 FED = "fed-load-bench"
 ADMIN = "load-bench-admin-token"
@@ -69,22 +71,6 @@ SEED_MEMBERS = 12  # release v2's open mode needs about 8-10 distinct contributo
 SHARED_SLOTS = list(range(12))
 PATTERNS_PER_CONTRIBUTION = 20
 PHRASES_PER_PATTERN = 4
-
-
-def rss_mb(pid: int) -> str:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS"):
-                return f"{int(line.split()[1]) / 1024:.0f} MB"
-    except OSError:
-        pass
-    return "?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -111,28 +97,6 @@ def tokens(admin: CoordinatorAPI, n: int) -> list[str]:
     while len(out) < n:
         out += admin.admin_invites(min(1000, n - len(out))).admission_tokens
     return out
-
-
-def start_coordinator(storage: Path, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--host", "127.0.0.1", "--port", str(port),
-           "--storage", str(storage), "--min-contributors", "3", "--privacy-mode", "open",
-           "--no-require-contribution", "--federation-id", FED, "--admin-token", ADMIN,
-           "--rate-limit", str(RATE_LIMIT), "--phase-timeout", "120", "--slots", str(SLOTS), "--dim", str(DIM),
-           "--log-level", "WARNING"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"the coordinator exited with {proc.returncode}: {err[-2000:]}")
-        try:
-            with CoordinatorAPI(f"http://127.0.0.1:{port}", None, timeout_seconds=1, max_retries=0) as probe:
-                probe.health()
-            return proc
-        except CoordinatorUnavailable:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the coordinator did not answer /v1/health within 60 s")
 
 
 def seed_release(url: str, admin: CoordinatorAPI, cipher: FederationCipher, rng: np.random.Generator
@@ -179,36 +143,80 @@ class Stats:
     wall: float = 0.0
 
 
-async def _send(http: httpx.AsyncClient, url: str, ident: Identity, method: str, path: str, body: bytes,
-                expect: int, stats: Stats) -> None:
+class Connection:
+    """One client's keep-alive HTTP/1.1 connection, written and parsed by hand.
+
+    Why not httpx here: with hundreds of connections in one process httpx spent about 10 ms of CPU
+    per request (three times the coordinator's own cost), so on a 2-core machine the load
+    generator, not the coordinator, set the figures. This client sends the same bytes a real one
+    does (method, path, Host, the signature headers, Content-Type/-Length, the body) at a fraction
+    of the CPU; latency is measured from the first byte written to the last byte read."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> int:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}",
+                *(f"{k}: {v}" for k, v in headers.items())]
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        assert self.reader is not None
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:] if ":" in x)}
+        if "content-length" not in fields:
+            raise ConnectionError("response without Content-Length")
+        await self.reader.readexactly(int(fields["content-length"]))
+        if fields.get("connection", "").lower() == "close":
+            await self.close()
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def _send(conn: Connection, ident: Identity, method: str, path: str, body: bytes, expect: int,
+                stats: Stats) -> None:
     headers = ident.sign_request(method, path, body)
-    headers["content-type"] = "application/json"
+    headers["Content-Type"] = "application/json"
     t = time.perf_counter()
     try:
-        r = await http.request(method, url + path, content=body, headers=headers)
-    except httpx.TransportError as exc:
+        status = await asyncio.wait_for(conn.request(method, path, headers, body), 120)
+    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
         stats.errors[f"transport {type(exc).__name__}"] += 1
+        await conn.close()
         return
     stats.latencies.append(time.perf_counter() - t)
-    if r.status_code == expect:
+    if status == expect:
         stats.ok += 1
     else:
-        stats.errors[f"HTTP {r.status_code}"] += 1
+        stats.errors[f"HTTP {status}"] += 1
 
 
 async def run_phase(url: str, jobs: Sequence[tuple[Identity, list[bytes]]], method: str, path: str,
                     expect: int) -> Stats:
-    """All clients at once; each sends its own requests one after the other."""
+    """All clients at once, each on its own keep-alive connection, sending its requests one after the other."""
     stats = Stats()
-    limits = httpx.Limits(max_connections=len(jobs) + 4, max_keepalive_connections=len(jobs) + 4)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        async def client(ident: Identity, bodies: list[bytes]) -> None:
-            for body in bodies:
-                await _send(http, url, ident, method, path, body, expect, stats)
+    u = httpx.URL(url)
+    host, port = u.host, int(u.port or 80)
 
-        t = time.perf_counter()
-        await asyncio.gather(*(client(i, b) for i, b in jobs))
-        stats.wall = time.perf_counter() - t
+    async def client(ident: Identity, bodies: list[bytes]) -> None:
+        conn = Connection(host, port)
+        try:
+            for body in bodies:
+                await _send(conn, ident, method, path, body, expect, stats)
+        finally:
+            await conn.close()
+
+    t = time.perf_counter()
+    await asyncio.gather(*(client(i, b) for i, b in jobs))
+    stats.wall = time.perf_counter() - t
     return stats
 
 
@@ -236,91 +244,220 @@ def fmt_errors(*stats: Stats) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(c.items())) or "0"
 
 
+@dataclass(frozen=True)
+class Setup:
+    """One deployment measured: the store, the number of coordinator processes, nginx or not."""
+
+    name: str
+    backend: str  # "sqlite" | "postgresql"
+    workers: int
+    nginx: bool
+
+    @property
+    def label(self) -> str:
+        store = "SQLite" if self.backend == "sqlite" else "PostgreSQL"
+        procs = f"{self.workers} process{'es' if self.workers > 1 else ''}"
+        return f"{procs} on {store}" + (" behind nginx" if self.nginx else "")
+
+
+SETUPS = {s.name: s for s in (Setup("sqlite-1", "sqlite", 1, False), Setup("sqlite-2", "sqlite", 2, True),
+                              Setup("pg-1", "postgresql", 1, False), Setup("pg-2", "postgresql", 2, True),
+                              Setup("pg-4", "postgresql", 4, True))}
+
+
+def coordinator_args(database: str | None) -> list[str]:
+    return ["--min-contributors", "3", "--privacy-mode", "open", "--no-require-contribution", "--federation-id", FED,
+            "--admin-token", ADMIN, "--rate-limit", str(RATE_LIMIT), "--phase-timeout", "120", "--slots", str(SLOTS),
+            "--dim", str(DIM), "--log-level", "WARNING", *(["--database", database] if database else [])]
+
+
+def postgres_supported() -> bool:
+    from continuum_mcp.federation.coordinator.config import CoordinatorConfig
+
+    return "database" in CoordinatorConfig.model_fields
+
+
+@dataclass
+class Prepared:
+    """A store with a released round and ``n`` joined load identities."""
+
+    storage: Path
+    database: str | None
+    released: list[int]
+    round_id: int
+    idents: list[Identity]
+    note: str
+
+
+def prepare(storage: Path, database: str | None, n: int, cipher: FederationCipher, rng: np.random.Generator
+            ) -> Prepared:
+    """One coordinator process on the store: the seed release, then ``n`` identities join."""
+    with Cluster(coordinator_args(database), workers=1, nginx=False, storage=storage) as cl:
+        admin = CoordinatorAPI(cl.url, None, admin_token=ADMIN, timeout_seconds=120)
+        t = time.perf_counter()
+        seed, n_released = seed_release(cl.url, admin, cipher, rng)
+        released = sorted(s.slot for s in seed.slots().slots if s.released_at_round >= 0)
+        t_seed = time.perf_counter() - t
+        t = time.perf_counter()
+        toks = tokens(admin, n)
+
+        def join(tok: str) -> Identity:
+            with member(cl.url, tok, "extensive") as api:
+                assert api.identity is not None
+                return api.identity
+
+        with ThreadPoolExecutor(8) as pool:
+            idents = list(pool.map(join, toks))
+        round_id = seed.round_current().round_id
+        seed.close()
+        admin.close()
+    return Prepared(storage, database, released, round_id, idents,
+                    f"seed release ({SEED_MEMBERS} members, real secure aggregation over HTTP, {n_released} patterns) "
+                    f"{t_seed:.1f} s; {n} identities joined in {time.perf_counter() - t:.1f} s")
+
+
+def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int, cipher: FederationCipher,
+            rnd: random.Random) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with Cluster(coordinator_args(prep.database), workers=setup.workers, nginx=setup.nginx,
+                 storage=prep.storage) as cl:
+        for n in sizes:
+            group = prep.idents[:n]
+            load_before = os.getloadavg()[0]
+            q_jobs = [(i, [query_body(prep.released, rnd) for _ in range(nq)]) for i in group]
+            cpu_server, cpu_client = tree_cpu_seconds(cl.proc.pid), self_cpu_seconds()
+            qs = asyncio.run(run_phase(cl.url, q_jobs, "POST", "/v1/query", 200))
+            cpu_server = tree_cpu_seconds(cl.proc.pid) - cpu_server
+            cpu_client = self_cpu_seconds() - cpu_client
+            c_jobs = [(i, [contribution_body(cipher, prep.round_id, rnd) for _ in range(nc)]) for i in group]
+            cs = asyncio.run(run_phase(cl.url, c_jobs, "POST", "/v1/contributions", 202))
+            row = {
+                "setup": setup.label, "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000,
+                "q_p95": pct(qs.latencies, 0.95) * 1000, "q_rate": qs.ok / qs.wall if qs.wall else 0.0,
+                "contribs": n * nc, "c_p50": pct(cs.latencies, 0.5) * 1000, "c_p95": pct(cs.latencies, 0.95) * 1000,
+                "c_rate": cs.ok / cs.wall if cs.wall else 0.0, "errors": fmt_errors(qs, cs),
+                "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
+                "q_cpu_server": cpu_server / max(1, n * nq) * 1000, "q_cpu_client": cpu_client / max(1, n * nq) * 1000,
+            }
+            rows.append(row)
+            print(f"  {setup.label}, N={n}: queries {qs.ok}/{n * nq} ok, p50 {row['q_p50']:.1f} ms, "
+                  f"p95 {row['q_p95']:.1f} ms, {row['q_rate']:.0f}/s; contributions {cs.ok}/{n * nc} ok, "
+                  f"{row['c_rate']:.1f}/s; errors {row['errors']}; load average {row['load']}; CPU per query: "
+                  f"server {row['q_cpu_server']:.2f} ms, load generator {row['q_cpu_client']:.2f} ms", flush=True)
+        pids = list(cl.pids().values()) or [cl.proc.pid]
+        rss = sum(rss_kb(p) for p in pids) / 1024
+        print(f"  {setup.label}: coordinator RSS at the end {rss:.0f} MB in {len(pids)} process(es)", flush=True)
+    return rows
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """user + system CPU of ``root`` and all its live descendants (the coordinators, nginx)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == pid]
+    return total
+
+
+def self_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", default="10,50,200", help="concurrent clients per run, comma-separated")
     ap.add_argument("--queries", type=int, default=10, help="queries per client")
     ap.add_argument("--contributions", type=int, default=3, help="contributions per client")
-    ap.add_argument("--quick", action="store_true", help="N = 5, 10; 3 queries and 1 contribution per client")
+    ap.add_argument("--setups", default="sqlite-1,pg-1,pg-2,pg-4",
+                    help=f"deployments to measure side by side, comma-separated, of {', '.join(SETUPS)}")
+    ap.add_argument("--quick", action="store_true", help="N = 5, 10; 3 queries and 1 contribution per client; "
+                                                         "one process on SQLite")
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args(argv)
     if args.quick:
-        sizes, nq, nc = [5, 10], 3, 1
+        sizes, nq, nc, names = [5, 10], 3, 1, ["sqlite-1"]
     else:
         sizes, nq, nc = [int(x) for x in args.clients.split(",") if x.strip()], args.queries, args.contributions
+        names = [x.strip() for x in args.setups.split(",") if x.strip()]
+    unknown = [x for x in names if x not in SETUPS]
+    if unknown:
+        ap.error(f"unknown setups {unknown}; choose from {', '.join(SETUPS)}")
+    setups = [SETUPS[x] for x in names]
+    if any(s.backend == "postgresql" for s in setups) and not postgres_supported():
+        print("PostgreSQL setups skipped: this coordinator has no --database option (the PostgreSQL store is not "
+              "in this tree)", flush=True)
+        setups = [s for s in setups if s.backend == "sqlite"]
+    if any(s.nginx for s in setups) and not nginx_available():
+        print("nginx setups skipped: no nginx executable", flush=True)
+        setups = [s for s in setups if not s.nginx]
     t_all = time.perf_counter()
     rnd = random.Random(args.seed)
     rng = np.random.default_rng(args.seed)
     cipher = FederationCipher(generate_federation_key(), FED)
-    print(f"Machine: {machine()}", flush=True)
+    print(f"Machine: {machine()}; load average at start {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="fed-load-"))
-    port = free_port()
-    proc = start_coordinator(work / "coord", port)
-    url = f"http://127.0.0.1:{port}"
-    admin = CoordinatorAPI(url, None, admin_token=ADMIN, timeout_seconds=120)
     rows: list[dict[str, Any]] = []
+    pg: TempPostgres | None = None
+    sizes_note = ""
     try:
-        t = time.perf_counter()
-        seed, n_released = seed_release(url, admin, cipher, rng)
-        slots = seed.slots()
-        released = sorted(s.slot for s in slots.slots if s.released_at_round >= 0)
-        print(f"Seed release: {SEED_MEMBERS} members, real secure aggregation over HTTP, {n_released} patterns "
-              f"released ({len(released)} released slots) in {time.perf_counter() - t:.1f} s", flush=True)
-
-        n_max = max(sizes)
-        t = time.perf_counter()
-        idents: list[Identity] = []
-        for tok in tokens(admin, n_max):
-            with member(url, tok, "extensive") as api:
-                assert api.identity is not None
-                idents.append(api.identity)
-        print(f"{n_max} load identities joined (sequentially) in {time.perf_counter() - t:.1f} s", flush=True)
-        round_id = seed.round_current().round_id
-
-        for n in sizes:
-            group = idents[:n]
-            q_jobs = [(i, [query_body(released, rnd) for _ in range(nq)]) for i in group]
-            qs = asyncio.run(run_phase(url, q_jobs, "POST", "/v1/query", 200))
-            c_jobs = [(i, [contribution_body(cipher, round_id, rnd) for _ in range(nc)]) for i in group]
-            cs = asyncio.run(run_phase(url, c_jobs, "POST", "/v1/contributions", 202))
-            row = {
-                "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000, "q_p95": pct(qs.latencies, 0.95) * 1000,
-                "q_rate": qs.ok / qs.wall if qs.wall else 0.0, "contribs": n * nc,
-                "c_p50": pct(cs.latencies, 0.5) * 1000, "c_p95": pct(cs.latencies, 0.95) * 1000,
-                "c_rate": cs.ok / cs.wall if cs.wall else 0.0, "errors": fmt_errors(qs, cs),
-                "q_ok": qs.ok, "c_ok": cs.ok,
-            }
-            rows.append(row)
-            print(f"  N={n}: queries {qs.ok}/{n * nq} ok, p50 {row['q_p50']:.1f} ms, p95 {row['q_p95']:.1f} ms, "
-                  f"{row['q_rate']:.0f}/s; contributions {cs.ok}/{n * nc} ok, {row['c_rate']:.1f}/s; "
-                  f"errors {row['errors']}", flush=True)
-        rss = rss_mb(proc.pid)
+        prepared: dict[str, Prepared] = {}
+        for backend in dict.fromkeys(s.backend for s in setups):
+            database = None
+            if backend == "postgresql":
+                pg = TempPostgres().start()
+                database = pg.url
+            prepared[backend] = prep = prepare(work / backend, database, max(sizes), cipher, rng)
+            print(f"{backend}: {prep.note}", flush=True)
+        for setup in setups:
+            rows += measure(setup, prepared[setup.backend], sizes, nq, nc, cipher, rnd)
+        if pg is not None:
+            sizes_note = "; ".join(f"{t} {r} rows {b / 1024:.0f} KiB" for t, (r, b) in pg.table_sizes().items() if r)
     finally:
-        admin.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"Federation coordinator under load: one coordinator process (`python -m continuum_mcp.cli.main coordinator`, "
-          f"uvicorn, SQLite WAL, synchronous=FULL) and one load-generator process (asyncio + httpx, every request "
-          f"Ed25519-signed) on the same machine, 127.0.0.1. Rate limit raised to {RATE_LIMIT:,} requests/min per "
-          f"identity (default 1,200); --no-require-contribution (queries cost no credits); privacy mode open, "
-          f"min_contributors 3, codebook {SLOTS} x {DIM}. Each client sends {nq} queries (16 padded slots) and then "
-          f"{nc} contributions ({PATTERNS_PER_CONTRIBUTION} patterns x {PHRASES_PER_PATTERN} phrases + statement), "
-          f"one request at a time; all N clients at once. Coordinator RSS at the end: {rss}.")
+    print(f"Federation coordinator under load: each setup is `continuum-mcp coordinator [--workers N --nginx]` "
+          f"(uvicorn; SQLite WAL with synchronous=FULL, or PostgreSQL 15 with fsync on, a server started by the "
+          f"benchmark) and one load-generator process (asyncio + httpx, every request Ed25519-signed) on the same "
+          f"machine, 127.0.0.1. Rate limit raised to {RATE_LIMIT:,} requests/min per identity (default 1,200); "
+          f"--no-require-contribution (queries cost no credits); privacy mode open, min_contributors 3, codebook "
+          f"{SLOTS} x {DIM}. Each client sends {nq} queries (16 padded slots) and then {nc} contributions "
+          f"({PATTERNS_PER_CONTRIBUTION} patterns x {PHRASES_PER_PATTERN} phrases + statement), one request at a "
+          f"time; all N clients at once.")
+    if sizes_note:
+        print(f"PostgreSQL tables at the end (rows, pg_total_relation_size): {sizes_note}")
     print()
-    print("| concurrent clients | queries | query p50 | query p95 | queries/s | contributions | contribution p50 "
-          "| contribution p95 | contributions/s | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| setup | concurrent clients | queries | query p50 | query p95 | queries/s | contributions | contribution p50 "
+          "| contribution p95 | contributions/s | errors | server CPU per query | load average |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']} | {r['queries']} | {r['q_p50']:.1f} ms | {r['q_p95']:.1f} ms | {r['q_rate']:.0f} | "
-              f"{r['contribs']} | {r['c_p50']:.0f} ms | {r['c_p95']:.0f} ms | {r['c_rate']:.1f} | {r['errors']} |")
+        print(f"| {r['setup']} | {r['n']} | {r['queries']} | {r['q_p50']:.1f} ms | {r['q_p95']:.1f} ms | "
+              f"{r['q_rate']:.0f} | {r['contribs']} | {r['c_p50']:.0f} ms | {r['c_p95']:.0f} ms | {r['c_rate']:.1f} | "
+              f"{r['errors']} | {r['q_cpu_server']:.2f} ms | {r['load']} |")
     print()
     print(f"Total time {time.perf_counter() - t_all:.0f} s.")
     return 0

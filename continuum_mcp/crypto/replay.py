@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -72,6 +73,22 @@ class MemoryReplayGuard:
             heapq.heappush(self._expiry, (expires_at, instance_id, nonce))
 
 
+@dataclass
+class _Pending:
+    """One caller's nonce waiting for the group commit, and its outcome."""
+
+    instance_id: str
+    nonce: str
+    expires_at: int
+    now: int
+    done: bool = False
+    error: BaseException | None = None
+
+    def result(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class SQLiteReplayGuard:
     """Replay guard persisted in SQLite so that a restart does not reopen the replay window."""
 
@@ -79,6 +96,9 @@ class SQLiteReplayGuard:
         self._db = Database(Path(path), _SCHEMA, version=1, what="replay guard")
         self._purge_every = purge_every
         self._calls = 0
+        self._cv = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._committing = False
 
     def close(self) -> None:
         self._db.close()
@@ -93,17 +113,53 @@ class SQLiteReplayGuard:
             conn.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (now,))
 
     def check_and_record(self, instance_id: str, nonce: str, expires_at: int, now: int) -> None:
-        self._calls += 1
-        if self._calls % self._purge_every == 0:
-            self.purge(now)
-        with self._db.tx() as conn:
-            row = conn.execute(
-                "SELECT expires_at FROM seen_nonces WHERE instance_id = ? AND nonce = ?",
-                (instance_id, nonce),
-            ).fetchone()
-            if row is not None and int(row[0]) >= now:
-                raise ReplayError(_REPLAYED)
-            conn.execute(
-                "INSERT OR REPLACE INTO seen_nonces(instance_id, nonce, expires_at) VALUES (?, ?, ?)",
-                (instance_id, nonce, expires_at),
-            )
+        """Group commit: concurrent callers share one durable transaction (one fsync) instead of
+        queueing for one each. The first caller commits every nonce pending at that moment;
+        callers that arrive meanwhile wait and the next one commits theirs. Each returns (or
+        raises ``ReplayError``) only after its own nonce is on disk."""
+        item = _Pending(instance_id, nonce, expires_at, now)
+        with self._cv:
+            self._pending.append(item)
+            while not item.done and self._committing:
+                self._cv.wait()
+            if item.done:
+                return item.result()
+            self._committing = True
+            batch, self._pending = self._pending, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._cv:
+                self._committing = False
+                self._cv.notify_all()
+        item.result()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            self._calls += len(batch)
+            if self._calls >= self._purge_every:
+                self._calls = 0
+                self.purge(max(p.now for p in batch))
+            with self._db.tx() as conn:
+                taken: set[tuple[str, str]] = set()
+                for p in batch:
+                    instance_id, nonce, expires_at, now = p.instance_id, p.nonce, p.expires_at, p.now
+                    row = conn.execute(
+                        "SELECT expires_at FROM seen_nonces WHERE instance_id = ? AND nonce = ?",
+                        (instance_id, nonce),
+                    ).fetchone()
+                    if (row is not None and int(row[0]) >= now) or (instance_id, nonce) in taken:
+                        p.error = ReplayError(_REPLAYED)
+                        continue
+                    taken.add((instance_id, nonce))
+                    conn.execute(
+                        "INSERT OR REPLACE INTO seen_nonces(instance_id, nonce, expires_at) VALUES (?, ?, ?)",
+                        (instance_id, nonce, expires_at),
+                    )
+        except BaseException as exc:  # nothing of the batch was recorded: every caller fails
+            for p in batch:
+                p.error = exc if isinstance(exc, Exception) else RuntimeError("replay guard interrupted")
+            raise
+        finally:
+            for p in batch:
+                p.done = True
