@@ -15,10 +15,12 @@ says so and the coordinator does not start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -27,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from continuum_mcp._sqlite import Database
+from continuum_mcp._sqlite import Database, connect
 from continuum_mcp.errors import BadInvite, Conflict, InvalidInput, StoreCorrupt, TooLarge
 from continuum_mcp.federation.coordinator._schema import SCHEMA, SCHEMA_VERSION, migrate
 from continuum_mcp.federation.protocol import PatternSubmission
@@ -108,9 +110,27 @@ class CoordinatorStore:
         self._lock = self._db.lock
         self._conn = self._db.conn
         self._conn.execute("PRAGMA foreign_keys=ON")
+        self._timeout = busy_timeout_s
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
 
     def close(self) -> None:
+        with self._lock:
+            for c in self._reader_conns:
+                c.close()
+            self._reader_conns.clear()
         self._db.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection: WAL readers do not wait for the writer or each other."""
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = connect(self.path, timeout=self._timeout)
+            conn.execute("PRAGMA query_only = ON")
+            with self._lock:
+                self._reader_conns.append(conn)
+            self._readers.conn = conn
+        return conn
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """An IMMEDIATE transaction (write lock taken before any read), committed on success."""
@@ -118,13 +138,18 @@ class CoordinatorStore:
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """A consistent read (deferred transaction) without taking the write lock."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+        """A consistent read (deferred transaction) without taking the write lock, on this thread's
+        own connection, so reads run beside each other and beside a write. Inside this thread's
+        own write transaction it reads that transaction (its uncommitted writes included)."""
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            yield self._conn
+            return
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     # ----------------------------------------------------------------------------- meta
 
@@ -172,8 +197,7 @@ class CoordinatorStore:
         return [(float(a), int(c), str(v)) for a, c, v in rows]
 
     def get_member(self, instance_id: str, conn: sqlite3.Connection | None = None) -> Member | None:
-        c = conn or self._conn
-        with self._lock:
+        with self.reading() if conn is None else contextlib.nullcontext(conn) as c:
             row = c.execute(
                 "SELECT instance_id, public_key, level, mode, joined_at FROM members WHERE instance_id=?",
                 (instance_id,),
