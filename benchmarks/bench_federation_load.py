@@ -61,7 +61,7 @@ from continuum_mcp.privacy.modes import default_policy
 from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from clusterkit import Cluster, TempPostgres, nginx_available  # noqa: E402 (tests/clusterkit.py)
+from clusterkit import Cluster, TempPostgres, nginx_available, sqlite_table_sizes  # noqa: E402 (tests/clusterkit.py)
 
 FED = "fed-load-bench"
 ADMIN = "load-bench-admin-token"
@@ -330,7 +330,9 @@ def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int
             cpu_server = tree_cpu_seconds(cl.proc.pid) - cpu_server
             cpu_client = self_cpu_seconds() - cpu_client
             c_jobs = [(i, [contribution_body(cipher, prep.round_id, rnd) for _ in range(nc)]) for i in group]
+            cpu_c = tree_cpu_seconds(cl.proc.pid)
             cs = asyncio.run(run_phase(cl.url, c_jobs, "POST", "/v1/contributions", 202))
+            cpu_c = tree_cpu_seconds(cl.proc.pid) - cpu_c
             row = {
                 "setup": setup.label, "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000,
                 "q_p95": pct(qs.latencies, 0.95) * 1000, "q_rate": qs.ok / qs.wall if qs.wall else 0.0,
@@ -338,12 +340,14 @@ def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int
                 "c_rate": cs.ok / cs.wall if cs.wall else 0.0, "errors": fmt_errors(qs, cs),
                 "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
                 "q_cpu_server": cpu_server / max(1, n * nq) * 1000, "q_cpu_client": cpu_client / max(1, n * nq) * 1000,
+                "c_cpu_server": cpu_c / max(1, n * nc) * 1000,
             }
             rows.append(row)
             print(f"  {setup.label}, N={n}: queries {qs.ok}/{n * nq} ok, p50 {row['q_p50']:.1f} ms, "
                   f"p95 {row['q_p95']:.1f} ms, {row['q_rate']:.0f}/s; contributions {cs.ok}/{n * nc} ok, "
                   f"{row['c_rate']:.1f}/s; errors {row['errors']}; load average {row['load']}; CPU per query: "
-                  f"server {row['q_cpu_server']:.2f} ms, load generator {row['q_cpu_client']:.2f} ms", flush=True)
+                  f"server {row['q_cpu_server']:.2f} ms, load generator {row['q_cpu_client']:.2f} ms; server CPU per "
+                  f"contribution {row['c_cpu_server']:.1f} ms", flush=True)
         pids = list(cl.pids().values()) or [cl.proc.pid]
         rss = sum(rss_kb(p) for p in pids) / 1024
         print(f"  {setup.label}: coordinator RSS at the end {rss:.0f} MB in {len(pids)} process(es)", flush=True)
@@ -432,8 +436,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{backend}: {prep.note}", flush=True)
         for setup in setups:
             rows += measure(setup, prepared[setup.backend], sizes, nq, nc, cipher, rnd)
-        if pg is not None:
-            sizes_note = "; ".join(f"{t} {r} rows {b / 1024:.0f} KiB" for t, (r, b) in pg.table_sizes().items() if r)
+        for backend in prepared:
+            sizes = pg.table_sizes() if backend == "postgresql" and pg is not None else \
+                sqlite_table_sizes(work / backend / "coordinator.db")
+            what = "pg_total_relation_size" if backend == "postgresql" else "SQLite dbstat pages"
+            sizes_note += f"\n{backend} store at the end (rows, {what}, bytes per row): " + "; ".join(
+                f"{t} {r} rows {b / 1024:.0f} KiB {b / r:.0f} B/row" for t, (r, b) in sizes.items() if r)
     finally:
         if pg is not None:
             pg.stop()
@@ -449,15 +457,15 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({PATTERNS_PER_CONTRIBUTION} patterns x {PHRASES_PER_PATTERN} phrases + statement), one request at a "
           f"time; all N clients at once.")
     if sizes_note:
-        print(f"PostgreSQL tables at the end (rows, pg_total_relation_size): {sizes_note}")
+        print(sizes_note.strip())
     print()
     print("| setup | concurrent clients | queries | query p50 | query p95 | queries/s | contributions | contribution p50 "
-          "| contribution p95 | contributions/s | errors | server CPU per query | load average |")
+          "| contribution p95 | contributions/s | errors | server CPU per query / contribution | load average |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setup']} | {r['n']} | {r['queries']} | {r['q_p50']:.1f} ms | {r['q_p95']:.1f} ms | "
               f"{r['q_rate']:.0f} | {r['contribs']} | {r['c_p50']:.0f} ms | {r['c_p95']:.0f} ms | {r['c_rate']:.1f} | "
-              f"{r['errors']} | {r['q_cpu_server']:.2f} ms | {r['load']} |")
+              f"{r['errors']} | {r['q_cpu_server']:.2f} / {r['c_cpu_server']:.1f} ms | {r['load']} |")
     print()
     print(f"Total time {time.perf_counter() - t_all:.0f} s.")
     return 0

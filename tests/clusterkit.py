@@ -131,6 +131,23 @@ class TempPostgres:
         self.stop()
 
 
+def sqlite_table_sizes(path: Path) -> dict[str, tuple[int, int]]:
+    """table -> (rows, bytes of its pages and its indexes' pages), from SQLite's ``dbstat``."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index')"))
+        sizes: dict[str, int] = {}
+        for name, size in conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"):
+            table = owner.get(name, name)
+            sizes[table] = sizes.get(table, 0) + int(size)
+        return {t: (int(conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]), b)  # noqa: S608 (catalog)
+                for t, b in sorted(sizes.items()) if not t.startswith("sqlite_")}
+    finally:
+        conn.close()
+
+
 _WORKER = re.compile(r"^worker (\d+) pid (\d+) on http://([^:]+):(\d+)")
 
 
@@ -214,4 +231,4 @@ class Cluster:
         self.stop()
 
 
-__all__ = ["Cluster", "TempPostgres", "free_port", "free_port_run", "nginx_available", "postgres_available"]
+__all__ = ["Cluster", "TempPostgres", "sqlite_table_sizes", "free_port", "free_port_run", "nginx_available", "postgres_available"]
