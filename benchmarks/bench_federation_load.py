@@ -334,7 +334,7 @@ def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int
             cs = asyncio.run(run_phase(cl.url, c_jobs, "POST", "/v1/contributions", 202))
             cpu_c = tree_cpu_seconds(cl.proc.pid) - cpu_c
             row = {
-                "setup": setup.label, "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000,
+                "setup": setup.label, "backend": setup.backend, "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000,
                 "q_p95": pct(qs.latencies, 0.95) * 1000, "q_rate": qs.ok / qs.wall if qs.wall else 0.0,
                 "contribs": n * nc, "c_p50": pct(cs.latencies, 0.5) * 1000, "c_p95": pct(cs.latencies, 0.95) * 1000,
                 "c_rate": cs.ok / cs.wall if cs.wall else 0.0, "errors": fmt_errors(qs, cs),
@@ -376,6 +376,56 @@ def tree_cpu_seconds(root: int) -> float:
 def self_cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+#: scale-model assumptions (docs/scale.md): patterns per member per window, queries per member per day,
+#: the busiest hour's share of a day's queries, and the release window in days (one round per member per window)
+MODEL_PATTERNS, MODEL_QUERIES_PER_DAY, MODEL_PEAK_HOUR_SHARE, MODEL_WINDOW_DAYS = 20, 10, 0.125, 30
+MODEL_JOURNAL_ROW = 160  # bytes per credit-journal row when the run made too few to measure (estimate)
+
+
+def store_scale_model(sizes: dict[str, tuple[int, int]], cpu_query_ms: float, cpu_contribution_ms: float) -> str:
+    """Rows, bytes and CPU per day for 10^3 / 10^5 / 10^6 members, from this run's measured bytes per
+    row and CPU per request. Rounds close daily; each member takes part once per window."""
+    def per_row(table: str, fallback: float) -> float:
+        rows, size = sizes.get(table, (0, 0))
+        return size / rows if rows >= 100 else fallback
+
+    log_rows, log_bytes = sizes.get("secagg_log", (0, 0))
+    log_per_member = log_bytes / SEED_MEMBERS  # the one secure-aggregation round of the run had SEED_MEMBERS
+    sub, phr = per_row("submissions", 330.0), per_row("phrases", 280.0)
+    phrases_per_pattern = (sizes.get("phrases", (0, 0))[0] / max(1, sizes.get("submissions", (1, 1))[0])) or 4.0
+    jr = per_row("credit_journal", MODEL_JOURNAL_ROW)
+    lines = ["| members | members per daily round | submissions + phrases rows per day | secure-aggregation log "
+             "per day | credit-journal rows per day | store growth per day | store after a year (no pruning) "
+             "| busiest-hour queries/s | query + contribution CPU per day |", "|---|---|---|---|---|---|---|---|---|"]
+    for n in (1_000, 100_000, 1_000_000):
+        per_round = n / MODEL_WINDOW_DAYS
+        sub_rows = per_round * MODEL_PATTERNS
+        phr_rows = sub_rows * phrases_per_pattern
+        log_day = per_round * log_per_member
+        jr_rows = n * MODEL_QUERIES_PER_DAY + per_round
+        growth = sub_rows * sub + phr_rows * phr + log_day + jr_rows * jr
+        peak = n * MODEL_QUERIES_PER_DAY * MODEL_PEAK_HOUR_SHARE / 3600
+        cpu = (n * MODEL_QUERIES_PER_DAY * cpu_query_ms + per_round * cpu_contribution_ms) / 1000
+        lines.append(f"| {n:,} | {per_round:,.0f} | {sub_rows + phr_rows:,.0f} | {fmt_size(log_day)} | {jr_rows:,.0f} | "
+                     f"{fmt_size(growth)} | {fmt_size(growth * 365)} | {peak:,.1f} | {cpu / 3600:,.2f} core-hours |")
+    return "\n".join(lines) + (f"\n\nMeasured inputs: {sub:.0f} B per submission row, {phr:.0f} B per phrase row "
+                               f"({phrases_per_pattern:.2f} phrases per pattern), {fmt_size(log_per_member)} of "
+                               f"secure-aggregation log per member per round ({log_rows} log rows of a "
+                               f"{SEED_MEMBERS}-member round), {jr:.0f} B per credit-journal row"
+                               f"{' (estimate: too few rows in the run)' if jr == MODEL_JOURNAL_ROW else ''}, "
+                               f"{cpu_query_ms:.2f} ms server CPU per query, {cpu_contribution_ms:.1f} ms per "
+                               f"contribution of {PATTERNS_PER_CONTRIBUTION} patterns. Assumed: {MODEL_PATTERNS} "
+                               f"patterns per member per {MODEL_WINDOW_DAYS}-day window, {MODEL_QUERIES_PER_DAY} "
+                               f"queries per member per day, {MODEL_PEAK_HOUR_SHARE:.1%} of them in the busiest hour.")
+
+
+def fmt_size(b: float) -> str:
+    for unit, k in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if b >= k:
+            return f"{b / k:,.1f} {unit}"
+    return f"{b:.0f} B"
 
 
 def rss_kb(pid: int) -> int:
@@ -442,6 +492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             what = "pg_total_relation_size" if backend == "postgresql" else "SQLite dbstat pages"
             sizes_note += f"\n{backend} store at the end (rows, {what}, bytes per row): " + "; ".join(
                 f"{t} {r} rows {b / 1024:.0f} KiB {b / r:.0f} B/row" for t, (r, b) in sizes.items() if r)
+            mine = [r for r in rows if r["backend"] == backend]
+            if mine:
+                best = max(mine, key=lambda r: r["n"])
+                sizes_note += (f"\n\nStore scale model from the {backend} figures ({best['setup']}, N={best['n']}):\n\n"
+                               + store_scale_model(sizes, best["q_cpu_server"], best["c_cpu_server"]) + "\n")
     finally:
         if pg is not None:
             pg.stop()
@@ -450,7 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(f"Federation coordinator under load: each setup is `continuum-mcp coordinator [--workers N --nginx]` "
           f"(uvicorn; SQLite WAL with synchronous=FULL, or PostgreSQL 15 with fsync on, a server started by the "
-          f"benchmark) and one load-generator process (asyncio + httpx, every request Ed25519-signed) on the same "
+          f"benchmark) and one load-generator process (asyncio, one keep-alive HTTP/1.1 connection per client, every request "
+          f"Ed25519-signed) on the same "
           f"machine, 127.0.0.1. Rate limit raised to {RATE_LIMIT:,} requests/min per identity (default 1,200); "
           f"--no-require-contribution (queries cost no credits); privacy mode open, min_contributors 3, codebook "
           f"{SLOTS} x {DIM}. Each client sends {nq} queries (16 padded slots) and then {nc} contributions "
