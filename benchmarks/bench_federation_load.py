@@ -61,7 +61,8 @@ from continuum_mcp.privacy.modes import default_policy
 from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from clusterkit import Cluster, TempPostgres, nginx_available, sqlite_table_sizes  # noqa: E402 (tests/clusterkit.py)
+from clusterkit import Cluster, nginx_available, pg_table_sizes, sqlite_table_sizes  # noqa: E402 (tests/clusterkit.py)
+from pgserver import PgServer  # noqa: E402 (tests/pgserver.py)
 
 FED = "fed-load-bench"
 ADMIN = "load-bench-admin-token"
@@ -473,21 +474,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="fed-load-"))
     rows: list[dict[str, Any]] = []
-    pg: TempPostgres | None = None
+    pg: PgServer | None = None
     sizes_note = ""
     try:
         prepared: dict[str, Prepared] = {}
         for backend in dict.fromkeys(s.backend for s in setups):
             database = None
             if backend == "postgresql":
-                pg = TempPostgres().start()
-                database = pg.url
+                pg = PgServer(durable=True).start()
+                database = pg.database()
             prepared[backend] = prep = prepare(work / backend, database, max(sizes), cipher, rng)
             print(f"{backend}: {prep.note}", flush=True)
         for setup in setups:
             rows += measure(setup, prepared[setup.backend], sizes, nq, nc, cipher, rnd)
         for backend in prepared:
-            sizes = pg.table_sizes() if backend == "postgresql" and pg is not None else \
+            sizes = pg_table_sizes(prepared[backend].database or "") if backend == "postgresql" else \
                 sqlite_table_sizes(work / backend / "coordinator.db")
             what = "pg_total_relation_size" if backend == "postgresql" else "SQLite dbstat pages"
             sizes_note += f"\n{backend} store at the end (rows, {what}, bytes per row): " + "; ".join(

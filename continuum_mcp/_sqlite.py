@@ -65,6 +65,24 @@ def split_sql(script: str) -> list[str]:
     return out
 
 
+class Rows:
+    """A finished statement's rows and row count (the lock or connection was released)."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.fetchall())
+
+
 class Database:
     """One SQLite file: a shared connection, a lock for threads, schema applied under a version.
 
@@ -78,6 +96,9 @@ class Database:
                  private: bool = False, timeout: float = 30.0, what: str = "database") -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._timeout = timeout
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
         existed = self.path.exists()
         if private and not existed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,21 +130,73 @@ class Database:
     def conn(self) -> sqlite3.Connection:
         return self._conn
 
-    def tx(self) -> Any:
-        """``with db.tx() as conn:`` one IMMEDIATE write transaction, serialised across threads."""
+    dialect = "sqlite"
+
+    def tx(self, key: str = "") -> Any:
+        """``with db.tx() as conn:`` one IMMEDIATE write transaction, serialised across threads and
+        processes (``key`` narrows the lock on PostgreSQL; SQLite has one write lock per file)."""
         return immediate(self._conn, self._lock)
 
-    def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection. Why: WAL lets readers run beside the writer and each
+        other, so reads need not queue on the lock of the one writing connection (under load that
+        queue, not SQLite, was where a coordinator's queries spent their time)."""
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = connect(self.path, timeout=self._timeout)
+            conn.execute("PRAGMA query_only = ON")
+            with self._lock:
+                self._reader_conns.append(conn)
+            self._readers.conn = conn
+        return conn
+
+    def _in_own_tx(self) -> bool:
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]  # this thread holds the writer
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read (one deferred transaction) that does not take the write lock, on this
+        thread's own connection; inside this thread's own write transaction it reads that one."""
+        if self._in_own_tx():
+            yield self._conn
+            return
+        conn = self._reader()
+        if conn.in_transaction:  # nested in this thread's reading()
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows:
+        """One statement on its own (autocommit, or inside the open transaction), rows fetched. A
+        SELECT outside this thread's write transaction runs on this thread's reader."""
+        if not self._in_own_tx() and sql.lstrip()[:6].upper() == "SELECT":
+            cur = self._reader().execute(sql, args)
+            return Rows(list(cur.fetchall()), cur.rowcount)
         with self._lock:
-            return list(self._conn.execute(sql, args).fetchall())
+            cur = self._conn.execute(sql, args)
+            return Rows(list(cur.fetchall()) if cur.description is not None else [], cur.rowcount)
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.execute(sql, args).fetchall()
 
     def read_one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        with self._lock:
-            row = self._conn.execute(sql, args).fetchone()
-            return tuple(row) if row is not None else None
+        row = self.execute(sql, args).fetchone()
+        return tuple(row) if row is not None else None
+
+    def tables(self) -> list[str]:
+        """The file's tables, sorted."""
+        return [str(r[0]) for r in self.read("SELECT name FROM sqlite_master WHERE type='table' "
+                                             "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
 
     def close(self) -> None:
         with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
             self._conn.close()
 
 
@@ -150,4 +223,4 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
         os.close(dir_fd)
 
 
-__all__ = ["Database", "atomic_write", "connect", "immediate", "split_sql"]
+__all__ = ["Database", "Rows", "atomic_write", "connect", "immediate", "split_sql"]

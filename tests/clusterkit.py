@@ -1,30 +1,26 @@
-"""A throwaway PostgreSQL server and a supervised coordinator cluster, for tests and benchmarks.
+"""A supervised coordinator cluster and store sizes, for tests and benchmarks.
 
 Why real ones: the multi-process guarantees (no double spend, a round surviving a killed process)
-are properties of PostgreSQL's locks, nginx's retries and the supervisor, so they are tested on the
-real programs. ``TempPostgres`` runs Debian's PostgreSQL binaries on a fresh data directory and a
-free port (as the ``postgres`` user when run as root); ``Cluster`` runs
-``continuum-mcp coordinator --workers N [--nginx]`` and reads the worker pids from its output.
+are properties of the database's locks, nginx's retries and the supervisor, so they are tested on
+the real programs. ``Cluster`` runs ``continuum-mcp coordinator --workers N [--nginx]`` and reads
+the worker pids from its output; PostgreSQL servers come from ``pgserver.py``.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PG_BIN = Path(os.environ.get("CONTINUUM_PG_BIN", "/usr/lib/postgresql/15/bin"))
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or "/usr/sbin/nginx"
 
 
@@ -55,80 +51,22 @@ def free_port_run(n: int) -> int:
     raise RuntimeError(f"no run of {n} free ports")
 
 
-def postgres_available() -> bool:
-    return (PG_BIN / "initdb").exists() and (PG_BIN / "pg_ctl").exists()
-
-
 def nginx_available() -> bool:
     return Path(NGINX).exists()
 
 
-class TempPostgres:
-    """``with TempPostgres() as pg: pg.url`` -- a PostgreSQL 15 server on a fresh data directory,
-    durable as a real one (fsync on), stopped and deleted on exit."""
+def pg_table_sizes(url: str) -> dict[str, tuple[int, int]]:
+    """table -> (rows, pg_total_relation_size bytes: heap, indexes and TOAST)."""
+    import psycopg
 
-    def __init__(self, max_connections: int = 300) -> None:
-        self.max_connections = max_connections
-        self.dir = Path(tempfile.mkdtemp(prefix="continuum-pg-"))
-        self.port = free_port()
-        self._as: list[str] = []
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-            self._as = ["runuser", "-u", "postgres", "--"]
-        self.data = self.dir / "data"
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/continuum"
-
-    def _run(self, *argv: str) -> None:
-        proc = subprocess.run([*self._as, *argv], capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed: {proc.stdout[-1500:]} {proc.stderr[-1500:]}")
-
-    def start(self) -> TempPostgres:
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                  "--no-sync")
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections={self.max_connections}"
-                " -c shared_buffers=128MB")
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "pg.log"), "-w",
-                  "-t", "60", "start")
-        self._run(str(PG_BIN / "createdb"), "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "continuum")
-        return self
-
-    def database(self, name: str) -> str:
-        """A second empty database on the same server (its URL)."""
-        self._run(str(PG_BIN / "createdb"), "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", name)
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
-
-    def table_sizes(self, url: str | None = None) -> dict[str, tuple[int, int]]:
-        """table -> (rows, pg_total_relation_size bytes: heap, indexes and TOAST)."""
-        import psycopg
-
-        with psycopg.connect(url or self.url, autocommit=True) as conn:
-            names = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")]
-            out = {}
-            for t in sorted(names):
-                rows = conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]  # noqa: S608 (catalog names)
-                size = conn.execute("SELECT pg_total_relation_size(%s)", (f'public."{t}"',)).fetchone()[0]
-                out[t] = (int(rows), int(size))
-            return out
-
-    def stop(self) -> None:
-        if self.data.exists():
-            try:
-                self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-            except RuntimeError:
-                pass
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> TempPostgres:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")]
+        out = {}
+        for t in sorted(names):
+            rows = conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]  # noqa: S608 (catalog names)
+            size = conn.execute("SELECT pg_total_relation_size(%s)", (f'public."{t}"',)).fetchone()[0]
+            out[t] = (int(rows), int(size))
+        return out
 
 
 def sqlite_table_sizes(path: Path) -> dict[str, tuple[int, int]]:
@@ -231,4 +169,4 @@ class Cluster:
         self.stop()
 
 
-__all__ = ["Cluster", "TempPostgres", "sqlite_table_sizes", "free_port", "free_port_run", "nginx_available", "postgres_available"]
+__all__ = ["Cluster", "free_port", "free_port_run", "nginx_available", "pg_table_sizes", "sqlite_table_sizes"]

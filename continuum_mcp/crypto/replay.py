@@ -2,7 +2,9 @@
 
 The durable guard is a file of the project's one SQLite helper (:class:`continuum_mcp._sqlite.Database`:
 WAL, ``synchronous=FULL``, IMMEDIATE transactions, schema version), so a restart does not reopen the
-replay window and a crash cannot lose a recorded nonce.
+replay window and a crash cannot lose a recorded nonce. The same guard runs on any database of the
+interface (:class:`DatabaseReplayGuard`), e.g. the coordinator's PostgreSQL, where every coordinator
+process shares one table: the primary key decides, so one nonce is accepted once across them all.
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ from __future__ import annotations
 import heapq
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from continuum_mcp._db import SqlDatabase
 
 from continuum_mcp._sqlite import Database
 from continuum_mcp.errors import ReplayError
 
 _REPLAYED = "this message was already received (replayed nonce)"
 
-_SCHEMA = """
+REPLAY_SCHEMA_VERSION = 1
+REPLAY_SCHEMA = _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_nonces (
     instance_id TEXT NOT NULL,
     nonce TEXT NOT NULL,
@@ -73,35 +77,22 @@ class MemoryReplayGuard:
             heapq.heappush(self._expiry, (expires_at, instance_id, nonce))
 
 
-@dataclass
-class _Pending:
-    """One caller's nonce waiting for the group commit, and its outcome."""
+class DatabaseReplayGuard:
+    """Replay guard persisted in a database (schema :data:`REPLAY_SCHEMA`), so that a restart does not
+    reopen the replay window and several processes on one database share it.
 
-    instance_id: str
-    nonce: str
-    expires_at: int
-    now: int
-    done: bool = False
-    error: BaseException | None = None
+    Uniqueness is the database's: one statement inserts the pair, or takes over an expired row of
+    it, and a row count of 0 means a live row exists (a replay). No read-then-write, no lock."""
 
-    def result(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-
-class SQLiteReplayGuard:
-    """Replay guard persisted in SQLite so that a restart does not reopen the replay window."""
-
-    def __init__(self, path: str | os.PathLike[str], purge_every: int = 256) -> None:
-        self._db = Database(Path(path), _SCHEMA, version=1, what="replay guard")
+    def __init__(self, db: SqlDatabase, purge_every: int = 256, *, owned: bool = False) -> None:
+        self._db = db
+        self._owned = owned
         self._purge_every = purge_every
         self._calls = 0
-        self._cv = threading.Condition()
-        self._pending: list[_Pending] = []
-        self._committing = False
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._db.close()
 
     def __len__(self) -> int:
         row = self._db.read_one("SELECT COUNT(*) FROM seen_nonces")
@@ -109,57 +100,25 @@ class SQLiteReplayGuard:
 
     def purge(self, now: int) -> None:
         """Drop nonces whose messages can no longer be accepted (bounds the table's size)."""
-        with self._db.tx() as conn:
-            conn.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (now,))
+        self._db.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (now,))
 
     def check_and_record(self, instance_id: str, nonce: str, expires_at: int, now: int) -> None:
-        """Group commit: concurrent callers share one durable transaction (one fsync) instead of
-        queueing for one each. The first caller commits every nonce pending at that moment;
-        callers that arrive meanwhile wait and the next one commits theirs. Each returns (or
-        raises ``ReplayError``) only after its own nonce is on disk."""
-        item = _Pending(instance_id, nonce, expires_at, now)
-        with self._cv:
-            self._pending.append(item)
-            while not item.done and self._committing:
-                self._cv.wait()
-            if item.done:
-                return item.result()
-            self._committing = True
-            batch, self._pending = self._pending, []
-        try:
-            self._commit(batch)
-        finally:
-            with self._cv:
-                self._committing = False
-                self._cv.notify_all()
-        item.result()
+        self._calls += 1
+        if self._calls % self._purge_every == 0:
+            self.purge(now)
+        taken = self._db.execute(
+            "INSERT INTO seen_nonces (instance_id, nonce, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (instance_id, nonce) DO UPDATE SET expires_at = excluded.expires_at "
+            "WHERE seen_nonces.expires_at < ?",
+            (instance_id, nonce, expires_at, now),
+        ).rowcount
+        if taken != 1:
+            raise ReplayError(_REPLAYED)
 
-    def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            self._calls += len(batch)
-            if self._calls >= self._purge_every:
-                self._calls = 0
-                self.purge(max(p.now for p in batch))
-            with self._db.tx() as conn:
-                taken: set[tuple[str, str]] = set()
-                for p in batch:
-                    instance_id, nonce, expires_at, now = p.instance_id, p.nonce, p.expires_at, p.now
-                    row = conn.execute(
-                        "SELECT expires_at FROM seen_nonces WHERE instance_id = ? AND nonce = ?",
-                        (instance_id, nonce),
-                    ).fetchone()
-                    if (row is not None and int(row[0]) >= now) or (instance_id, nonce) in taken:
-                        p.error = ReplayError(_REPLAYED)
-                        continue
-                    taken.add((instance_id, nonce))
-                    conn.execute(
-                        "INSERT OR REPLACE INTO seen_nonces(instance_id, nonce, expires_at) VALUES (?, ?, ?)",
-                        (instance_id, nonce, expires_at),
-                    )
-        except BaseException as exc:  # nothing of the batch was recorded: every caller fails
-            for p in batch:
-                p.error = exc if isinstance(exc, Exception) else RuntimeError("replay guard interrupted")
-            raise
-        finally:
-            for p in batch:
-                p.done = True
+
+class SQLiteReplayGuard(DatabaseReplayGuard):
+    """The replay guard on its own SQLite file (``path``)."""
+
+    def __init__(self, path: str | os.PathLike[str], purge_every: int = 256) -> None:
+        super().__init__(Database(Path(path), REPLAY_SCHEMA, version=REPLAY_SCHEMA_VERSION, what="replay guard"),
+                         purge_every, owned=True)

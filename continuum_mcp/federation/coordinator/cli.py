@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,20 +18,23 @@ from continuum_mcp.federation.coordinator._nginx import nginx_config
 from continuum_mcp.federation.coordinator.config import build_parser, config_from_args
 from continuum_mcp.federation.coordinator.supervisor import add_deploy_arguments, serve, split_deploy_args
 
-_EPILOG = ("other commands: `continuum-mcp coordinator invite --storage DIR [--count N]` mints single-use "
-           "admission tokens (one per invited instance); `continuum-mcp coordinator nginx-config --workers N "
-           "[options]` prints the nginx configuration for N workers behind --host/--port.")
+_EPILOG = ("other commands: `continuum-mcp coordinator invite --storage DIR [--database URL] [--count N]` mints "
+           "single-use admission tokens (one per invited instance); `continuum-mcp coordinator nginx-config "
+           "--workers N [options]` prints the nginx configuration for N workers behind --host/--port.")
 
 
 def _invite(argv: Sequence[str]) -> int:
+    from continuum_mcp.federation.coordinator.config import DATABASE_ENV
     from continuum_mcp.federation.coordinator.store import CoordinatorStore
 
     p = argparse.ArgumentParser(prog="continuum-mcp coordinator invite",
                                 description="Mint single-use admission tokens (one per invited instance).")
     p.add_argument("--storage", required=True, type=Path, help="the coordinator's storage directory")
+    p.add_argument("--database", default=os.environ.get(DATABASE_ENV) or None,
+                   help=f"the coordinator's PostgreSQL URL, if it runs on one (env {DATABASE_ENV})")
     p.add_argument("--count", type=int, default=1, help="number of tokens")
     a = p.parse_args(list(argv))
-    store = CoordinatorStore(a.storage)
+    store = CoordinatorStore(a.storage, database=a.database)
     try:
         for token in store.create_admission_tokens(a.count):
             print(token)

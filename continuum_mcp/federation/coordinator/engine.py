@@ -50,7 +50,7 @@ from continuum_mcp.federation.coordinator._bounds import refuse_poisoned_blocks
 from continuum_mcp.federation.participant import round_params, sybil_noise_factor
 from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState
 from continuum_mcp.privacy.dp import gdp_epsilon
-from continuum_mcp.privacy.ledger import PrivacyLedger, PrivacySpend
+from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, LEDGER_SCHEMA_VERSION, PrivacyLedger, PrivacySpend
 from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.secagg import AggregateResult, KeyRoster, SecAggParams, ShareInbox, SignedMessage, SurvivorList
 
@@ -75,7 +75,9 @@ class RoundEngine:
         self._lock = threading.RLock()
         self._attempt: Attempt | None = None  # a cache of the store's running attempt (see _sync)
         self._clean: tuple[Attempt | None, int] = (None, -1)  # the cache as of the last commit or sync
-        self._ledger_path = store.dir / LEDGER_DB_NAME
+        # every member's ledger, beside the store (ledger.db, or the store's PostgreSQL database)
+        self._ledger_db = store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION,
+                                          what="privacy ledger")
 
     @property
     def lock(self) -> threading.RLock:
@@ -85,7 +87,7 @@ class RoundEngine:
     # ------------------------------------------------------------------------------ privacy
 
     def _ledger(self, instance_id: str) -> PrivacyLedger:
-        return PrivacyLedger(self._ledger_path, identity=instance_id, budget_epsilon=self.mode.budget_epsilon,
+        return PrivacyLedger(db=self._ledger_db, identity=instance_id, budget_epsilon=self.mode.budget_epsilon,
                              delta=self.mode.delta, window=timedelta(days=self.config.window_days),
                              lifetime=self.mode.lifetime_budget(), clock=self._ledger_clock)
 

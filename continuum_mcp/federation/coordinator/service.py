@@ -178,8 +178,10 @@ class CoordinatorService:
 
     def query(self, caller: str, request: wire.QueryRequest) -> wire.QueryResponse:
         level = self._member_level(caller)
-        # a read transaction unless the query is charged (then the balance check and the debit are one write)
-        with self.store.transaction() if self.credits.require_contribution else self.store.reading() as conn:
+        # a read transaction unless the query is charged (then the balance check and the debit are one
+        # write, under a lock of the caller's rows only)
+        with self.store.transaction(f"member:{caller}") if self.credits.require_contribution \
+                else self.store.reading() as conn:
             now = self.engine.now()
             charged, free = self.credits.charge_query(conn, caller, priority=request.priority, level=level,
                                                       ref=secrets.token_hex(12), now=now)
@@ -189,7 +191,7 @@ class CoordinatorService:
                              free_tier=free, credits=balance)
 
     def download(self, caller: str) -> wire.DownloadResponse:
-        with self.store.transaction() as conn:
+        with self.store.transaction(f"member:{caller}") as conn:
             now = self.engine.now()
             charged = self.credits.charge_download(conn, caller, secrets.token_hex(12), now)
             patterns = rsql.released_patterns(conn, None)
