@@ -1,32 +1,39 @@
-"""Load benchmark of the federation coordinator: N concurrent clients against one coordinator.
+"""Load benchmark of the federation coordinator: N concurrent clients against several deployments.
+
+Setups, side by side in one invocation (``--setups``): one process on SQLite, two on SQLite behind
+nginx, one on PostgreSQL, two and four on PostgreSQL behind nginx. Each is started as a self-hoster
+starts it, ``continuum-mcp coordinator [--workers N --nginx]`` (``tests/clusterkit.Cluster``), on a
+PostgreSQL server the benchmark starts itself (``tests/pgserver.PgServer(durable=True)``: fsync on).
 
 Setup (all on 127.0.0.1, one machine):
-- ONE coordinator started as its own process with ``python -m continuum_mcp.cli.main coordinator``
-  (so the load generator does not share its interpreter): privacy mode ``open``,
-  ``min_contributors`` 3, the full 256 x 384 codebook layout, ``--no-require-contribution`` (queries
-  cost no credits, so thousands of queries are not refused with 402 once the free tier is used up),
-  and the per-identity rate limit RAISED from the default 1200 to 1,000,000 requests per minute
-  (``--rate-limit``), so the benchmark measures the service and not its throttle.
-- A release first: 5 seed members contribute patterns sharing 12 slots (built by
-  ``federation.submission``), the round is closed with the admin route and each member takes part
-  in the four secure-aggregation phases over HTTP exactly as the client does (``client.run_round``
-  over a ``RoundParticipant`` and a ``CoordinatorAPI``), so queries below hit released patterns.
-- Load: N admitted identities (each joined with its own admission token) run concurrently in one
-  asyncio process with httpx; every request carries the real Ed25519 signature headers of
-  ``Identity.sign_request`` (fresh nonce each time). Each client does a fixed number of
-  ``POST /v1/query`` (the client's ``pad_with_decoys``: 4 wanted released slots padded to 16) and
-  then a fixed number of ``POST /v1/contributions`` (``submission.build_contribution`` of 20
-  patterns with 4 phrases and a statement each; bodies are built and encrypted before the clock
-  starts, signed at send time).
+- Options: privacy mode ``open``, ``min_contributors`` 3, the full 256 x 384 codebook layout,
+  ``--no-require-contribution`` (queries cost no credits, so thousands of queries are not refused
+  with 402 once the free tier is used up), and the per-identity rate limit RAISED from the default
+  1200 to 1,000,000 requests per minute (``--rate-limit``), so the benchmark measures the service
+  and not its throttle.
+- Per store, with one process: a release first (SEED_MEMBERS members contribute patterns sharing
+  12 slots; the round is closed with the admin route and each member takes part in the four
+  secure-aggregation phases over HTTP exactly as the client does, ``client.run_round``), so queries
+  hit released patterns; then the load identities join, each with its own admission token. Each
+  setup of that store then starts on the same state.
+- Load: N admitted identities run concurrently in one asyncio process, each on its own keep-alive
+  HTTP/1.1 connection (:class:`Connection`; httpx cost 10 ms of CPU per request at this
+  concurrency); every request carries the real Ed25519 signature headers of
+  ``Identity.sign_request`` (fresh nonce each time). Each client sends ``--queries`` ``POST
+  /v1/query`` (the client's ``pad_with_decoys``: 4 wanted released slots padded to 16), then
+  ``--contributions`` ``POST /v1/contributions`` (``submission.build_contribution`` of 20 patterns
+  with 4 phrases and a statement each; bodies built and encrypted before the clock starts, signed
+  at send time).
 
-Measured: query latency p50/p95 and queries per second; contributions (accepted submissions, HTTP
-202) per second with latency p50/p95; errors (non-2xx by status, transport failures by type). The
-load generator competes with the coordinator for the same 2 cores, so figures are conservative.
+Measured: query latency p50/p95 and queries per second; contributions (HTTP 202) per second with
+latency p50/p95; errors (non-2xx by status, transport failures by type); the coordinator's CPU per
+query and per contribution (all its processes and nginx, from /proc); the load average; at the end
+the store's rows and bytes per table and the store scale model of docs/scale.md.
 
 Usage:
-    python benchmarks/bench_federation_load.py                    # N = 10, 50, 200
-    python benchmarks/bench_federation_load.py --clients 10,50 --queries 20 --contributions 5
-    python benchmarks/bench_federation_load.py --quick            # smoke test (N = 5, 10)
+    python benchmarks/bench_federation_load.py                    # sqlite-1, pg-1, pg-2, pg-4; N = 10, 50, 200
+    python benchmarks/bench_federation_load.py --setups sqlite-1,sqlite-2 --clients 200 --queries 5
+    python benchmarks/bench_federation_load.py --quick            # smoke test (one process on SQLite, N = 5, 10)
 """
 
 from __future__ import annotations
