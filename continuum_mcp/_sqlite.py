@@ -96,6 +96,9 @@ class Database:
                  private: bool = False, timeout: float = 30.0, what: str = "database") -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._timeout = timeout
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
         existed = self.path.exists()
         if private and not existed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,21 +137,45 @@ class Database:
         processes (``key`` narrows the lock on PostgreSQL; SQLite has one write lock per file)."""
         return immediate(self._conn, self._lock)
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection. Why: WAL lets readers run beside the writer and each
+        other, so reads need not queue on the lock of the one writing connection (under load that
+        queue, not SQLite, was where a coordinator's queries spent their time)."""
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = connect(self.path, timeout=self._timeout)
+            conn.execute("PRAGMA query_only = ON")
+            with self._lock:
+                self._reader_conns.append(conn)
+            self._readers.conn = conn
+        return conn
+
+    def _in_own_tx(self) -> bool:
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]  # this thread holds the writer
+
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """A consistent read (one deferred transaction) that does not take the write lock."""
-        with self._lock:
-            if self._conn.in_transaction:  # inside this thread's own transaction: read it
-                yield self._conn
-                return
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+        """A consistent read (one deferred transaction) that does not take the write lock, on this
+        thread's own connection; inside this thread's own write transaction it reads that one."""
+        if self._in_own_tx():
+            yield self._conn
+            return
+        conn = self._reader()
+        if conn.in_transaction:  # nested in this thread's reading()
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows:
-        """One statement on its own (autocommit, or inside the open transaction), rows fetched."""
+        """One statement on its own (autocommit, or inside the open transaction), rows fetched. A
+        SELECT outside this thread's write transaction runs on this thread's reader."""
+        if not self._in_own_tx() and sql.lstrip()[:6].upper() == "SELECT":
+            cur = self._reader().execute(sql, args)
+            return Rows(list(cur.fetchall()), cur.rowcount)
         with self._lock:
             cur = self._conn.execute(sql, args)
             return Rows(list(cur.fetchall()) if cur.description is not None else [], cur.rowcount)
@@ -167,6 +194,9 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
             self._conn.close()
 
 

@@ -38,6 +38,7 @@ from continuum_mcp.federation.protocol import (
 )
 from continuum_mcp.federation.submission import PlannedPattern, build_contribution, secagg_input
 from continuum_mcp.privacy.modes import PrivacyPolicy, default_policy
+from continuum_mcp.secagg import SecAggClient
 
 #: generous: the machine that runs the suite is shared and slow (a full-size masked input is ~0.5 MB).
 HTTP_TIMEOUT_SECONDS = 60.0
@@ -72,6 +73,9 @@ class Member:
     #: the policy it checks rounds against (a test federation's own, e.g. a large window budget)
     policy: PrivacyPolicy = field(default_factory=default_policy)
     sybil_fraction: float = 1 / 3
+    #: its secure-aggregation state across rounds it takes part in (session id -> client), kept
+    #: in memory as the client facade keeps it, so a round can be resumed after a coordinator restart
+    sessions: dict[str, SecAggClient] = field(default_factory=dict)
 
     @property
     def identity(self) -> Identity:
@@ -91,7 +95,8 @@ class Member:
 
     def participant(self, expect: RoundExpectations) -> RoundParticipant:
         return RoundParticipant(self.identity, expect,
-                                lambda params: secagg_input(self.patterns, expect.slots, expect.dim, params.clip_norm))
+                                lambda params: secagg_input(self.patterns, expect.slots, expect.dim, params.clip_norm),
+                                sessions=self.sessions)
 
 
 def admit(coord: FederationCoordinator, n: int, *, level: str = "standard", mode: str = "open") -> list[Member]:

@@ -54,7 +54,8 @@ def _free_port() -> int:
 class PgServer:
     """``start()`` once, ``database()`` per test (a URL of a new, empty database), ``stop()`` at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # fsync on, as a real server runs (benchmarks); tests throw the data away
         self.bin = find_bin()
         self.root = Path(tempfile.mkdtemp(prefix="continuum-pg-"))
         self.data = self.root / "data"
@@ -79,8 +80,8 @@ class PgServer:
         os.chmod(self.root, 0o700)
         self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--locale=C",
                   "--no-sync")
-        opts = (f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB")
+        fast = "" if self.durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        opts = (f"-h 127.0.0.1 -p {self.port} -k {self.root} {fast}-c max_connections=400 -c shared_buffers=64MB")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", opts, "-w",
                   "-t", "60", "start")
         return self

@@ -12,8 +12,9 @@ from __future__ import annotations
 import heapq
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from continuum_mcp._db import SqlDatabase
 
@@ -77,6 +78,22 @@ class MemoryReplayGuard:
             heapq.heappush(self._expiry, (expires_at, instance_id, nonce))
 
 
+@dataclass
+class _Pending:
+    """One caller's nonce waiting for the group commit, and its outcome."""
+
+    instance_id: str
+    nonce: str
+    expires_at: int
+    now: int
+    done: bool = False
+    error: BaseException | None = None
+
+    def result(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class DatabaseReplayGuard:
     """Replay guard persisted in a database (schema :data:`REPLAY_SCHEMA`), so that a restart does not
     reopen the replay window and several processes on one database share it.
@@ -89,6 +106,9 @@ class DatabaseReplayGuard:
         self._owned = owned
         self._purge_every = purge_every
         self._calls = 0
+        self._cv = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._committing = False
 
     def close(self) -> None:
         if self._owned:
@@ -103,17 +123,63 @@ class DatabaseReplayGuard:
         self._db.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (now,))
 
     def check_and_record(self, instance_id: str, nonce: str, expires_at: int, now: int) -> None:
+        if self._db.dialect == "sqlite":
+            return self._grouped(_Pending(instance_id, nonce, expires_at, now))
         self._calls += 1
         if self._calls % self._purge_every == 0:
             self.purge(now)
-        taken = self._db.execute(
+        if self._record(self._db, instance_id, nonce, expires_at, now) != 1:
+            raise ReplayError(_REPLAYED)
+        return None
+
+    @staticmethod
+    def _record(conn: Any, instance_id: str, nonce: str, expires_at: int, now: int) -> int:
+        return int(conn.execute(
             "INSERT INTO seen_nonces (instance_id, nonce, expires_at) VALUES (?, ?, ?) "
             "ON CONFLICT (instance_id, nonce) DO UPDATE SET expires_at = excluded.expires_at "
             "WHERE seen_nonces.expires_at < ?",
             (instance_id, nonce, expires_at, now),
-        ).rowcount
-        if taken != 1:
-            raise ReplayError(_REPLAYED)
+        ).rowcount)
+
+    def _grouped(self, item: _Pending) -> None:
+        """Group commit (SQLite): one file has one writer, so concurrent callers share one durable
+        transaction (one fsync) instead of queueing for one each. The first caller commits every
+        nonce pending at that moment; callers arriving meanwhile wait and the next one commits
+        theirs. Each returns (or raises ``ReplayError``) only after its own nonce is on disk.
+        PostgreSQL commits concurrent statements side by side, so it needs none of this."""
+        with self._cv:
+            self._pending.append(item)
+            while not item.done and self._committing:
+                self._cv.wait()
+            if item.done:
+                return item.result()
+            self._committing = True
+            batch, self._pending = self._pending, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._cv:
+                self._committing = False
+                self._cv.notify_all()
+        return item.result()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            self._calls += len(batch)
+            if self._calls >= self._purge_every:
+                self._calls = 0
+                self.purge(max(p.now for p in batch))
+            with self._db.tx() as conn:
+                for p in batch:
+                    if self._record(conn, p.instance_id, p.nonce, p.expires_at, p.now) != 1:
+                        p.error = ReplayError(_REPLAYED)
+        except BaseException as exc:  # nothing of the batch was recorded: every caller fails
+            for p in batch:
+                p.error = exc if isinstance(exc, Exception) else RuntimeError("replay guard interrupted")
+            raise
+        finally:
+            for p in batch:
+                p.done = True
 
 
 class SQLiteReplayGuard(DatabaseReplayGuard):

@@ -48,7 +48,16 @@ from continuum_mcp.federation.protocol import (
     slot_vector_layout,
 )
 from continuum_mcp.privacy.modes import PrivacyMode
-from continuum_mcp.secagg import KeyRoster, SecAggClient, SecAggParams, ShareInbox, SignedMessage, SurvivorList, threshold_for
+from continuum_mcp.secagg import (
+    KeyRoster,
+    SecAggClient,
+    SecAggParams,
+    ShareInbox,
+    SignedMessage,
+    SparseDesign,
+    SurvivorList,
+    threshold_for,
+)
 
 #: the fewest members a secure aggregation may have (fewer would expose inputs to each other).
 MIN_ROSTER = 3
@@ -67,10 +76,11 @@ def honest_survivors(n: int, threshold: int, sybil_fraction: float) -> int:
     return max(1, threshold - math.floor(sybil_fraction * n + 1e-9))
 
 
-def sybil_noise_factor(n: int, sybil_fraction: float) -> float:
+def sybil_noise_factor(n: int, sybil_fraction: float, floor: int | None = None) -> float:
     """How much each client's noise share is raised so that the honest survivors *alone* add the
-    mode's noise: shares are sigma/sqrt(t) for t survivors, so sqrt(t / honest survivors)."""
-    t = threshold_for(n)
+    mode's noise: shares are sigma/sqrt(t) for the t survivors the round cannot go below (``floor``:
+    t = ceil(2n/3) for Bonawitz, SecAgg+'s ``min_survivors``), so sqrt(t / honest survivors)."""
+    t = threshold_for(n) if floor is None else floor
     return math.sqrt(t / honest_survivors(n, t, sybil_fraction))
 
 
@@ -82,18 +92,22 @@ def centroid_clip(mode: PrivacyMode) -> float:
 
 
 def round_params(federation_id: str, round_id: int, attempt: int, roster: list[str], slots: int, dim: int,
-                 mode: PrivacyMode, sybil_fraction: float = DEFAULT_SYBIL_FRACTION) -> SecAggParams:
+                 mode: PrivacyMode, sybil_fraction: float = DEFAULT_SYBIL_FRACTION,
+                 sparse: SparseDesign | None = None) -> SecAggParams:
     """The one calibration of a round's secure aggregation, used by the coordinator to make the
     parameters and by every client to check them: clip = :func:`centroid_clip`, noise_sigma =
-    mode.sigma x quantised sensitivity x :func:`sybil_noise_factor`, t = ceil(2n/3), the largest
-    safe fixed-point scale."""
+    mode.sigma x quantised sensitivity x :func:`sybil_noise_factor`, the largest safe fixed-point
+    scale, and the graph: Bonawitz's complete one with t = ceil(2n/3), or, for a roster of at least
+    ``sparse.min_roster``, SecAgg+'s (k, t, floor) that the design implies."""
     total, _ = slot_vector_layout(slots, dim)
     clip = centroid_clip(mode)
     session = f"{federation_id}/r{round_id}/a{attempt}"
-    factor = sybil_noise_factor(len(set(roster)), sybil_fraction)
-    probe = SecAggParams.create(session, round_id, roster, total, clip, mode.sigma * clip * factor)
+    graph = SecAggParams.create(session, round_id, roster, total, clip, 0.0, sparse=sparse)
+    factor = sybil_noise_factor(graph.n, sybil_fraction, graph.survivor_floor)
+    probe = SecAggParams.create(session, round_id, roster, total, clip, mode.sigma * clip * factor, sparse=sparse)
     return SecAggParams.create(session, round_id, roster, total, clip,
-                               mode.sigma * probe.quantised_sensitivity * factor, frac_bits=probe.frac_bits)
+                               mode.sigma * probe.quantised_sensitivity * factor, frac_bits=probe.frac_bits,
+                               sparse=sparse)
 
 
 class RoundExpectations(BaseModel):
@@ -109,12 +123,15 @@ class RoundExpectations(BaseModel):
     noise_multiplier: float = Field(ge=0, description="The mode's sigma per unit of (quantised) sensitivity.")
     sybil_fraction: float = Field(default=DEFAULT_SYBIL_FRACTION, ge=0, lt=1,
                                   description="This client's own assumption of the sybil share of a roster.")
+    sparse: SparseDesign | None = Field(default_factory=SparseDesign, description="The SecAgg+ design this client "
+                                        "accepts for large rosters (None: only Bonawitz's complete graph).")
 
     @classmethod
     def for_mode(cls, federation_id: str, slots: int, dim: int, mode: PrivacyMode,
-                 sybil_fraction: float = DEFAULT_SYBIL_FRACTION) -> RoundExpectations:
+                 sybil_fraction: float = DEFAULT_SYBIL_FRACTION,
+                 sparse: SparseDesign | None = SparseDesign()) -> RoundExpectations:
         return cls(federation_id=federation_id, slots=slots, dim=dim, max_clip_norm=centroid_clip(mode),
-                   noise_multiplier=mode.sigma, sybil_fraction=sybil_fraction)
+                   noise_multiplier=mode.sigma, sybil_fraction=sybil_fraction, sparse=sparse)
 
 
 #: how much coarser than the calibration's own fixed-point scale a round may quantise
@@ -124,7 +141,9 @@ FRAC_BITS_SLACK = 2
 def check_params(state: RoundState, instance_id: str, expect: RoundExpectations) -> SecAggParams:
     """The round's SecAggParams, refused (``CryptoError``) if they would give less privacy than
     the federation's mode promises or do not belong to this round: at least MIN_ROSTER distinct
-    members, t exactly ceil(2n/3), the mode's clip, a fixed-point scale that neither wraps around
+    members, the graph (Bonawitz's complete one with t exactly ceil(2n/3), which is always
+    accepted, or exactly the SecAgg+ (k, t, floor) this client's design implies for the roster:
+    a smaller k or t is refused), the mode's clip, a fixed-point scale that neither wraps around
     nor is coarser than the calibration's, and noise that the honest survivors alone provide
     under this client's sybil fraction."""
     try:
@@ -142,17 +161,20 @@ def check_params(state: RoundState, instance_id: str, expect: RoundExpectations)
     if len(set(params.roster)) < MIN_ROSTER or len(set(params.roster)) != len(params.roster):
         raise CryptoError(f"the round's roster has {len(set(params.roster))} distinct members; "
                           f"secure aggregation needs at least {MIN_ROSTER}")
-    if params.threshold != threshold_for(params.n):
+    if params.sparse:
+        params.require_design(expect.sparse)
+    elif params.threshold != threshold_for(params.n):
         raise CryptoError(f"the round's threshold {params.threshold} is not ceil(2n/3) = {threshold_for(params.n)} "
                           f"for n = {params.n}: a smaller one lets fewer colluders unmask single inputs")
     if abs(params.clip_norm - expect.max_clip_norm) > 1e-9:
         raise CryptoError(f"the round's clip norm {params.clip_norm:.6g} is not the mode's {expect.max_clip_norm:.6g}")
     if params.max_abs_coordinate() >= 2**31:
         raise CryptoError(f"the round's fixed-point scale 2^{params.frac_bits} lets the sum wrap around")
-    factor = sybil_noise_factor(params.n, expect.sybil_fraction)
+    factor = sybil_noise_factor(params.n, expect.sybil_fraction, params.survivor_floor)
     try:
         probe = SecAggParams.create(params.session_id, params.round_id, params.roster, params.dim, params.clip_norm,
-                                    expect.noise_multiplier * params.clip_norm * factor)
+                                    expect.noise_multiplier * params.clip_norm * factor,
+                                    sparse=expect.sparse if params.sparse else None)
     except InvalidInput as exc:
         raise CryptoError(f"the round's parameters admit no safe fixed-point scale: {exc.message}") from exc
     if params.frac_bits < probe.frac_bits - FRAC_BITS_SLACK:

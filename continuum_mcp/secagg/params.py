@@ -138,8 +138,11 @@ class SecAggParams(BaseModel):
     def require_design(self, design: SparseDesign | None) -> None:
         """A participant's check that the server chose the graph the federation's design implies
         (a server must not pick a small k or t): raises ``CryptoError`` otherwise."""
-        expected = SecAggParams.create(self.session_id, self.round_id, self.roster, self.dim,
-                                       self.clip_norm, self.noise_sigma, self.frac_bits, design)
+        try:
+            expected = SecAggParams.create(self.session_id, self.round_id, self.roster, self.dim,
+                                           self.clip_norm, self.noise_sigma, self.frac_bits, design)
+        except InvalidInput as exc:
+            raise CryptoError(f"the round's parameters do not fit the design: {exc.message}") from exc
         if (self.neighbours, self.threshold, self.min_survivors) != (
                 expected.neighbours, expected.threshold, expected.min_survivors):
             raise CryptoError("the round's secure-aggregation graph is not the one the design implies")

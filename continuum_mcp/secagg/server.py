@@ -54,6 +54,9 @@ class SecAggServer:
         self._holders: dict[str, dict[str, int]] = {}
         self._senders: dict[str, list[str]] = {}  # v -> members of U2 that sent v shares
         self._survivors: dict[str, list[str]] = {}  # v -> members of U3 among v's senders
+        #: set when every secret was recovered but the sum's norm check refused it (some input was
+        #: not clipped): a host may then release what does not depend on the sum
+        self.sum_refused = False
 
     def _accept(self, msg: SignedMessage, kind: str, step: int, seen: Mapping[str, Any]) -> _Payload:
         if self._step != step:
@@ -271,6 +274,7 @@ class SecAggServer:
         norm = float(np.linalg.norm(int_sum.astype(np.float64)))
         bound = params.sum_l2_bound(len(self._u3))
         if norm > bound:
+            self.sum_refused = True
             raise AggregationAborted(
                 f"unmasked sum has norm {norm:.4g} > {bound:.4g}, more than {len(self._u3)} "
                 "clipped inputs plus noise can produce; refusing it"

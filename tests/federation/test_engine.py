@@ -131,19 +131,6 @@ def test_too_few_survivors_abort_and_carry_submissions_over(tmp_path: Path, cloc
     assert engine.store.pending_snapshot(who[1].instance_id) == [(1, 0, 1)]  # ciphertexts stay bound to round 0
 
 
-def test_restart_mid_aggregation_starts_a_new_attempt(tmp_path: Path, clock: Clock) -> None:
-    engine = make_engine(tmp_path, clock)
-    submit(engine, members(engine, 3))
-    engine.close_round()
-    assert engine.state(None).attempt == 0
-    engine.store.close()  # the process dies mid-round
-    again = make_engine(tmp_path, clock)
-    st = again.state(None)
-    assert (st.round_id, st.phase, st.attempt) == (0, "advertise", 1)
-    params = again.current_params()
-    assert params is not None and params.session_id.endswith("/r0/a1")
-
-
 def test_full_round_in_process_releases_and_opens_the_next(tmp_path: Path, clock: Clock) -> None:
     # release v2: a slot is released only with one of its phrases (no separate slot selection), and
     # open mode's phrases need tau = 7 under DP: 12 members share one phrase, the noise is seeded

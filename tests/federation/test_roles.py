@@ -167,10 +167,12 @@ def test_the_coordinator_charges_every_attempt_that_received_masked_inputs(tmp_p
     config = CoordinatorConfig(storage_path=tmp_path, federation_id=FED, privacy_mode="open", min_contributors=3,
                                slots=4, dim=8, round_interval_seconds=100, phase_timeout_seconds=10)
 
+    t = [time.time()]
+
     def engine() -> RoundEngine:
         store = CoordinatorStore.from_config(config)
         store.ensure_federation(FED)
-        e = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy())
+        e = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy(), now=lambda: t[0])
         e.recover()
         return e
 
@@ -199,13 +201,20 @@ def test_the_coordinator_charges_every_attempt_that_received_masked_inputs(tmp_p
 
     eng.close_round()
     through_masked_input(eng, unmask=False)
-    eng.store.close()  # the coordinator dies after the masked inputs: attempt 0 is lost
+    eng.store.close()  # the coordinator dies after the masked inputs
     eng = engine()
+    st = eng.state(None, 0)  # the attempt is in the store: the restarted coordinator continues it
+    assert (st.phase, st.attempt) == ("unmask", 0)
+    t[0] += 11  # nobody unmasks: attempt 0 aborts at its deadline
+    eng.tick()
+    assert eng.state(None, 0).phase == "aborted"
     # attempt 0's masked inputs were charged under its own label; release v2 spends the window's
-    # whole budget at once, so nobody can afford attempt 1 in this window: the round waits
-    # (submissions kept) instead of releasing twice under one charge
-    st = eng.state(None, 0)
-    assert st.phase == "collecting" and st.attempt == 1 and eng.current_params() is None
+    # whole budget at once, so nobody can afford another attempt in this window: the next round
+    # waits (submissions kept) instead of releasing twice under one charge
+    t[0] += 101
+    eng.tick()
+    st = eng.state(None)
+    assert (st.round_id, st.phase) == (1, "collecting") and eng.current_params() is None
     ledgers = eng.store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, what="privacy ledger")  # the coordinator's own
     for m in who:
         assert eng.store.pending_snapshot(m.instance_id) != []

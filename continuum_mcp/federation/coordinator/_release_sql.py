@@ -205,29 +205,46 @@ def slot_vectors(conn: Connection) -> list[SlotVector]:
 
 
 def released_patterns(conn: Connection, slots: Sequence[int] | None) -> list[dict[str, Any]]:
-    """Released patterns (as ReleasedPattern-shaped dicts) for ``slots`` (None: all)."""
+    """Released patterns (as ReleasedPattern-shaped dicts) for ``slots`` (None: all).
+
+    Six set queries for all the slots, not six per slot: on PostgreSQL every statement is a round
+    trip, and per-slot reads made a query cost 9 ms of coordinator CPU (SQLite: 2.6 ms)."""
     present = sorted(pattern_slots(conn))
     if slots is not None:
         wanted = set(slots)
         present = [s for s in present if s in wanted]
+    if not present:
+        return []
+    within = f"IN ({','.join('?' * len(present))})"
+
+    def by_slot(sql: str) -> dict[int, list[tuple[Any, ...]]]:
+        out: dict[int, list[tuple[Any, ...]]] = {}
+        for row in conn.execute(sql, present).fetchall():
+            out.setdefault(int(row[0]), []).append(tuple(row[1:]))
+        return out
+
+    phrases = by_slot(f"SELECT slot, token, ciphertext, ct_round, noisy_count FROM released_phrases WHERE slot {within} "
+                      "ORDER BY slot, token")
+    statements = by_slot(f"SELECT r.slot, r.ciphertext, s.statement_token FROM released_statements r JOIN submissions s "
+                         f"ON s.id = r.submission_id WHERE r.slot {within} AND s.statement_token IS NOT NULL "
+                         "ORDER BY r.slot, r.submission_id")
+    slot_counts = {s: r[0][0] for s, r in by_slot(f"SELECT slot, noisy_count FROM released_slots WHERE slot {within}").items()}
+    rounds = {s: r[0][0] for s, r in by_slot(f"SELECT slot, released_at_round FROM patterns WHERE slot {within}").items()}
+    verified = {s: r[0][0] for s, r in by_slot(f"SELECT slot, COUNT(*) FROM verifications WHERE slot {within} "
+                                               "GROUP BY slot").items()}
+    votes = {s: r[0] for s, r in by_slot(f"SELECT slot, COALESCE(SUM(up), 0), COALESCE(SUM(1 - up), 0) FROM votes "
+                                         f"WHERE slot {within} GROUP BY slot").items()}
     out: list[dict[str, Any]] = []
     for slot in present:
-        phrases = conn.execute("SELECT token, ciphertext, ct_round, noisy_count FROM released_phrases WHERE slot=? "
-                               "ORDER BY token", (slot,)).fetchall()
-        statements = conn.execute("SELECT r.ciphertext, s.statement_token FROM released_statements r "
-                                  "JOIN submissions s ON s.id = r.submission_id WHERE r.slot=? "
-                                  "AND s.statement_token IS NOT NULL ORDER BY r.submission_id", (slot,)).fetchall()
-        srow = conn.execute("SELECT noisy_count FROM released_slots WHERE slot=?", (slot,)).fetchone()
-        prow = conn.execute("SELECT released_at_round FROM patterns WHERE slot=?", (slot,)).fetchone()
-        ver = conn.execute("SELECT COUNT(*) FROM verifications WHERE slot=?", (slot,)).fetchone()[0]
-        up, down = vote_counts(conn, slot)
-        noisy = int(srow[0]) if srow is not None else max((int(p[3]) for p in phrases), default=0)
+        ph = phrases.get(slot, [])
+        up, down = votes.get(slot, (0, 0))
+        noisy = int(slot_counts[slot]) if slot in slot_counts else max((int(p[3]) for p in ph), default=0)
         out.append({
             "pattern_id": f"p-{slot}", "slot": slot,
-            "phrases": [{"token": p[0], "ciphertext": p[1], "noisy_contributors": int(p[3])} for p in phrases],
-            "statements": [{"token": s[1], "ciphertext": s[0]} for s in statements],
-            "noisy_contributors": noisy, "verifications": int(ver), "votes_up": up, "votes_down": down,
-            "released_at_round": int(prow[0]) if prow is not None else 0,
+            "phrases": [{"token": p[0], "ciphertext": p[1], "noisy_contributors": int(p[3])} for p in ph],
+            "statements": [{"token": st[1], "ciphertext": st[0]} for st in statements.get(slot, [])],
+            "noisy_contributors": noisy, "verifications": int(verified.get(slot, 0)), "votes_up": int(up),
+            "votes_down": int(down), "released_at_round": int(rounds.get(slot, 0)),
         })
     return out
 

@@ -13,6 +13,8 @@ bound to a round, no token) cannot be opened by v2 members, who would silently d
 
 from typing import Any
 
+from continuum_mcp.federation.coordinator._attempt_sql import ATTEMPT_SCHEMA
+
 SCHEMA_VERSION = 2
 
 #: tables whose rows hold or derive from protocol v1 ciphertexts (children before parents)
@@ -146,7 +148,7 @@ CREATE TRIGGER IF NOT EXISTS invite_journal_no_update BEFORE UPDATE ON invite_jo
 BEGIN SELECT RAISE(ABORT, 'the invite journal is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS invite_journal_no_delete BEFORE DELETE ON invite_journal
 BEGIN SELECT RAISE(ABORT, 'the invite journal is append-only'); END;
-"""
+""" + ATTEMPT_SCHEMA  # the durable secure-aggregation attempts (their own module)
 
 
 def migrate(conn: Any, found: int) -> None:

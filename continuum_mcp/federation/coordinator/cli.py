@@ -14,10 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from continuum_mcp.errors import ContinuumError
+from continuum_mcp.federation.coordinator._nginx import nginx_config
 from continuum_mcp.federation.coordinator.config import build_parser, config_from_args
+from continuum_mcp.federation.coordinator.supervisor import add_deploy_arguments, serve, split_deploy_args
 
-_EPILOG = ("other command: `continuum-mcp coordinator invite --storage DIR [--database URL] [--count N]` mints single-use "
-           "admission tokens (one per invited instance).")
+_EPILOG = ("other commands: `continuum-mcp coordinator invite --storage DIR [--database URL] [--count N]` mints "
+           "single-use admission tokens (one per invited instance); `continuum-mcp coordinator nginx-config "
+           "--workers N [options]` prints the nginx configuration for N workers behind --host/--port.")
 
 
 def _invite(argv: Sequence[str]) -> int:
@@ -40,6 +43,19 @@ def _invite(argv: Sequence[str]) -> int:
     return 0
 
 
+def _nginx_config(argv: Sequence[str]) -> int:
+    """Print the nginx configuration for ``--workers`` processes on consecutive ports after ``--port``
+    (the operator runs the workers, e.g. with the systemd template unit of docs/coordinator.md)."""
+    parser = build_parser("continuum-mcp coordinator nginx-config")
+    add_deploy_arguments(parser)
+    args = [a for a in argv if a != "--nginx"]
+    config = config_from_args(parser.parse_args(args))
+    options, _ = split_deploy_args([*args, "--nginx"])
+    upstreams = [("127.0.0.1", p) for p in options.ports(config)]
+    print(nginx_config(config, upstreams, listen=f"{config.host}:{config.port}"), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``continuum-mcp coordinator [options]`` or ``continuum-mcp coordinator invite --storage DIR --count N``.
 
@@ -50,7 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args_in[:1] == ["invite"]:
             return _invite(args_in[1:])
-        config = config_from_args(build_parser(epilog=_EPILOG).parse_args(args_in))
+        if args_in[:1] == ["nginx-config"]:
+            return _nginx_config(args_in[1:])
+        parser = build_parser(epilog=_EPILOG)
+        add_deploy_arguments(parser)
+        config = config_from_args(parser.parse_args(args_in))
+        options, worker_args = split_deploy_args(args_in)
+        if options.workers > 1 or options.nginx:
+            return serve(config, options, worker_args)
         logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO))
         FederationCoordinator(config).serve_forever()
         return 0

@@ -1,12 +1,18 @@
 """The coordinator's round engine: the round state machine and the secure-aggregation host.
 
-Why one engine object with one lock: a round is a small state machine (collecting -> advertise ->
-share_keys -> masked_input -> unmask -> released | aborted) whose transitions are triggered both by
-requests (the last expected message of a phase) and by time (a phase deadline, the round
-schedule). Serialising transitions under one lock keeps them simple and correct; the durable part
-of every transition is one store transaction, so a crash at any point leaves a state from which
-:meth:`RoundEngine.recover` continues (a fresh attempt of the same round from the stored
-submissions). Time comes from the injected ``now`` clock, so tests drive the schedule directly.
+Why transitions in store transactions, and no state only in memory: a round is a small state
+machine (collecting -> advertise -> share_keys -> masked_input -> unmask -> released | aborted) whose
+transitions are triggered both by requests (the last expected message of a phase) and by time (a
+phase deadline, the round schedule), and several coordinator processes on one database may serve
+it, any of which may die mid-round. Every transition is one store write transaction (the store
+serialises writers across processes), and the secure-aggregation attempt is an append-only log in
+the store (:mod:`._attempt`, :mod:`._attempt_sql`): each accepted message and each phase close is
+written in the transaction that accepts it. A process keeps only a *cache* of the running attempt,
+caught up from the log (replaying the records it has not seen) at the start of every request under
+that transaction, so any process can take the next message or the next deadline, and a crash at
+any point leaves a state that :meth:`RoundEngine.recover` (or any other process) continues. The
+engine lock only serialises this process's threads around its cache. Time comes from the injected
+``now`` clock, so tests drive the schedule directly.
 
 Release v2, per round: a round is one release window (its scheduled close is the window's end).
 The secure sum gives per-slot noisy embedding sums -> unit DP centroids; the window's
@@ -23,21 +29,16 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 
-from continuum_mcp.errors import (
-    AggregationAborted,
-    CryptoError,
-    InvalidInput,
-    NotFound,
-    PrivacyBudgetExceeded,
-    WrongPhase,
-)
+from continuum_mcp.errors import NotFound, PrivacyBudgetExceeded, WrongPhase
 from continuum_mcp.crypto.identity import Verifier
+from continuum_mcp.federation.coordinator import _attempt_sql as asql
 from continuum_mcp.federation.coordinator import _integrity_sql as isql
 from continuum_mcp.federation.coordinator import _release_sql as rsql
 from continuum_mcp.federation.coordinator import release
@@ -51,7 +52,7 @@ from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest
 from continuum_mcp.privacy.dp import gdp_epsilon
 from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, LEDGER_SCHEMA_VERSION, PrivacyLedger, PrivacySpend
 from continuum_mcp.privacy.modes import PrivacyPolicy
-from continuum_mcp.secagg import AggregateResult, KeyRoster, SecAggParams, SecAggServer, ShareInbox, SignedMessage, SurvivorList
+from continuum_mcp.secagg import AggregateResult, KeyRoster, SecAggParams, ShareInbox, SignedMessage, SurvivorList
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class RoundEngine:
         self._noise = noise or release.discrete_noise()
         self._verifier = verifier
         self._lock = threading.RLock()
-        self._attempt: Attempt | None = None
+        self._attempt: Attempt | None = None  # a cache of the store's running attempt (see _sync)
+        self._clean: tuple[Attempt | None, int] = (None, -1)  # the cache as of the last commit or sync
         # every member's ledger, beside the store (ledger.db, or the store's PostgreSQL database)
         self._ledger_db = store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION,
                                           what="privacy ledger")
@@ -100,7 +102,7 @@ class RoundEngine:
         """The window's spend with the noise ``params`` actually carry from the honest survivors
         alone (the sybil-calibration factor taken out, as the clients charge): noise std per unit
         of the quantised clip (the sensitivity of the released sum), not per unit of the float clip."""
-        honest = params.noise_sigma / sybil_noise_factor(params.n, self.config.sybil_fraction)
+        honest = params.noise_sigma / sybil_noise_factor(params.n, self.config.sybil_fraction, params.survivor_floor)
         return self.mode.window_spend(honest / params.quantised_sensitivity)
 
     def round_epsilon(self, params: SecAggParams | None = None) -> float:
@@ -112,27 +114,80 @@ class RoundEngine:
     def make_params(self, round_id: int, attempt: int, roster: list[str]) -> SecAggParams:
         """SecAggParams of the one calibration every client checks (``participant.round_params``)."""
         return round_params(self.config.federation_id, round_id, attempt, roster, self.config.slots, self.config.dim,
-                            self.mode, self.config.sybil_fraction)
+                            self.mode, self.config.sybil_fraction, self.config.sparse_design())
+
+    # ------------------------------------------------------------------------------ the attempt cache
+
+    @contextmanager
+    def _writing(self) -> Iterator[Any]:
+        """One store write transaction under the engine lock. If it fails, a cached attempt that
+        moved on inside it is dropped (it would be ahead of the store) and rebuilt on the next request."""
+        with self._lock:
+            try:
+                with self.store.transaction() as conn:
+                    yield conn
+            except BaseException:
+                a = self._attempt
+                if a is not None and (a is not self._clean[0] or a.seq != self._clean[1]):
+                    self._attempt = None
+                raise
+            self._clean = (self._attempt, -1 if self._attempt is None else self._attempt.seq)
+
+    def _sync(self, conn: Any) -> Attempt | None:
+        """The store's running attempt, the local cache caught up to it: loaded from its log when this
+        process has not seen it, else only the records other processes appended since (under the lock)."""
+        cur = self.store.current_round(conn)
+        if cur is None or cur.phase not in SECAGG_PHASES or cur.params_json is None:
+            self._attempt = None
+            return None
+        a = self._attempt
+        if a is None or (a.round_id, a.attempt) != (cur.round_id, cur.attempt):
+            session = SecAggParams.model_validate_json(cur.params_json).session_id
+            records = asql.records_after(conn, session, -1)
+            a = Attempt.from_log(records) if records else None  # no log: an attempt from before they were durable
+        else:
+            a.catch_up(asql.records_after(conn, a.session_id, a.seq))
+        self._attempt = a
+        self._clean = (a, -1 if a is None else a.seq)
+        return None if a is None or a.over else a
+
+    def _running(self, conn: Any, round_id: int) -> Attempt:
+        a = self._sync(conn)
+        if a is None or a.round_id != round_id:
+            cur = self.store.current_round(conn)
+            if cur is None or round_id > cur.round_id or round_id < 0:
+                raise NotFound(f"round {round_id} does not exist")
+            raise WrongPhase(f"round {round_id} is not aggregating (current round {cur.round_id}, phase {cur.phase})")
+        return a
 
     # ------------------------------------------------------------------------------ life cycle
 
     def recover(self) -> None:
-        """Open round 0 on a fresh store; after a restart mid-secagg, start a new attempt."""
-        with self._lock, self.store.transaction() as conn:
+        """Open round 0 on a fresh store. A round that was aggregating continues its attempt from the
+        store's log (with several processes, another one may be running it); an attempt without a
+        log (written by an older coordinator) cannot, and a new attempt of the round starts."""
+        with self._writing() as conn:
             now = self.now()
             cur = self.store.current_round(conn)
             if cur is None:
                 self.store.open_round(conn, 0, now, self.config.round_interval_seconds)
-                return
-            if cur.phase in SECAGG_PHASES:
-                logger.info("round %d was in %s at shutdown: starting attempt %d", cur.round_id, cur.phase, cur.attempt + 1)
-                if cur.params_json is not None:  # masked inputs the lost attempt had received are spent
-                    self._charge_attempt(SecAggParams.model_validate_json(cur.params_json),
-                                         isql.secagg_senders(conn, cur.round_id, cur.attempt, "masked_input"))
-                if not self._fix_roster(conn, cur.round_id, cur.attempt + 1, now):
-                    self.store.set_round(conn, cur.round_id, phase="collecting", attempt=cur.attempt + 1,
-                                         phase_deadline=None, params_json=None,
-                                         next_close_at=now + self.config.round_interval_seconds)
+            elif cur.phase in SECAGG_PHASES:
+                a = self._sync(conn)
+                if a is None:
+                    self._restart(conn, cur, now)
+                else:
+                    logger.info("round %d attempt %d continues in phase %s", a.round_id, a.attempt, a.phase)
+
+    def _restart(self, conn: Any, cur: RoundRow, now: float) -> None:
+        logger.info("round %d attempt %d has no state to continue from: starting attempt %d", cur.round_id,
+                    cur.attempt, cur.attempt + 1)
+        if cur.params_json is not None:  # masked inputs the lost attempt had received are spent
+            self._charge_attempt(SecAggParams.model_validate_json(cur.params_json),
+                                 isql.secagg_senders(conn, cur.round_id, cur.attempt, "masked_input"))
+        if not self._fix_roster(conn, cur.round_id, cur.attempt + 1, now):
+            self.store.set_round(conn, cur.round_id, phase="collecting", attempt=cur.attempt + 1,
+                                 phase_deadline=None, params_json=None,
+                                 next_close_at=now + self.config.round_interval_seconds)
 
     def _eligible(self, members: list[str]) -> list[str]:
         """Members whose coordinator-side ledger affords this round (others wait, nothing lost)."""
@@ -151,100 +206,94 @@ class RoundEngine:
         if len(roster) < max(3, self.config.min_contributors):
             return False
         params = self.make_params(round_id, attempt, roster)
-        server = SecAggServer(params, self._verifier, self.store.member_keys(roster, conn))
         deadline = now + self.config.phase_timeout_seconds
+        a = Attempt(round_id, attempt, params, self.store.member_keys(roster, conn), deadline, opened_at=now)
+        asql.append(conn, a.session_id, a.opening())
         self.store.set_round(conn, round_id, attempt=attempt, phase="advertise", phase_deadline=deadline,
                              params_json=CoordinatorStore.params_dump(params))
-        self._attempt = Attempt(round_id, attempt, params, server, "advertise", set(roster), deadline)
+        self._attempt = a
         return True
+
+    def _close_collecting(self, conn: Any, cur: RoundRow, now: float) -> None:
+        if not self._fix_roster(conn, cur.round_id, cur.attempt, now):
+            self.store.set_round(conn, cur.round_id, next_close_at=now + self.config.round_interval_seconds)
+            logger.info("round %d: too few submitters, carried over", cur.round_id)
 
     def close_round(self) -> RoundState:
         """Fix the roster of the collecting round (or carry it over when too few submitted)."""
-        with self._lock:
-            with self.store.transaction() as conn:
-                now = self.now()
-                cur = self.store.current_round(conn)
-                assert cur is not None
-                if cur.phase != "collecting":
-                    raise WrongPhase(f"round {cur.round_id} is already in phase {cur.phase}")
-                if not self._fix_roster(conn, cur.round_id, cur.attempt, now):
-                    self.store.set_round(conn, cur.round_id, next_close_at=now + self.config.round_interval_seconds)
-                    logger.info("round %d: too few submitters, carried over", cur.round_id)
-            return self.state(None)
+        with self._writing() as conn:
+            cur = self.store.current_round(conn)
+            assert cur is not None
+            if cur.phase != "collecting":
+                raise WrongPhase(f"round {cur.round_id} is already in phase {cur.phase}")
+            self._close_collecting(conn, cur, self.now())
+        return self.state(None)
 
     def tick(self) -> None:
-        """Advance on deadlines and the schedule (called by the background thread)."""
+        """Advance on deadlines and the schedule (called by every process's background thread): the
+        first process whose tick finds a transition due takes it; the others find it taken when they
+        look again under the write transaction."""
         now = self.now()
-        with self._lock:
-            cur = self.store.current_round()
-            if cur is None:
+        cur = self.store.current_round()
+        if cur is None or not _due(cur, now):
+            return
+        with self._writing() as conn:
+            cur = self.store.current_round(conn)
+            if cur is None or not _due(cur, now):
                 return
-            if cur.phase == "collecting" and now >= cur.next_close_at:
-                self.close_round()
-            elif cur.phase in SECAGG_PHASES:
-                a = self._attempt
-                if a is None:
-                    self.recover()
-                elif now >= a.deadline:
-                    logger.info("round %d %s deadline: %d of %d posted", a.round_id, a.phase, len(a.posted), len(a.expected))
-                    self._advance(now)
+            if cur.phase == "collecting":
+                self._close_collecting(conn, cur, now)
+                return
+            a = self._sync(conn)
+            if a is None:
+                self._restart(conn, cur, now)
+                return
+            logger.info("round %d %s deadline: %d of %d posted", a.round_id, a.phase, len(a.posted), len(a.expected))
+            self._advance(conn, a, now)
 
     # ------------------------------------------------------------------------------ secagg
 
-    def _current_attempt(self, round_id: int) -> Attempt:
-        a = self._attempt
-        if a is None or a.round_id != round_id:
-            cur = self.store.current_round()
-            if cur is None or round_id > cur.round_id or round_id < 0:
-                raise NotFound(f"round {round_id} does not exist")
-            raise WrongPhase(f"round {round_id} is not aggregating (current round {cur.round_id}, phase {cur.phase})")
-        return a
-
     def current_params(self) -> SecAggParams | None:
         """Parameters of the running attempt (None while collecting)."""
-        with self._lock:
-            return None if self._attempt is None else self._attempt.params
+        with self._lock, self.store.reading() as conn:
+            a = self._sync(conn)
+            return None if a is None else a.params
 
     def receive(self, round_id: int, kind: str, caller: str, message: SignedMessage) -> None:
-        """Accept one member's secagg message for the current phase; advance when all posted."""
-        with self._lock:
-            a = self._current_attempt(round_id)
-            a.accept(kind, caller, message)
-            with self.store.transaction() as conn:
-                self.store.record_secagg(conn, round_id, a.attempt, kind, caller, message.model_dump_json(), self.now())
+        """Accept one member's secagg message for the current phase; advance when all posted. The
+        message, and the phase close it completes, commit in one transaction."""
+        with self._writing() as conn:
+            a = self._running(conn, round_id)
+            now = self.now()
+            asql.append(conn, a.session_id, a.accept(kind, caller, message, self._verifier, now))
             if a.complete:
-                self._advance(self.now())
+                self._advance(conn, a, now)
 
-    def _advance(self, now: float) -> None:
-        a = self._attempt
-        assert a is not None
-        try:
-            step = a.close_phase()
-        except (AggregationAborted, CryptoError, InvalidInput) as exc:
-            if isinstance(exc, AggregationAborted) and a.phase == "unmask" and a.survivors is not None \
-                    and len(a.posted) >= a.params.threshold:
-                # enough unmasking shares, so only the sum's norm check refused it: some input was not
+    def _advance(self, conn: Any, a: Attempt, now: float) -> None:
+        closed, record = a.close(now + self.config.phase_timeout_seconds, now)
+        asql.append(conn, a.session_id, record)
+        if closed.error is not None:
+            if closed.sum_refused:
+                # every secret was recovered, so only the sum's norm check refused it: some input was not
                 # clipped. Nobody can tell whose (no range proofs), and one client must not be able to
                 # abort everyone's round: release the phrases, refuse every centroid.
-                logger.warning("round %d attempt %d: %s; releasing without centroids", a.round_id, a.attempt, exc)
-                self.release_aggregate(_without_centroids(a.survivors.survivors, a.params.dim))
+                logger.warning("round %d attempt %d: %s; releasing without centroids", a.round_id, a.attempt,
+                               closed.error)
+                self._release(conn, a, _without_centroids(sorted(a.survivor_lists or ()), a.params.dim))
                 return
-            logger.warning("round %d attempt %d aborted in %s: %s", a.round_id, a.attempt, a.phase, exc)
-            self._abort(a, now)
-            return
-        if isinstance(step, AggregateResult):
-            self.release_aggregate(step)
-            return
-        a.phase, a.expected, a.posted = step[0], step[1], set()
-        a.deadline = now + self.config.phase_timeout_seconds
-        with self.store.transaction() as conn:
+            logger.warning("round %d attempt %d aborted in %s: %s", a.round_id, a.attempt, closed.phase, closed.error)
+            self._abort(conn, a, now)
+        elif closed.result is not None:
+            self._release(conn, a, closed.result)
+        else:
             self.store.set_round(conn, a.round_id, phase=a.phase, phase_deadline=a.deadline)
 
     def _charge_attempt(self, params: SecAggParams, members: list[str] | set[str]) -> None:
         """Charge each member whose masked input this attempt received the window's spend, one
         label per attempt (its session id ``<fed>/r<round>/a<attempt>``) as the clients do: the
         attempt belongs to the round's window, and an attempt that aborted after masked inputs were
-        sent could still have been unmasked by a malicious coordinator. Idempotent per (member, attempt)."""
+        sent could still have been unmasked by a malicious coordinator. Idempotent per (member, attempt),
+        so a transaction retried (or taken over by another process) charges once."""
         spend = self.window_spend(params)
         for m in sorted(members):
             try:
@@ -253,61 +302,62 @@ class RoundEngine:
             except PrivacyBudgetExceeded:
                 logger.warning("member %s is past its privacy budget; spend not recorded", m)
 
-    def _abort(self, a: Attempt, now: float) -> None:
-        self._charge_attempt(a.params, masked_senders(a))
-        with self.store.transaction() as conn:
-            self.store.set_round(conn, a.round_id, phase="aborted", phase_deadline=None, finished_at=now)
-            self.store.open_round(conn, a.round_id + 1, now, self.config.round_interval_seconds)
-            moved = self.store.carry_over(conn, a.round_id, a.round_id + 1)
+    def _abort(self, conn: Any, a: Attempt, now: float) -> None:
+        self._charge_attempt(a.params, a.masked_senders())
+        self.store.set_round(conn, a.round_id, phase="aborted", phase_deadline=None, finished_at=now)
+        self.store.open_round(conn, a.round_id + 1, now, self.config.round_interval_seconds)
+        moved = self.store.carry_over(conn, a.round_id, a.round_id + 1)
         logger.info("round %d aborted; %d submissions carried over to round %d", a.round_id, moved, a.round_id + 1)
         self._attempt = None
 
     def key_roster(self, round_id: int, caller: str) -> KeyRoster:
-        with self._lock:
-            return self._current_attempt(round_id).roster_for(caller)
+        with self._lock, self.store.reading() as conn:
+            return self._running(conn, round_id).roster_for(caller)
 
     def inbox(self, round_id: int, caller: str) -> ShareInbox:
-        with self._lock:
-            return self._current_attempt(round_id).inbox_for(caller)
+        with self._lock, self.store.reading() as conn:
+            return self._running(conn, round_id).inbox_for(caller)
 
     def survivors(self, round_id: int, caller: str) -> SurvivorList:
-        with self._lock:
-            return self._current_attempt(round_id).survivors_for(caller)
+        with self._lock, self.store.reading() as conn:
+            return self._running(conn, round_id).survivors_for(caller)
 
     # ------------------------------------------------------------------------------ release
 
     def release_aggregate(self, result: AggregateResult) -> RoundState:
         """Release the running attempt's round from its aggregate (what ``SecAggServer.finalize``
         returns; the benchmark hands in an exactly simulated one). Returns the released state."""
-        with self._lock:
-            a = self._attempt
+        with self._writing() as conn:
+            a = self._sync(conn)
             if a is None:
                 raise WrongPhase("no round is aggregating")
-            now, r = self.now(), a.round_id
-            survivors = list(result.contributors)
-            self._charge_attempt(a.params, survivors)
-            with self.store.transaction() as conn:
-                dropped = [m for m in a.params.roster if m not in set(survivors)]
-                self.store.open_round(conn, r + 1, now, self.config.round_interval_seconds)
-                self.store.carry_over(conn, r, r + 1, dropped)
-                counts = self.store.pending_submitters(conn, r)
-                float_sum, refused = refuse_poisoned_blocks(result, a.params, self.config.slots, self.config.dim,
-                                                            isql.slot_submitters(conn, r))
-                if refused:  # a block above what its contributors' clipped inputs plus the noise can give
-                    logger.warning("round %d: centroids of %d slot(s) refused", r, len(refused))
-                self.store.mark_released(conn, r, survivors, now)
-                # only slots some survivor contributed to this round get a new centroid
-                vectors = release.centroids(float_sum, self.config.slots, self.config.dim,
-                                            rsql.slots_released_in(conn, r))
-                self._release_window(conn, r, vectors)  # then credit: no credit for a substituted phrase
-                self.credits.earn_round(conn, r, isql.without_substitutions(conn, r, counts), survivors, now)
-                # a member still in the carried-over round keeps its other pending rows too
-                self.store.carry_over(conn, r, r + 1)
-                self.store.set_round(conn, r, phase="released", phase_deadline=None, finished_at=now,
-                                     epsilon=self.round_epsilon(a.params))
-            logger.info("round %d released with %d contributors (%d dropped)", r, len(survivors), len(dropped))
-            self._attempt = None
-            return self.state(None, r)
+            r = a.round_id
+            self._release(conn, a, result)
+        return self.state(None, r)
+
+    def _release(self, conn: Any, a: Attempt, result: AggregateResult) -> None:
+        now, r = self.now(), a.round_id
+        survivors = list(result.contributors)
+        self._charge_attempt(a.params, survivors)
+        dropped = [m for m in a.params.roster if m not in set(survivors)]
+        self.store.open_round(conn, r + 1, now, self.config.round_interval_seconds)
+        self.store.carry_over(conn, r, r + 1, dropped)
+        counts = self.store.pending_submitters(conn, r)
+        float_sum, refused = refuse_poisoned_blocks(result, a.params, self.config.slots, self.config.dim,
+                                                    isql.slot_submitters(conn, r))
+        if refused:  # a block above what its contributors' clipped inputs plus the noise can give
+            logger.warning("round %d: centroids of %d slot(s) refused", r, len(refused))
+        self.store.mark_released(conn, r, survivors, now)
+        # only slots some survivor contributed to this round get a new centroid
+        vectors = release.centroids(float_sum, self.config.slots, self.config.dim, rsql.slots_released_in(conn, r))
+        self._release_window(conn, r, vectors)  # then credit: no credit for a substituted phrase
+        self.credits.earn_round(conn, r, isql.without_substitutions(conn, r, counts), survivors, now)
+        # a member still in the carried-over round keeps its other pending rows too
+        self.store.carry_over(conn, r, r + 1)
+        self.store.set_round(conn, r, phase="released", phase_deadline=None, finished_at=now,
+                             epsilon=self.round_epsilon(a.params))
+        logger.info("round %d released with %d contributors (%d dropped)", r, len(survivors), len(dropped))
+        self._attempt = None
 
     def _release_window(self, conn: Any, round_id: int, vectors: dict[int, Any] | None) -> set[int]:
         """The window's one release: scheduled withdrawals, then one noisy selection of the new
@@ -327,7 +377,7 @@ class RoundEngine:
 
     def submit(self, caller: str, request: ContributionRequest) -> int:
         """Store the caller's submission for the collecting round; returns the round id."""
-        with self._lock, self.store.transaction() as conn:
+        with self._writing() as conn:
             cur = self.store.current_round(conn)
             assert cur is not None
             if request.round_id != cur.round_id or cur.phase != "collecting":
@@ -341,7 +391,7 @@ class RoundEngine:
         changes now: the next scheduled release recounts and withdraws what fell under the floor
         (an immediate recompute would show exactly what this member had contributed). Returns
         (submissions deleted, patterns withdrawn now = 0)."""
-        with self._lock, self.store.transaction() as conn:
+        with self._writing() as conn:
             n, _slots = self.store.delete_member_submissions(conn, caller)
             if leave:
                 self.store.remove_member(conn, caller)
@@ -350,17 +400,16 @@ class RoundEngine:
     # ------------------------------------------------------------------------------ views
 
     def state(self, caller: str | None, round_id: int | None = None) -> RoundState:
-        with self._lock:
-            row = self.store.current_round() if round_id is None else self.store.get_round(round_id)
+        with self._lock, self.store.reading() as conn:
+            row = self.store.current_round(conn) if round_id is None else self.store.get_round(round_id)
             if row is None:
                 raise NotFound(f"round {round_id} does not exist")
-            with self.store.reading() as conn:
-                if row.phase == "released":
-                    who: set[str] | dict[str, int] = rsql.released_submitters(conn, row.round_id)
-                else:
-                    who = self.store.pending_submitters(conn, row.round_id)
-            a = self._attempt if self._attempt is not None and self._attempt.round_id == row.round_id else None
-            return round_view(row, who, a, caller)
+            if row.phase == "released":
+                who: set[str] | dict[str, int] = rsql.released_submitters(conn, row.round_id)
+            else:
+                who = self.store.pending_submitters(conn, row.round_id)
+            a = self._sync(conn)
+            return round_view(row, who, a if a is not None and a.round_id == row.round_id else None, caller)
 
 
 def round_view(row: RoundRow, who: set[str] | dict[str, int], a: Attempt | None, caller: str | None) -> RoundState:
@@ -379,11 +428,11 @@ def round_view(row: RoundRow, who: set[str] | dict[str, int], a: Attempt | None,
         params=params if operator or in_roster else None, epsilon_spent=row.epsilon)
 
 
-def masked_senders(a: Attempt) -> set[str]:
-    """Members whose masked input the attempt has received (so far)."""
-    if a.phase == "masked_input":
-        return set(a.posted)
-    return set(a.survivors.survivors) if a.phase == "unmask" and a.survivors is not None else set()
+def _due(cur: RoundRow, now: float) -> bool:
+    """A time-driven transition is due: the round's scheduled close, or its phase deadline."""
+    if cur.phase == "collecting":
+        return now >= cur.next_close_at
+    return cur.phase in SECAGG_PHASES and (cur.phase_deadline is None or now >= cur.phase_deadline)
 
 
 def _without_centroids(contributors: list[str], dim: int) -> AggregateResult:
@@ -393,4 +442,4 @@ def _without_centroids(contributors: list[str], dim: int) -> AggregateResult:
                            recovered_dropouts=[], noise_sigma=0.0, norm=float("nan"), norm_bound=float("nan"))
 
 
-__all__ = ["Clock", "RoundEngine", "masked_senders", "round_view"]
+__all__ = ["Clock", "RoundEngine", "round_view"]

@@ -151,6 +151,8 @@ class FederationCoordinator:
         self.port = sock.getsockname()[1]
         cfg = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                              timeout_graceful_shutdown=2, http=timed_h11_protocol(self.config.header_timeout_seconds),
+                             proxy_headers=self.config.trusted_proxies is not None,
+                             forwarded_allow_ips=self.config.trusted_proxies or "",
                              timeout_keep_alive=self.config.keep_alive_timeout_seconds)  # type: ignore[arg-type]
         self._server = uvicorn.Server(cfg)
         self._thread = start_in_thread(self._server, sock, name="coordinator-http")

@@ -178,7 +178,10 @@ class CoordinatorService:
 
     def query(self, caller: str, request: wire.QueryRequest) -> wire.QueryResponse:
         level = self._member_level(caller)
-        with self.store.transaction(f"member:{caller}") as conn:  # a charge touches only the caller's rows
+        # a read transaction unless the query is charged (then the balance check and the debit are one
+        # write, under a lock of the caller's rows only)
+        with self.store.transaction(f"member:{caller}") if self.credits.require_contribution \
+                else self.store.reading() as conn:
             now = self.engine.now()
             charged, free = self.credits.charge_query(conn, caller, priority=request.priority, level=level,
                                                       ref=secrets.token_hex(12), now=now)
