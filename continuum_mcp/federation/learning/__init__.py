@@ -8,7 +8,8 @@ Pure machinery, no network I/O: governance (proposals, ballots, rounds) calls it
   clients.
 - :class:`SessionKind` (the plug-in), :data:`SESSION_KINDS` / :func:`get_kind` (the registry),
   and the two kinds: :mod:`.codebook_refinement` (DP federated k-means) and
-  :mod:`.usage_statistics` (DP histograms of usage signals).
+  :mod:`.usage_statistics` (DP histograms of usage signals), whose local input is the opt-in-gated
+  :class:`UsageRecorder`.
 """
 
 from continuum_mcp.federation.learning._kind import (
@@ -23,6 +24,7 @@ from continuum_mcp.federation.learning._registry import SESSION_KINDS, get_kind
 from continuum_mcp.federation.learning.codebook_refinement import (
     CodebookInputs, CodebookRefinement, CodebookRefinementResult, pattern_embeddings,
 )
+from continuum_mcp.federation.learning.recorder import USAGE_DB, UsageDeletion, UsageRecord, UsageRecorder
 from continuum_mcp.federation.learning.simulation import simulate_round_sum, simulate_session
 from continuum_mcp.federation.learning.usage_statistics import (
     SIGNALS, UsageEvent, UsageHistogram, UsageInputs, UsageStatistics, UsageStatisticsResult, usage_counts,
@@ -34,7 +36,7 @@ __all__ = [
     "MIN_SESSION_PARTICIPANTS", "PARTICIPANT_SHARE", "SESSION_KINDS", "SIGNALS", "CodebookInputs",
     "CodebookRefinement", "CodebookRefinementResult", "SessionContext", "SessionGuarantee", "SessionKind",
     "SessionParams", "SessionResult", "UsageEvent", "UsageHistogram", "UsageInputs", "UsageStatistics",
-    "UsageStatisticsResult", "VectorLayout", "check_session_round", "get_kind", "pattern_embeddings",
+    "UsageStatisticsResult", "USAGE_DB", "UsageDeletion", "UsageRecord", "UsageRecorder", "VectorLayout", "check_session_round", "get_kind", "pattern_embeddings",
     "session_discrete_tau", "session_expectations", "session_guarantee", "session_round_params",
     "simulate_round_sum", "simulate_session", "usage_counts",
     "usage_distributions",
