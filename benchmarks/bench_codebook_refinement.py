@@ -25,7 +25,7 @@ same sums without noise) is shown as the ceiling.
 
 Usage:
     python benchmarks/bench_codebook_refinement.py               # n = 100, mode high
-    python benchmarks/bench_codebook_refinement.py --sizes 100,1000 --no-recall
+    python benchmarks/bench_codebook_refinement.py --sizes 1000 --rounds 1 --no-recall   # where DP starts to move codewords
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--level", default="minimal")
     ap.add_argument("--min-confidence", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=None, help="session rounds (default: the kind's, 3)")
     ap.add_argument("--no-recall", action="store_true", help="skip the recall benchmark")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy = default_policy()
     generalizer = Generalizer(embedder, Scrubber(), max_phrases=policy.max_phrases_per_pattern)  # type: ignore[arg-type]
     v0 = Codebook.load("v0")
-    params = SessionParams.build(kind="codebook_refinement")
+    params = SessionParams.build(kind="codebook_refinement", rounds=args.rounds)
     g = session_guarantee(params)
     print(f"Session: {g.rounds} rounds, noise multiplier {g.noise_multiplier}, clip {g.clip}, "
           f"epsilon {g.epsilon:.2f} at delta {g.delta:g}", flush=True)
