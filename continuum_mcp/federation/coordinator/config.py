@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from continuum_mcp.errors import InvalidInput
+from continuum_mcp.federation.governance import GovernanceRules
 from continuum_mcp.federation.protocol import CreditRules, ModeName
 
 
@@ -74,8 +75,16 @@ class CoordinatorConfig(BaseModel):
     header_timeout_seconds: float = Field(default=10.0, gt=0,
                                           description="a connection must send complete request headers within this")
     log_level: str = Field(default="INFO", description="logging level")
+    governance: GovernanceRules = Field(default_factory=GovernanceRules, json_schema_extra=_flags("--governance"),
+                                        description="learning-session governance rules as JSON, e.g. "
+                                                    '\'{"min_discussion_seconds": 86400}\' (GovernanceRules fields)')
     credit_rules: CreditRules = Field(default_factory=CreditRules, json_schema_extra={"cli": False},
                                       description="earning and spending of credits")
+
+    @field_validator("governance", mode="before")
+    @classmethod
+    def _rules_from_json(cls, value: Any) -> Any:
+        return GovernanceRules.model_validate_json(value) if isinstance(value, str) else value
 
     @classmethod
     def build(cls, **options: Any) -> CoordinatorConfig:
