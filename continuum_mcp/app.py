@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from continuum_mcp._governance_app import GovernanceMethods
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import ContinuumError, InvalidInput, NotJoined
 from continuum_mcp.memory.models import (
@@ -80,7 +81,7 @@ def resolve_models() -> None:
     FederatedQueryResult.model_rebuild(_types_namespace={"FederatedPattern": FederatedPattern})
 
 
-class Continuum:
+class Continuum(GovernanceMethods):
     """One user's memory and (optional) federation membership over ``settings.data_dir``."""
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None, *,

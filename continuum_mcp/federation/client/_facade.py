@@ -44,6 +44,7 @@ from continuum_mcp.federation.participant import RoundExpectations, RoundPartici
 from continuum_mcp.federation.protocol import ContributionReceipt, CreditBalance, DeletionReceipt, LevelName, ModeName
 from continuum_mcp.federation.submission import ContributionPlan, plan_contribution, secagg_input
 from continuum_mcp.memory.store import MemoryStore
+from continuum_mcp.federation.client._governance import Governance, member_governance
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.generalize import Generalizer
 from continuum_mcp.privacy.ledger import PrivacyLedger
@@ -243,6 +244,18 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         result.cache_patterns = self.cache_size()
         result.message = result.message or result.summary()
         return result
+
+    # ----- governance and learning sessions ---------------------------------------------------
+    @property
+    def governance(self) -> Governance:
+        """Proposals, ballots, consent, halt, adoption and session rounds (counted by this client)."""
+        return member_governance(self)
+
+    def usage_events(self) -> list[Any]:
+        """This instance's local usage record (empty unless the user opted in to recording)."""
+        from continuum_mcp.federation.learning import UsageRecorder
+
+        return UsageRecorder(self.dir).events()
 
     # ----- query and the cache ---------------------------------------------------------------
     def query(self, query: str, min_confidence: float = 0.8, max_results: int = 10) -> list[FederatedPattern]:

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS gov_proposals (
     rounds INTEGER NOT NULL,
     phase TEXT NOT NULL,
     finished_rounds INTEGER NOT NULL DEFAULT 0,
+    in_round INTEGER NOT NULL DEFAULT 0,
     signed_json TEXT NOT NULL,
     created_at REAL NOT NULL,
     result_json TEXT,
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS gov_rounds (
     noisy_participants REAL,
     epsilon REAL NOT NULL,
     participants_json TEXT NOT NULL,
+    result_json TEXT,
     finished_at REAL NOT NULL,
     PRIMARY KEY (proposal_id, round)
 );
@@ -61,6 +63,7 @@ class ProposalRow:
     rounds: int
     phase: str
     finished_rounds: int
+    in_round: int
     signed_json: str
     result_json: str | None
     reason: str
@@ -74,9 +77,10 @@ class RoundRecord:
     epsilon: float
     participants: list[str]
     finished_at: float
+    result_json: str | None = None
 
 
-_PROPOSAL_COLS = ("proposal_id, kind, title, proposer, deadline, rounds, phase, finished_rounds, signed_json, "
+_PROPOSAL_COLS = ("proposal_id, kind, title, proposer, deadline, rounds, phase, finished_rounds, in_round, signed_json, "
                   "result_json, reason")
 
 
@@ -88,10 +92,10 @@ def ensure_schema(conn: Any) -> None:
 def insert_proposal(conn: Any, row: ProposalRow, now: float) -> bool:
     """Store a new proposal; False if it exists already (a re-post of the same signed proposal)."""
     cur = conn.execute(
-        f"INSERT INTO gov_proposals ({_PROPOSAL_COLS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"INSERT INTO gov_proposals ({_PROPOSAL_COLS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (proposal_id) DO NOTHING",
         (row.proposal_id, row.kind, row.title, row.proposer, row.deadline, row.rounds, row.phase, row.finished_rounds,
-         row.signed_json, row.result_json, row.reason, now))
+         row.in_round, row.signed_json, row.result_json, row.reason, now))
     return cur.rowcount == 1
 
 
@@ -103,7 +107,7 @@ def proposals(conn: Any, proposal_id: str | None = None) -> list[ProposalRow]:
 
 
 def set_proposal(conn: Any, proposal_id: str, **fields: Any) -> None:
-    allowed = {"phase", "finished_rounds", "result_json", "reason"}
+    allowed = {"phase", "finished_rounds", "in_round", "result_json", "reason"}
     if not fields or set(fields) - allowed:
         raise ValueError(f"unknown proposal fields {sorted(set(fields) - allowed)}")
     cols = ", ".join(f"{k} = ?" for k in fields)
@@ -127,15 +131,15 @@ def statements(conn: Any, proposal_id: str) -> list[str]:
 def record_round(conn: Any, proposal_id: str, rec: RoundRecord) -> None:
     conn.execute(
         "INSERT INTO gov_rounds (proposal_id, round, outcome, noisy_participants, epsilon, participants_json, "
-        "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (proposal_id, round) DO NOTHING",
+        "result_json, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (proposal_id, round) DO NOTHING",
         (proposal_id, rec.round, rec.outcome, rec.noisy_participants, rec.epsilon, json.dumps(rec.participants),
-         rec.finished_at))
+         rec.result_json, rec.finished_at))
 
 
 def rounds(conn: Any, proposal_id: str) -> list[RoundRecord]:
-    rows = conn.execute("SELECT round, outcome, noisy_participants, epsilon, participants_json, finished_at "
-                        "FROM gov_rounds WHERE proposal_id = ? ORDER BY round", (proposal_id,)).fetchall()
-    return [RoundRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+    rows = conn.execute("SELECT round, outcome, noisy_participants, epsilon, participants_json, finished_at, "
+                        "result_json FROM gov_rounds WHERE proposal_id = ? ORDER BY round", (proposal_id,)).fetchall()
+    return [RoundRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
 
 __all__ = ["SCHEMA", "ProposalRow", "RoundRecord", "add_statement", "ensure_schema", "insert_proposal", "proposals",

@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,8 @@ class CoordinatorService:
         self.config, self.store, self.engine, self.policy = config, store, engine, policy
         self.codebook = codebook
         self.credits = engine.credits
+        #: proposals and learning sessions (set by the coordinator process; None: no governance routes)
+        self.governance: Any = None
 
     def _member_level(self, caller: str) -> str:
         member = self.store.get_member(caller)

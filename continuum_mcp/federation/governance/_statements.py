@@ -28,8 +28,8 @@ from continuum_mcp.errors import CryptoError, InvalidInput
 STATEMENT_METHOD = "STATEMENT"
 MAX_TEXT = 2000
 PROPOSAL_ID_PATTERN = r"^prop-[0-9a-f]{20}$"
-#: codebook versions: ``v<n>`` for the shipped and learned versions
-VERSION_PATTERN = r"^v[0-9]{1,6}$"
+#: codebook versions: ``v<n>`` shipped, ``c-<24 hex>`` learned (named by content)
+VERSION_PATTERN = r"^(v[0-9]{1,6}|c-[0-9a-f]{24})$"
 
 Choice = Literal["approve", "reject", "abstain"]
 

@@ -59,6 +59,8 @@ class SessionRoundReport(_Model):
     epsilon_per_participant: float = Field(description="What the round charged each participant's ledger (at the "
                                                        "session's delta); 0 if nothing was sent.")
     finished_at: float
+    result: dict[str, Any] | None = Field(default=None, description="The kind's result of a released round (the "
+                                                                    "next round's context is built from these).")
 
 
 class SessionReport(_Model):

@@ -1,4 +1,5 @@
-"""A proposal's parameters and computed guarantee, as every party derives them.
+"""A proposal's parameters and computed guarantee, as every party derives them (a module of its
+own, outside the package face: it needs the learning package, which needs the wire contract).
 
 The proposer's own numbers are never trusted: the coordinator (to refuse a proposal over the cap)
 and every client (in its tally) parse the signed ``params_json`` with the learning package's
@@ -6,6 +7,9 @@ model and run its accountant.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 from continuum_mcp.errors import InvalidInput
 from continuum_mcp.federation.governance._statements import ProposalStatement
@@ -38,4 +42,16 @@ def session_label(federation_id: str, proposal_id: str) -> str:
     return f"{federation_id}/{proposal_id}"
 
 
-__all__ = ["proposal_guarantee", "proposal_params", "session_label"]
+
+
+def context_after(kind: Any, initial: Any, results: Sequence[Any]) -> Any:
+    """The context the next round reads: ``initial`` folded through the released rounds' results
+    (``kind.next_context``). Coordinator and clients both build it from the published results,
+    so every participant computes against the same public state."""
+    ctx = initial
+    for r in results:
+        ctx = kind.next_context(ctx, r)
+    return ctx
+
+
+__all__ = ["context_after", "proposal_guarantee", "proposal_params", "session_label"]
