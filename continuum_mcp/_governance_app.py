@@ -4,11 +4,11 @@ which signs, publishes and counts for itself."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from continuum_mcp.federation.governance import Choice
+Choice = Literal["approve", "reject", "abstain"]  # governance.Choice, without importing it at start-up
 
 
 class SessionKindInfo(BaseModel):

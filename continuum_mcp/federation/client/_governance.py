@@ -247,10 +247,10 @@ def member_governance(client: Any) -> Governance:
     m = client._membership.require()
 
     def inputs(kind: str, _ctx: Any) -> Any:
-        from continuum_mcp.federation.learning import CodebookInputs, UsageInputs, pattern_embeddings
+        from continuum_mcp.federation.learning import UsageInputs, pattern_embeddings
 
         if kind == "codebook_refinement":
-            return CodebookInputs(embeddings=pattern_embeddings(client.store.all_memories(), client.generalizer))
+            return pattern_embeddings(client.store.all_memories(), client.generalizer)
         return UsageInputs(events=client.usage_events())
 
     def initial(kind: str) -> Any:

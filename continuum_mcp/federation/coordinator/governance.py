@@ -308,7 +308,7 @@ class GovernanceService:
         codebook = getattr(ctx, "codebook", None)
         if codebook is not None:
             out.update(version=codebook.version, digest=codebook_digest(codebook.vectors),
-                       vectors=np.asarray(codebook.vectors, dtype=np.float32).astype(float).tolist())
+                       vectors_b64=codebook.to_b64(), slots=codebook.slots, dim=codebook.dim)
         return out
 
     def _set(self, pid: str, **fields: Any) -> None:
