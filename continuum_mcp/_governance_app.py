@@ -33,6 +33,18 @@ def session_kinds() -> list[SessionKindInfo]:
     return out
 
 
+def kinds_table_markdown() -> str:
+    """The table of docs/governance.md: each default session kind's computed guarantee
+    (regenerate with ``python -m continuum_mcp._governance_app``; a docs test compares)."""
+    rows = ["| session kind | rounds | noise multiplier | clip | min participants | epsilon (whole session) "
+            "| delta |", "|---|---|---|---|---|---|---|"]
+    for k in session_kinds():
+        g = k.guarantee
+        rows.append(f"| {k.kind} | {g['rounds']} | {g['noise_multiplier']:g} | {g['clip']:g} | "
+                    f"{g['min_participants']} | {g['epsilon']:.2f} | {g['delta']:g} |")
+    return "\n".join(rows)
+
+
 class GovernanceMethods:
     """Mixed into ``Continuum``; needs its ``_require()`` (the joined FederationClient)."""
 
@@ -74,4 +86,8 @@ class GovernanceMethods:
         return self._require().governance.participate(proposal_id, timeout_seconds=timeout_seconds)
 
 
-__all__ = ["GovernanceMethods", "SessionKindInfo", "session_kinds"]
+__all__ = ["GovernanceMethods", "SessionKindInfo", "kinds_table_markdown", "session_kinds"]
+
+
+if __name__ == "__main__":
+    print(kinds_table_markdown())

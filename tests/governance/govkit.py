@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,10 +27,11 @@ from continuum_mcp.federation.learning import CodebookInputs, SessionContext
 from continuum_mcp.federation.protocol import JoinRequest
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.ledger import PrivacyLedger
+from continuum_mcp.privacy.modes import default_policy
 
 FED = "fed-gov"
 SLOTS = 16
-DISCUSSION = 2  # seconds: the tests' discussion period
+DISCUSSION = 6  # seconds: the tests' discussion period (12 members sign and post meanwhile)
 
 
 def small_codebook() -> Codebook:
@@ -54,14 +56,16 @@ class GovMember:
 
 
 class GovKit:
-    def __init__(self, tmp: Path, *, phase_timeout: float = 4.0, **rules: Any) -> None:
-        self.tmp = tmp
+    def __init__(self, tmp: Path, *, phase_timeout: float = 4.0, client_rules: GovernanceRules | None = None,
+                 centres: int = 4, budget_epsilon: float | None = None, **rules: Any) -> None:
+        self.tmp, self.client_rules, self.centres = tmp, client_rules, centres
         self.codebook = small_codebook()
         self.coord = FederationCoordinator(
             storage_path=tmp / "coord", privacy_mode="open", federation_id=FED, min_contributors=3, slots=SLOTS,
             dim=self.codebook.dim, codebook=np.asarray(self.codebook.vectors), codebook_version="v0",
             phase_timeout_seconds=phase_timeout, tick_seconds=0.1, require_contribution=False,
-            governance=GovernanceRules(min_discussion_seconds=1, **rules))
+            governance=GovernanceRules(min_discussion_seconds=1, **rules),
+            policy=default_policy().with_mode("open", budget_epsilon=budget_epsilon) if budget_epsilon else None)
         self.coord.start()
         self.members: list[GovMember] = []
 
@@ -75,7 +79,7 @@ class GovKit:
             path = self.tmp / "members" / ident.instance_id / "ledger.db"
             mode = self.coord.policy.mode("open")
             # patterns near four of the codewords, as an instance's generalised memories would be
-            centre = self.codebook.vectors[rng.choice(4, size=6)]
+            centre = self.codebook.vectors[rng.choice(self.centres, size=6)]
             emb = centre + 0.3 * rng.standard_normal(centre.shape)
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
             member = GovMember(ident, api, None, path, emb.tolist())  # type: ignore[arg-type]
@@ -83,10 +87,10 @@ class GovKit:
                 lambda api=api: api, ident, FED,
                 lambda path=path, ident=ident, mode=mode: PrivacyLedger(
                     path, identity=ident.instance_id, budget_epsilon=mode.budget_epsilon, delta=mode.delta,
-                    window=timedelta(days=mode.window_days)),
+                    window=timedelta(days=mode.window_days), lifetime=mode.lifetime_budget()),
                 lambda kind, ctx, m=member: self.inputs(m, kind),
                 lambda kind: SessionContext(codebook=self.codebook) if kind == "codebook_refinement"
-                else SessionContext(), poll_seconds=0.1)
+                else SessionContext(), poll_seconds=0.1, **({"rules": self.client_rules} if self.client_rules else {}))
             out.append(member)
         self.members += out
         return out
@@ -104,12 +108,12 @@ class GovKit:
 
     def vote_and_consent(self, pid: str, approve: Sequence[GovMember], reject: Sequence[GovMember] = (),
                          opt_in: Sequence[GovMember] = ()) -> None:
-        for m in approve:
-            m.gov.vote(pid, "approve")
-        for m in reject:
-            m.gov.vote(pid, "reject", concern="not needed")
-        for m in opt_in:
-            m.gov.opt_in(pid)
+        jobs: list[Callable[[], Any]] = [(lambda m=m: m.gov.vote(pid, "approve")) for m in approve]
+        jobs += [(lambda m=m: m.gov.vote(pid, "reject", concern="not needed")) for m in reject]
+        jobs += [(lambda m=m: m.gov.opt_in(pid)) for m in opt_in]
+        with ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(j) for j in jobs]:
+                f.result()
 
     def wait_phase(self, pid: str, phases: set[str], timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
@@ -126,7 +130,10 @@ class GovKit:
         turns: dict[str, SessionTurn] = {}
 
         def run(m: GovMember) -> None:
-            turns[m.id] = m.gov.participate(pid, timeout_seconds=timeout)
+            try:
+                turns[m.id] = m.gov.participate(pid, timeout_seconds=timeout)
+            except RuntimeError as exc:  # its API was closed: the instance went away mid-session
+                turns[m.id] = SessionTurn(proposal_id=pid, refused=f"went away: {exc}")
 
         threads = [threading.Thread(target=run, args=(m,), daemon=True) for m in members]
         for t in threads:

@@ -14,7 +14,7 @@ import pytest
 
 from continuum_mcp.errors import CryptoError, Forbidden, InvalidInput, WrongPhase
 from continuum_mcp.federation.coordinator import _governance_sql as gsql
-from continuum_mcp.federation.governance import BallotStatement, SignedStatement, sign_statement, tally
+from continuum_mcp.federation.governance import BallotStatement, GovernanceRules, SignedStatement, sign_statement, tally
 from continuum_mcp.federation.governance._wire import StatementPost
 from continuum_mcp.federation.learning import SessionParams, session_guarantee
 from continuum_mcp.privacy.accounting import compose_gdp, gdp_epsilon
@@ -33,11 +33,27 @@ def rounds_eps(n: int, params: SessionParams) -> float:
     return gdp_epsilon(compose_gdp([params.mu_per_round] * n), params.delta) if n else 0.0
 
 
+#: twelve members cannot move a 384-dimensional codeword through noise multiplier 1.1 (the kind
+#: moves a codeword only when its noisy count promises a mean within cosine 0.9; that takes about
+#: a hundred participants, see docs/governance.md). This federation and its members accept a
+#: far weaker guarantee so that twelve can: the mechanics are the same, only the noise is smaller.
+WEAK = {"max_session_epsilon": 1e4}
+
+
 @pytest.mark.slow
-def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vote(kit: GovKit) -> None:
+def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vote(tmp_path: Path) -> None:
+    kit = GovKit(tmp_path, client_rules=GovernanceRules(min_discussion_seconds=0, **WEAK), centres=2,
+                 budget_epsilon=1e4, **WEAK)
+    try:
+        _codebook_session(kit)
+    finally:
+        kit.close()
+
+
+def _codebook_session(kit: GovKit) -> None:
     members = kit.admit(12)
-    pid = kit.propose(members[0], rounds=3)
-    params = SessionParams.build(kind="codebook_refinement", rounds=3)
+    pid = kit.propose(members[0], rounds=3, noise_multiplier=0.1)
+    params = SessionParams.build(kind="codebook_refinement", rounds=3, noise_multiplier=0.1)
     kit.vote_and_consent(pid, approve=members[:10], reject=members[10:], opt_in=members)
     assert kit.wait_phase(pid, {"running", "approved"}, timeout=DISCUSSION + 10) in ("running", "approved")
     quitters, dropout = members[1:3], members[3]
@@ -61,7 +77,7 @@ def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vot
     rounds = report.report.rounds
     assert [r.outcome for r in rounds] == ["released"] * 3
     assert all(r.noisy_participants is not None for r in rounds)
-    assert abs(rounds[0].noisy_participants - 12) < 5 * 4.9  # participants coordinate: std ~4.9 at 1.1
+    assert abs(rounds[0].noisy_participants - 12) < 3  # participants coordinate: std ~0.5 at multiplier 0.1
     # the opt-outs took part in round 1 only; the dropout not in round 3; everyone else in all three
     with kit.coord.store.reading() as conn:
         charged = {r.round: set(r.participants) for r in gsql.rounds(conn, pid)}
@@ -137,7 +153,7 @@ def test_a_halt_vote_stops_the_session_at_the_next_round(kit: GovKit) -> None:
 def test_forged_ballot_and_miscount_are_caught_by_every_client(kit: GovKit) -> None:
     members = kit.admit(12)
     pid = kit.propose(members[0], kind="usage_statistics")
-    kit.vote_and_consent(pid, approve=members[:8], reject=members[8:], opt_in=members)  # 67 %: rejected
+    kit.vote_and_consent(pid, approve=members[:7], reject=members[7:], opt_in=members)  # 58 %: rejected
     kit.wait_phase(pid, {"rejected"}, timeout=DISCUSSION + 10)
     with kit.coord.store.transaction() as conn:  # the coordinator turns two rejects into approvals ...
         rows = conn.execute("SELECT seq, signed_json FROM gov_statements WHERE type = 'ballot'").fetchall()
@@ -157,7 +173,7 @@ def test_forged_ballot_and_miscount_are_caught_by_every_client(kit: GovKit) -> N
     report = members[0].api.call("gov_report", proposal_id=pid)  # the client's count lists what it dropped
     own = tally(report.proposal, report.statements, report.members, federation_id=FED,
                 rules=members[0].gov.rules(), now=time.time(), epsilon=1.0)
-    assert len([i for i in own.invalid if i.type == "ballot"]) == 2 and own.approve == 8
+    assert len([i for i in own.invalid if i.type == "ballot"]) == 2 and (own.approve, own.reject) == (7, 3)
 
 
 def test_coordinator_refuses_what_it_must_not_publish(kit: GovKit) -> None:

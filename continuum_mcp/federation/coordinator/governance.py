@@ -259,8 +259,8 @@ class GovernanceService:
         roster = self.rounds.affordable(sorted(m for m in t.participants if m in members), params)
         if len(roster) < params.min_participants:
             self._set(row.proposal_id, phase="halted",
-                      reason=f"round {new.running_round}: {len(roster)} participants, fewer than "
-                             f"{params.min_participants}")
+                      reason=f"round {new.running_round}: {len(roster)} of {len(t.participants)} opted-in members "
+                             f"can take part (member, privacy budget left), fewer than {params.min_participants}")
             return
         kind = self.kinds[row.kind]
         context = self._context(row)
