@@ -14,7 +14,7 @@ Thread-safe: the MCP server calls it from worker threads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the store (numpy, FAISS), federation and privacy stacks are
     )
     from continuum_mcp._history import PrivacyHistory, ReceivedPattern
     from continuum_mcp.federation.client._sentlog import SentContribution
+    from continuum_mcp.federation.learning.recorder import UsageDeletion, UsageRecord, UsageRecorder
     from continuum_mcp.federation.protocol import CreditBalance
     from continuum_mcp.privacy.generalize import Generalizer
     from continuum_mcp.privacy.preview import PatternPreview
@@ -85,10 +86,14 @@ class Continuum(GovernanceMethods):
     """One user's memory and (optional) federation membership over ``settings.data_dir``."""
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None, *,
-                 load_delay: float | None = 0.0) -> None:
+                 load_delay: float | None = 0.0, usage_opt_in: Callable[[], bool] | None = None) -> None:
         """Nothing is opened yet; ``load_delay`` is passed to :func:`open_store` (the server
-        delays the model load so that its handshake does not compete with it)."""
+        delays the model load so that its handshake does not compete with it). ``usage_opt_in``
+        says whether the user is opted in to a running usage-statistics session (governance's
+        answer); usage events are recorded only while it returns True."""
         self.settings = settings
+        self._usage_opt_in: Callable[[], bool] = usage_opt_in or (lambda: False)
+        self._usage: UsageRecorder | None = None
         self._embedder, self._load_delay = embedder, load_delay
         self._store: MemoryStore | None = None
         self._federation: FederationClient | None = None
@@ -117,6 +122,9 @@ class Continuum(GovernanceMethods):
         with self._lock:
             fed, self._federation = self._federation, None
             store, self._store = self._store, None
+            usage, self._usage = self._usage, None
+        if usage is not None:
+            usage.close()
         if fed is not None:
             fed.close()
         if store is not None:
@@ -142,7 +150,9 @@ class Continuum(GovernanceMethods):
         from continuum_mcp.memory.store import make_input
 
         item = make_input(text=text, tags=tags, metadata=metadata, source=source, created_at=at, supersedes=supersedes)
-        return self.store.remember_many([item], on_duplicate=on_duplicate)[0]
+        result = self.store.remember_many([item], on_duplicate=on_duplicate)[0]
+        self._record_usage("remember", memory_ids=[result.memory.id])
+        return result
 
     def get(self, memory_id: int) -> Memory:
         return self.store.get(memory_id)
@@ -154,6 +164,7 @@ class Continuum(GovernanceMethods):
         if not isinstance(include_federated, bool):
             raise InvalidInput("include_federated must be true or false")
         r = self.store.recall(query, k=k, mode=mode, filters=filters, min_score=min_score)
+        self._record_usage("recall", result_count=len(r.hits), memory_ids=[h.memory.id for h in r.hits])
         out = RecallWithFederated(**dict(r))
         if include_federated:
             fed = self._member()
@@ -161,11 +172,15 @@ class Continuum(GovernanceMethods):
         return out
 
     def forget(self, ids: Sequence[int]) -> ForgetResult:
-        return self.store.forget(ids)
+        result = self.store.forget(ids)
+        self._record_usage("forget", memory_ids=result.deleted)
+        return result
 
     def update(self, memory_id: int, *, text: str | None = None, tags: Sequence[str] | None = None,
                metadata: dict[str, Any] | None = None) -> Memory:
-        return self.store.update(memory_id, text=text, tags=tags, metadata=metadata)
+        memory = self.store.update(memory_id, text=text, tags=tags, metadata=metadata)
+        self._record_usage("update", memory_ids=[memory_id])
+        return memory
 
     def list(self, filters: Filters | None = None, *, offset: int = 0, limit: int = 20) -> MemoryPage:
         return self.store.list(filters, offset=offset, limit=limit)
@@ -181,6 +196,35 @@ class Continuum(GovernanceMethods):
 
     def reembed(self, *, progress: Progress | None = None) -> int:
         return self.store.reembed(progress=progress)
+
+    # ----- usage record (local only; federation.learning.recorder) -------------------------------
+    def set_usage_opt_in(self, opted_in: Callable[[], bool]) -> None:
+        """Governance's answer to "is the user opted in to a running usage-statistics session?"."""
+        self._usage_opt_in = opted_in
+
+    def _usage_recorder(self) -> UsageRecorder:
+        with self._lock:
+            if self._usage is None:
+                from continuum_mcp.federation.learning.recorder import UsageRecorder
+
+                self._usage = UsageRecorder(Path(self.settings.data_dir), opted_in=lambda: self._usage_opt_in())
+            return self._usage
+
+    def _record_usage(self, kind: Literal["tool", "remember", "recall", "update", "forget"], **event: Any) -> None:
+        if self._usage_opt_in():  # nothing is imported, opened or written for a user who did not opt in
+            self._usage_recorder().record(kind, **event)
+
+    def record_tool_call(self, name: str) -> None:
+        """Note an MCP tool call in the usage record (only while opted in; the MCP adapter calls it)."""
+        self._record_usage("tool", tool=name)
+
+    def usage_record(self) -> UsageRecord:
+        """Everything the local usage record holds, and whether it is recording."""
+        return self._usage_recorder().view()
+
+    def delete_usage_record(self) -> UsageDeletion:
+        """Delete the local usage record (every event and the file)."""
+        return self._usage_recorder().delete()
 
     # ----- patterns (local only) ---------------------------------------------------------------
     def generalizer(self) -> Generalizer:

@@ -5,10 +5,16 @@ with the package, is versioned, and is checked on load against a pinned SHA-256:
 corrupted file is refused rather than silently splitting the federation's slots. Version ``v0``
 is built reproducibly from the public corpus in ``data/codebook_v0_corpus.txt`` by
 ``benchmarks/build_codebook.py`` (spherical k-means of the bundled model's embeddings).
+
+Later versions are learned by the federation (codebook refinement, ``federation.learning``) and
+adopted by vote; a learned version is named by its content (:func:`codebook_version_id`), so two
+members holding the same vectors agree on its name and nobody can pass other vectors off under it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 from importlib import resources
@@ -23,16 +29,68 @@ CODEBOOKS: dict[str, tuple[str, str, int, int]] = {
 }
 
 
-class Codebook:
-    """K x dim float32 unit vectors; ``nearest`` maps embeddings to slot indices."""
+#: Prefix of a learned version's id: ``c-`` + 24 hex digits of SHA-256 over shape and vectors.
+LEARNED_PREFIX = "c-"
 
-    def __init__(self, vectors: np.ndarray, version: str) -> None:
+
+def _canonical(vectors: np.ndarray) -> np.ndarray:
+    """float32 little-endian, C order: the byte form that is hashed and shipped."""
+    return np.ascontiguousarray(vectors, dtype="<f4")
+
+
+def codebook_version_id(vectors: np.ndarray) -> str:
+    """The content-derived id of a learned codebook: SHA-256 of its shape and float32 bytes."""
+    v = _canonical(vectors)
+    if v.ndim != 2:
+        raise InvalidInput("a codebook is a 2-d array")
+    h = hashlib.sha256(f"continuum-codebook/{v.shape[0]}x{v.shape[1]}/".encode() + v.tobytes())
+    return LEARNED_PREFIX + h.hexdigest()[:24]
+
+
+class Codebook:
+    """K x dim float32 unit vectors; ``nearest`` maps embeddings to slot indices.
+
+    ``version`` is ``v0`` (bundled) or a learned version's content id; ``parent`` the version it
+    was refined from (None for bundled ones)."""
+
+    def __init__(self, vectors: np.ndarray, version: str, parent: str | None = None) -> None:
         v = np.ascontiguousarray(vectors, dtype=np.float32)
         if v.ndim != 2 or v.shape[0] < 1:
             raise InvalidInput("a codebook is a non-empty 2-d array")
+        if not np.all(np.isfinite(v)):
+            raise InvalidInput("codebook vectors must be finite")
         self.vectors = v
         self.vectors.setflags(write=False)
         self.version = version
+        self.parent = parent
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, *, parent: str | None) -> Codebook:
+        """A learned codebook: rows normalised to unit length, named by content."""
+        v = np.asarray(vectors, dtype=np.float64)
+        if v.ndim != 2 or v.shape[0] < 1 or not np.all(np.isfinite(v)):
+            raise InvalidInput("a codebook is a non-empty 2-d array of finite numbers")
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        if np.any(norms == 0):
+            raise InvalidInput("a codebook vector must not be zero")
+        unit = _canonical(v / norms)
+        return cls(unit, codebook_version_id(unit), parent)
+
+    def to_b64(self) -> str:
+        """The vectors as base64 of float32 little-endian bytes (the published form)."""
+        return base64.b64encode(_canonical(self.vectors).tobytes()).decode("ascii")
+
+    @classmethod
+    def from_b64(cls, data: str, slots: int, dim: int, *, parent: str | None) -> Codebook:
+        """A learned codebook from its published form; its version is recomputed from the bytes."""
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput("codebook vectors are not valid base64") from exc
+        if len(raw) != 4 * slots * dim:
+            raise InvalidInput(f"codebook vectors have {len(raw)} bytes, {slots} x {dim} float32 need {4 * slots * dim}")
+        v = np.frombuffer(raw, dtype="<f4").reshape(slots, dim)
+        return cls(v, codebook_version_id(v), parent)
 
     @property
     def slots(self) -> int:

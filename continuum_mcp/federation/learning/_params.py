@@ -15,6 +15,7 @@ sqrt(R) / noise_multiplier (Dong, Roth & Su); epsilon at delta comes from
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,11 +42,28 @@ MAX_DISCRETE_TAU = 1e-12
 #: The federation's delta convention: the privacy modes' per-window delta (1e-6).
 DEFAULT_SESSION_DELTA: float = PrivacyMode.model_fields["delta"].default
 
-#: Rounds of each kind unless a proposal says otherwise. Codebook refinement: 3 Lloyd steps; the
-#: v0 codebook is already a k-means of public text, so the first steps move it most, and each
-#: round adds to mu in quadrature (3 rounds at 1.1 cost sqrt(3) x one round). Usage statistics:
-#: 1 round; a histogram is one query, repeating it only redraws noise on the same signals.
-DEFAULT_ROUNDS: dict[str, int] = {"codebook_refinement": 3, "usage_statistics": 1}
+
+
+class _DefaultRounds(Mapping[str, int]):
+    """kind name -> its default rounds, read from the kinds themselves (``_registry``)."""
+
+    def _table(self) -> Mapping[str, int]:
+        from continuum_mcp.federation.learning._registry import SESSION_KINDS
+        return {name: k.default_rounds for name, k in SESSION_KINDS.items()}
+
+    def __getitem__(self, name: str) -> int:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+#: Rounds of each kind unless a proposal says otherwise (each kind's ``default_rounds``, with its
+#: reason): codebook refinement 3 Lloyd steps, usage statistics 1 round.
+DEFAULT_ROUNDS: Mapping[str, int] = _DefaultRounds()
 
 
 class SessionParams(BaseModel):
@@ -79,9 +97,11 @@ class SessionParams(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _known_kind(self) -> SessionParams:
+    def _kind_accepts(self) -> SessionParams:
         if self.kind not in DEFAULT_ROUNDS:
             raise ValueError(f"unknown session kind {self.kind!r}; known: {sorted(DEFAULT_ROUNDS)}")
+        from continuum_mcp.federation.learning._registry import get_kind
+        get_kind(self.kind).check_params(self)
         return self
 
     @classmethod
