@@ -4,11 +4,45 @@ which signs, publishes and counts for itself."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from continuum_mcp._sqlite import atomic_write
+
 Choice = Literal["approve", "reject", "abstain"]  # governance.Choice, without importing it at start-up
+
+#: the member's own record of its standing opt-ins (proposal id -> kind), in the federation dir
+CONSENTS_FILE = "consents.json"
+
+
+def consents(federation_dir: Path) -> dict[str, str]:
+    """The standing opt-ins recorded on this machine (empty without a file or with a bad one)."""
+    try:
+        data = json.loads((Path(federation_dir) / CONSENTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def consented_to_usage(federation_dir: Path) -> bool:
+    """Whether the user stands opted in to a usage-statistics session: the only time the local
+    usage record records anything (``Continuum``'s default answer)."""
+    return "usage_statistics" in consents(federation_dir).values()
+
+
+def set_consent(federation_dir: Path | None, proposal_id: str, kind: str | None) -> None:
+    """Record (``kind``) or drop (None) this member's standing opt-in to ``proposal_id``."""
+    if federation_dir is None:
+        return
+    current = consents(federation_dir)
+    if kind is None:
+        current.pop(proposal_id, None)
+    else:
+        current[proposal_id] = kind
+    atomic_write(Path(federation_dir) / CONSENTS_FILE, json.dumps(current, sort_keys=True).encode("utf-8"))
 
 
 class SessionKindInfo(BaseModel):
@@ -86,7 +120,7 @@ class GovernanceMethods:
         return self._require().governance.participate(proposal_id, timeout_seconds=timeout_seconds)
 
 
-__all__ = ["GovernanceMethods", "SessionKindInfo", "kinds_table_markdown", "session_kinds"]
+__all__ = ["CONSENTS_FILE", "GovernanceMethods", "consented_to_usage", "consents", "set_consent", "SessionKindInfo", "kinds_table_markdown", "session_kinds"]
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from continuum_mcp._governance_app import GovernanceMethods
+from continuum_mcp._governance_app import GovernanceMethods, consented_to_usage
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import ContinuumError, InvalidInput, NotJoined
 from continuum_mcp.memory.models import (
@@ -92,7 +92,7 @@ class Continuum(GovernanceMethods):
         says whether the user is opted in to a running usage-statistics session (governance's
         answer); usage events are recorded only while it returns True."""
         self.settings = settings
-        self._usage_opt_in: Callable[[], bool] = usage_opt_in or (lambda: False)
+        self._usage_opt_in: Callable[[], bool] = usage_opt_in or (lambda: consented_to_usage(self.federation_dir))
         self._usage: UsageRecorder | None = None
         self._embedder, self._load_delay = embedder, load_delay
         self._store: MemoryStore | None = None

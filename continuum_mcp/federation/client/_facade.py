@@ -253,9 +253,9 @@ class FederationClient(AbstractContextManager["FederationClient"]):
 
     def usage_events(self) -> list[Any]:
         """This instance's local usage record (empty unless the user opted in to recording)."""
-        from continuum_mcp.federation.learning import UsageRecorder
+        from continuum_mcp.federation.learning.recorder import UsageRecorder
 
-        return UsageRecorder(self.dir).events()
+        return UsageRecorder(Path(self.settings.data_dir), opted_in=lambda: False).events()
 
     # ----- query and the cache ---------------------------------------------------------------
     def query(self, query: str, min_confidence: float = 0.8, max_results: int = 10) -> list[FederatedPattern]:

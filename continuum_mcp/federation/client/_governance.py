@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from continuum_mcp._governance_app import set_consent as _set_consent
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.errors import ContinuumError, CryptoError, InvalidInput, WrongPhase
 from continuum_mcp.federation.api import CoordinatorAPI
@@ -86,8 +88,9 @@ class Governance:
     def __init__(self, api: Callable[[], CoordinatorAPI], identity: Identity, federation_id: str,
                  ledger: Callable[[], PrivacyLedger], inputs: Callable[[str, Any], Any],
                  initial_context: Callable[[str], Any], *, rules: GovernanceRules = CLIENT_RULES,
-                 now: Callable[[], float] = time.time, poll_seconds: float = 0.2) -> None:
-        self._api, self.identity, self.federation_id = api, identity, federation_id
+                 now: Callable[[], float] = time.time, poll_seconds: float = 0.2,
+                 consent_dir: Path | None = None) -> None:
+        self._api, self.identity, self.federation_id, self._consent_dir = api, identity, federation_id, consent_dir
         self._ledger, self._inputs, self._initial = ledger, inputs, initial_context
         self.own_rules, self.now, self._poll = rules, now, poll_seconds
 
@@ -132,9 +135,13 @@ class Governance:
             raise InvalidInput(f"not opting in: {'; '.join(v.tally.reasons)}")
         self._api().call("gov_opt_in", self._sign(ConsentStatement(
             federation_id=self.federation_id, proposal_id=proposal_id, type="opt_in")), proposal_id=proposal_id)
+        _set_consent(self._consent_dir, proposal_id, v.report.summary.kind)
         return v
 
     def opt_out(self, proposal_id: str) -> Any:
+        """Opt out: from the next round on (what was aggregated stays); local recording for the
+        session stops at once."""
+        _set_consent(self._consent_dir, proposal_id, None)
         return self._api().call("gov_opt_out", self._sign(ConsentStatement(
             federation_id=self.federation_id, proposal_id=proposal_id, type="opt_out")), proposal_id=proposal_id)
 
@@ -196,6 +203,7 @@ class Governance:
                 return turn
             phase, t = v.report.summary.phase, v.tally
             if phase in ("rejected", "refused", "completed", "halted") or t.halted:
+                _set_consent(self._consent_dir, proposal_id, None)  # the session is over: stop recording for it
                 return turn
             if self.identity.instance_id not in t.participants:
                 turn.refused = turn.refused or "not opted in (or opted out)"
@@ -257,5 +265,5 @@ def member_governance(client: Any) -> Governance:
         return SessionContext(codebook=client.codebook) if kind == "codebook_refinement" else SessionContext()
 
     return Governance(lambda: client.api(m), client.identity, m.federation_id, lambda: client.ledger(m), inputs,
-                      initial, poll_seconds=client._poll)
+                      initial, poll_seconds=client._poll, consent_dir=client.dir)
 __all__ = ["CLIENT_RULES", "Governance", "SessionAPI", "SessionTurn", "VerifiedSession", "member_governance"]
