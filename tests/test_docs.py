@@ -53,3 +53,12 @@ def test_docs_name_modules_that_exist() -> None:
     named = {m for text in (readme, architecture) for m in re.findall(r"`(continuum_mcp/[\w/]+\.py)`", text)}
     missing = sorted(m for m in named if not (PROJECT_ROOT / m).is_file())
     assert missing == [], f"docs name modules that do not exist: {missing}"
+
+
+def test_governance_guarantees_are_the_accountant_s() -> None:
+    """The session-kind table of README.md and docs/governance.md is the code's own output."""
+    from continuum_mcp._governance_app import kinds_table_markdown
+
+    governance = (PROJECT_ROOT / "docs" / "governance.md").read_text(encoding="utf-8")
+    for name, text in (("README.md", README), ("docs/governance.md", governance)):
+        assert kinds_table_markdown() in text, f"{name}: regenerate with `python -m continuum_mcp._governance_app`"

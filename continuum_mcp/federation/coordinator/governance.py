@@ -206,7 +206,8 @@ class GovernanceService:
 
     def round_state(self, caller: str, pid: str, round_no: int | None = None) -> RoundState:
         self._row(pid)
-        return self.rounds.view(pid, caller, round_no, self._finished(pid))
+        with self.rounds.lock:  # a round ends and is recorded under this lock: never seen half-way
+            return self.rounds.view(pid, caller, round_no, self._finished(pid))
 
     def secagg_post(self, caller: str, pid: str, round_no: int, kind: str, message: SignedMessage) -> ActionReceipt:
         self._row(pid)
