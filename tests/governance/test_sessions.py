@@ -12,13 +12,20 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+from continuum_mcp.config import Settings
+from continuum_mcp.crypto.cipher import FederationCipher, Invite, generate_federation_key
 from continuum_mcp.errors import CryptoError, Forbidden, InvalidInput, WrongPhase
 from continuum_mcp.federation.coordinator import _governance_sql as gsql
 from continuum_mcp.federation.governance import BallotStatement, GovernanceRules, SignedStatement, sign_statement, tally
 from continuum_mcp.federation.governance._wire import StatementPost
 from continuum_mcp.federation.learning import SessionParams, session_guarantee
 from continuum_mcp.privacy.accounting import compose_gdp, gdp_epsilon
+from continuum_mcp.federation.client import FederationClient
+from continuum_mcp.memory.store import MemoryStore
 from continuum_mcp.privacy.codebook import Codebook
+from fedkit import Member, pattern, run_full_round
 from govkit import DISCUSSION, FED, GovKit
 
 
@@ -41,17 +48,40 @@ WEAK = {"max_session_epsilon": 1e4}
 
 
 @pytest.mark.slow
-def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vote(tmp_path: Path) -> None:
+def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vote(tmp_path: Path, embedder) -> None:
     kit = GovKit(tmp_path, client_rules=GovernanceRules(min_discussion_seconds=0, **WEAK), centres=2,
                  budget_epsilon=1e4, **WEAK)
     try:
-        _codebook_session(kit)
+        members = kit.admit(12)
+        # shared facts released under codebook v0 by three other members (a release spends its
+        # contributors' whole window budget, so they could not afford a session in this window),
+        # and an instance that will query them
+        key = generate_federation_key()
+        fact = kit.codebook.vectors[2].astype(np.float64)
+        sharers = [Member(api=m.api, patterns=[pattern(2, ["friday deploys"], fact)], policy=kit.coord.policy)
+                   for m in kit.admit(3)]
+        for m in sharers:
+            m.contribute(0, FederationCipher(key, FED), mode="open")
+        kit.coord.close_round()
+        assert run_full_round(sharers).phase == "released"
+        settings = Settings(data_dir=tmp_path / "reader")
+        with MemoryStore(settings, embedder) as store, FederationClient(
+                store, settings, codebook=kit.codebook, policy=kit.coord.policy,
+                governance_rules=kit.client_rules) as reader:
+            token = kit.coord.create_admission_tokens(1)[0]
+            reader.join(Invite.build(kit.coord.url, FED, token, key).format(), privacy_mode="open")
+            assert any("friday deploys" in p.phrases for p in reader.query("when do we deploy on friday",
+                                                                             min_confidence=0.0))
+            version = _codebook_session(kit, members)
+            assert kit.coord.info().codebook_version == version  # the coordinator follows the vote ...
+            assert reader.reslot() == version  # ... and so does the client, after counting the votes itself
+            hits = reader.query("when do we deploy on friday", min_confidence=0.0)
+            assert any("friday deploys" in p.phrases for p in hits)  # the shared facts are still found
     finally:
         kit.close()
 
 
-def _codebook_session(kit: GovKit) -> None:
-    members = kit.admit(12)
+def _codebook_session(kit: GovKit, members: list) -> str:
     pid = kit.propose(members[0], rounds=3, noise_multiplier=0.1)
     params = SessionParams.build(kind="codebook_refinement", rounds=3, noise_multiplier=0.1)
     kit.vote_and_consent(pid, approve=members[:10], reject=members[10:], opt_in=members)
@@ -73,7 +103,9 @@ def _codebook_session(kit: GovKit) -> None:
     turns = kit.take_part(members, pid, timeout=150)
     side.join()
     report = members[0].gov.verified(pid)
-    assert report.report.summary.phase == "completed", report.report.summary
+    with kit.coord.store.reading() as conn:
+        reason = gsql.proposals(conn, pid)[0].reason
+    assert report.report.summary.phase == "completed", (reason, report.report.rounds, turns)
     rounds = report.report.rounds
     assert [r.outcome for r in rounds] == ["released"] * 3
     assert all(r.noisy_participants is not None for r in rounds)
@@ -102,6 +134,7 @@ def _codebook_session(kit: GovKit) -> None:
         m.gov.adopt(pid)
     final = live[0].gov.verified(pid).tally
     assert final.adopted(result["version"], result["digest"])
+    return str(result["version"])
 
 
 def test_nine_opt_ins_never_run(kit: GovKit) -> None:

@@ -44,7 +44,8 @@ from continuum_mcp.federation.participant import RoundExpectations, RoundPartici
 from continuum_mcp.federation.protocol import ContributionReceipt, CreditBalance, DeletionReceipt, LevelName, ModeName
 from continuum_mcp.federation.submission import ContributionPlan, plan_contribution, secagg_input
 from continuum_mcp.memory.store import MemoryStore
-from continuum_mcp.federation.client._governance import Governance, member_governance
+from continuum_mcp.federation.governance import GovernanceRules
+from continuum_mcp.federation.client._governance import Governance, load_adopted, member_governance, save_adopted
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.generalize import Generalizer
 from continuum_mcp.privacy.ledger import PrivacyLedger
@@ -70,8 +71,10 @@ class FederationClient(AbstractContextManager["FederationClient"]):
     def __init__(self, store: MemoryStore, settings: Settings, *, http: httpx.Client | None = None,
                  clock: Callable[[], datetime] = _utc_now, policy: PrivacyPolicy | None = None,
                  codebook: Codebook | None = None, timeout_seconds: float = 10.0, max_retries: int = 4,
-                 backoff_seconds: float = 0.25, poll_seconds: float = 0.2) -> None:
+                 backoff_seconds: float = 0.25, poll_seconds: float = 0.2,
+                 governance_rules: GovernanceRules | None = None) -> None:
         self.store, self.settings = store, settings
+        self.governance_rules = governance_rules  # None: the card's (client._governance.CLIENT_RULES)
         self.dir = Path(settings.data_dir) / FEDERATION_DIR
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)
@@ -98,8 +101,20 @@ class FederationClient(AbstractContextManager["FederationClient"]):
     @property
     def codebook(self) -> Codebook:
         if self._codebook is None:
-            self._codebook = Codebook.load("v0")
+            self._codebook = load_adopted(self.dir) or Codebook.load("v0")
         return self._codebook
+
+    def reslot(self) -> str:
+        """Follow the federation to a codebook adopted by vote (checked by this client's own count):
+        from now on patterns are slotted with it, and what waits in the outbox under the old
+        version is dropped, so a release never mixes versions. Returns the version in use."""
+        info = self.api().federation()
+        if info.codebook_version != self.codebook.version:
+            cb = self.governance.adopted_codebook(info.codebook_version)
+            save_adopted(self.dir, cb)
+            self._codebook = cb
+            self._outbox.clear()
+        return self.codebook.version
 
     @property
     def generalizer(self) -> Generalizer:
@@ -218,6 +233,7 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         charge = LedgerCharge(lambda: self.ledger(m), self._mode(m).round_spend(), m.federation_id)
 
         with self._sync_lock:
+            self.reslot()  # a codebook adopted by vote (and only then) is followed before anything is sent
             try:
                 result.outbox_sent = r.accepted_patterns if (r := self._drain(m)) else 0
             finally:

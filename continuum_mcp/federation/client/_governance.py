@@ -12,6 +12,7 @@ session round, or adopts a result, only through this check.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ from continuum_mcp.federation.governance import (
     HaltStatement,
     ProposalStatement,
     Tally,
+    codebook_digest,
     open_proposal,
     sign_statement,
     tally,
@@ -160,6 +162,26 @@ class Governance:
             federation_id=self.federation_id, proposal_id=proposal_id, version=res["version"], digest=res["digest"],
             choice="approve" if approve else "reject")), proposal_id=proposal_id)
 
+    def adopted_codebook(self, version: str) -> Any:
+        """The codebook ``version`` the federation announces, once this client's own count of the
+        adoption votes adopted exactly those vectors (name and digest, recomputed from the bytes);
+        ``CryptoError`` otherwise."""
+        from continuum_mcp.privacy.codebook import Codebook
+
+        for p in reversed(self.proposals()):
+            if p.kind != "codebook_refinement" or p.phase != "completed":
+                continue
+            v = self.verified(p.proposal_id)
+            res = v.report.result or {}
+            if res.get("version") != version:
+                continue
+            cb = Codebook.from_b64(res["vectors_b64"], res["slots"], res["dim"], parent=None)
+            if cb.version == version and codebook_digest(cb.vectors) == res["digest"] \
+                    and v.tally.adopted(version, res["digest"]):
+                return cb
+        raise CryptoError(f"the federation announces codebook {version}, which this client's own count of the "
+                          "adoption votes did not adopt: not re-slotting to it")
+
     # ------------------------------------------------------------------------------ checking
     def verified(self, proposal_id: str, rules: GovernanceRules | None = None) -> VerifiedSession:
         """The report with this client's own tally; ``CryptoError`` if the coordinator's claims
@@ -246,6 +268,32 @@ def _halt_round(report: SessionReport, t: Tally) -> int:
 
 
 
+ADOPTED_FILE = "codebook.json"
+
+
+def save_adopted(federation_dir: Path, codebook: Any) -> None:
+    """Keep the adopted codebook beside the membership (its vectors, named by content)."""
+    from continuum_mcp._sqlite import atomic_write
+
+    atomic_write(Path(federation_dir) / ADOPTED_FILE, json.dumps(
+        {"version": codebook.version, "slots": codebook.slots, "dim": codebook.dim,
+         "vectors_b64": codebook.to_b64()}).encode("utf-8"))
+
+
+def load_adopted(federation_dir: Path) -> Any:
+    """The adopted codebook kept by :func:`save_adopted` (its name checked against its bytes), or None."""
+    from continuum_mcp.privacy.codebook import Codebook
+
+    try:
+        data = json.loads((Path(federation_dir) / ADOPTED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cb = Codebook.from_b64(data["vectors_b64"], data["slots"], data["dim"], parent=None)
+    if cb.version != data["version"]:
+        raise CryptoError(f"{ADOPTED_FILE} names codebook {data['version']} but its vectors are {cb.version}")
+    return cb
+
+
 def member_governance(client: Any) -> Governance:
     """The :class:`Governance` of a :class:`FederationClient`'s membership: its identity, API and
     ledger; the codebook it slots with as a codebook session's first context; its own pattern
@@ -265,5 +313,6 @@ def member_governance(client: Any) -> Governance:
         return SessionContext(codebook=client.codebook) if kind == "codebook_refinement" else SessionContext()
 
     return Governance(lambda: client.api(m), client.identity, m.federation_id, lambda: client.ledger(m), inputs,
-                      initial, poll_seconds=client._poll, consent_dir=client.dir)
-__all__ = ["CLIENT_RULES", "Governance", "SessionAPI", "SessionTurn", "VerifiedSession", "member_governance"]
+                      initial, poll_seconds=client._poll, consent_dir=client.dir,
+                      rules=client.governance_rules or CLIENT_RULES)
+__all__ = ["ADOPTED_FILE", "CLIENT_RULES", "Governance", "load_adopted", "save_adopted", "SessionAPI", "SessionTurn", "VerifiedSession", "member_governance"]

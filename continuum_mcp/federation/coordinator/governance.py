@@ -199,6 +199,20 @@ class GovernanceService:
                                        result=json.loads(r.result_json) if r.result_json else None) for r in recs],
             epsilon_spent_per_participant=eps, result=json.loads(row.result_json) if row.result_json else None)
 
+    def adopted_codebook(self) -> Any:
+        """The codebook the federation adopted by vote last (its coordinator-side count), or None:
+        what the coordinator then announces and serves for unreleased slots."""
+        from continuum_mcp.privacy.codebook import Codebook
+
+        with self.store.reading() as conn:
+            rows = [r for r in gsql.proposals(conn) if r.kind == "codebook_refinement" and r.phase == "completed"
+                    and r.result_json]
+            for row in reversed(rows):
+                res = json.loads(row.result_json or "{}")
+                if "digest" in res and self._tally(conn, row)[0].adopted(res["version"], res["digest"]):
+                    return Codebook.from_b64(res["vectors_b64"], res["slots"], res["dim"], parent=None)
+        return None
+
     # ------------------------------------------------------------------------------ rounds
     def _finished(self, pid: str) -> dict[int, str]:
         with self.store.reading() as conn:
@@ -285,22 +299,24 @@ class GovernanceService:
         return context_after(self.kinds[row.kind], self._initial_context(row.kind), self._results(row, conn))
 
     def _record(self, pid: str, done: RoundDone) -> None:
+        """Record a finished round (under the rounds lock) and, after the last, the session's result
+        (computed first: the initial context may read the store)."""
+        row = self._row(pid)
+        state = finish_round(self._state(row).model_copy(update={"running_round": done.round}))
+        fields: dict[str, Any] = {"phase": state.phase, "finished_rounds": state.round, "in_round": 0}
+        if state.phase == "completed":
+            results = self._results(row) + ([done.result] if done.result is not None else [])
+            fields["result_json"] = json.dumps(self._final(row, results))
         with self.store.transaction() as conn:
-            row = self._row(pid, conn)
             gsql.record_round(conn, pid, gsql.RoundRecord(
                 done.round, done.outcome, done.noisy_participants, done.epsilon, done.charged, self.now(),
                 None if done.result is None else done.result.model_dump_json()))
-            state = finish_round(self._state(row).model_copy(update={"running_round": done.round}))
-            fields: dict[str, Any] = {"phase": state.phase, "finished_rounds": state.round, "in_round": 0}
-            if state.phase == "completed":
-                fields["result_json"] = json.dumps(self._final(row, conn))
             gsql.set_proposal(conn, pid, **fields)
         logger.info("session %s round %d %s", pid, done.round, done.outcome)
 
-    def _final(self, row: gsql.ProposalRow, conn: Any) -> dict[str, Any] | None:
+    def _final(self, row: gsql.ProposalRow, results: list[Any]) -> dict[str, Any] | None:
         """The session's published result: the kind's final result, and for a kind whose context
         carries a codebook, the new codebook version with its digest (what adoption votes name)."""
-        results = self._results(row, conn)
         if not results:
             return None
         kind = self.kinds[row.kind]
@@ -320,19 +336,21 @@ class GovernanceService:
 def governance_service(config: CoordinatorConfig, store: CoordinatorStore, verifier: Any, engine: Any,
                        codebook: np.ndarray | None, now: Callable[[], float]) -> GovernanceService:
     """The coordinator's governance over the learning package's session kinds. The first round
-    of a codebook session refines the codebook the federation uses (the coordinator's, else the
-    shipped version it announces)."""
+    of a codebook session refines the codebook the federation uses (the one adopted by vote last,
+    else the coordinator's, else the shipped version it announces)."""
     from continuum_mcp.federation.learning import SESSION_KINDS, SessionContext
     from continuum_mcp.privacy.codebook import Codebook
 
     def initial(kind: str) -> Any:
         if kind != "codebook_refinement":
             return SessionContext()
-        cb = Codebook(codebook, config.codebook_version) if codebook is not None else Codebook.load(config.codebook_version)
+        cb = gov.adopted_codebook() or (Codebook(codebook, config.codebook_version) if codebook is not None
+                                        else Codebook.load(config.codebook_version))
         return SessionContext(codebook=cb)
 
     rounds = SessionRounds(store, verifier, engine.mode, config.window_days, config.phase_timeout_seconds, now)
-    return GovernanceService(config, store, rounds, SESSION_KINDS, initial, now)
+    gov = GovernanceService(config, store, rounds, SESSION_KINDS, initial, now)
+    return gov
 
 
 __all__ = ["GovernanceService", "governance_service"]
