@@ -85,39 +85,45 @@ class GovernanceMethods:
     def _require(self) -> Any:  # provided by Continuum
         raise NotImplementedError
 
+    @property
+    def _gov(self) -> Any:
+        from continuum_mcp.federation.client._governance import member_governance
+
+        return member_governance(self._require())
+
     def session_kinds(self) -> list[SessionKindInfo]:
         return session_kinds()
 
     def propose(self, kind: str, *, title: str, expected_benefit: str, data_description: str | None = None,
                 discussion_seconds: int | None = None, **params: Any) -> Any:
-        return self._require().governance.propose(kind, title=title, expected_benefit=expected_benefit,
+        return self._gov.propose(kind, title=title, expected_benefit=expected_benefit,
                                                   data_description=data_description,
                                                   discussion_seconds=discussion_seconds, **params)
 
     def proposals(self) -> list[Any]:
-        return self._require().governance.proposals()
+        return self._gov.proposals()
 
     def vote_proposal(self, proposal_id: str, choice: Choice, concern: str = "") -> Any:
-        return self._require().governance.vote(proposal_id, choice, concern)
+        return self._gov.vote(proposal_id, choice, concern)
 
     def opt_in(self, proposal_id: str) -> Any:
-        return self._require().governance.opt_in(proposal_id)
+        return self._gov.opt_in(proposal_id)
 
     def opt_out(self, proposal_id: str) -> Any:
-        return self._require().governance.opt_out(proposal_id)
+        return self._gov.opt_out(proposal_id)
 
     def halt(self, proposal_id: str) -> Any:
-        return self._require().governance.halt(proposal_id)
+        return self._gov.halt(proposal_id)
 
     def session_report(self, proposal_id: str) -> Any:
         """The report with this client's own tally (``CryptoError`` if the coordinator contradicts it)."""
-        return self._require().governance.verified(proposal_id)
+        return self._gov.verified(proposal_id)
 
     def adopt(self, proposal_id: str, approve: bool = True) -> Any:
-        return self._require().governance.adopt(proposal_id, approve)
+        return self._gov.adopt(proposal_id, approve)
 
     def take_part(self, proposal_id: str, *, timeout_seconds: float = 60.0) -> Any:
-        return self._require().governance.participate(proposal_id, timeout_seconds=timeout_seconds)
+        return self._gov.participate(proposal_id, timeout_seconds=timeout_seconds)
 
 
 __all__ = ["CONSENTS_FILE", "GovernanceMethods", "consented_to_usage", "consents", "set_consent", "SessionKindInfo", "kinds_table_markdown", "session_kinds"]

@@ -66,15 +66,16 @@ def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vot
         assert run_full_round(sharers).phase == "released"
         settings = Settings(data_dir=tmp_path / "reader")
         with MemoryStore(settings, embedder) as store, FederationClient(
-                store, settings, codebook=kit.codebook, policy=kit.coord.policy,
-                governance_rules=kit.client_rules) as reader:
+                store, settings, codebook=kit.codebook, policy=kit.coord.policy) as reader:
+            reader.governance_rules = kit.client_rules
             token = kit.coord.create_admission_tokens(1)[0]
             reader.join(Invite.build(kit.coord.url, FED, token, key).format(), privacy_mode="open")
             assert any("friday deploys" in p.phrases for p in reader.query("when do we deploy on friday",
                                                                              min_confidence=0.0))
             version = _codebook_session(kit, members)
             assert kit.coord.info().codebook_version == version  # the coordinator follows the vote ...
-            assert reader.reslot() == version  # ... and so does the client, after counting the votes itself
+            reader.sync(timeout_seconds=2)  # ... and so does the client, after counting the votes itself
+            assert reader.codebook.version == version
             hits = reader.query("when do we deploy on friday", min_confidence=0.0)
             assert any("friday deploys" in p.phrases for p in hits)  # the shared facts are still found
     finally:

@@ -45,7 +45,7 @@ from continuum_mcp.federation.protocol import ContributionReceipt, CreditBalance
 from continuum_mcp.federation.submission import ContributionPlan, plan_contribution, secagg_input
 from continuum_mcp.memory.store import MemoryStore
 from continuum_mcp.federation.governance import GovernanceRules
-from continuum_mcp.federation.client._governance import Governance, load_adopted, member_governance, save_adopted
+from continuum_mcp.federation.client._governance import follow_adopted, load_adopted
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.generalize import Generalizer
 from continuum_mcp.privacy.ledger import PrivacyLedger
@@ -66,15 +66,15 @@ def _utc_now() -> datetime:
 
 
 class FederationClient(AbstractContextManager["FederationClient"]):
-    """One instance's membership of one federation."""
+    """One instance's membership of one federation (``governance_rules``: None counts with the card's)."""
+
+    governance_rules: GovernanceRules | None = None
 
     def __init__(self, store: MemoryStore, settings: Settings, *, http: httpx.Client | None = None,
                  clock: Callable[[], datetime] = _utc_now, policy: PrivacyPolicy | None = None,
                  codebook: Codebook | None = None, timeout_seconds: float = 10.0, max_retries: int = 4,
-                 backoff_seconds: float = 0.25, poll_seconds: float = 0.2,
-                 governance_rules: GovernanceRules | None = None) -> None:
+                 backoff_seconds: float = 0.25, poll_seconds: float = 0.2) -> None:
         self.store, self.settings = store, settings
-        self.governance_rules = governance_rules  # None: the card's (client._governance.CLIENT_RULES)
         self.dir = Path(settings.data_dir) / FEDERATION_DIR
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)
@@ -103,18 +103,6 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         if self._codebook is None:
             self._codebook = load_adopted(self.dir) or Codebook.load("v0")
         return self._codebook
-
-    def reslot(self) -> str:
-        """Follow the federation to a codebook adopted by vote (checked by this client's own count):
-        from now on patterns are slotted with it, and what waits in the outbox under the old
-        version is dropped, so a release never mixes versions. Returns the version in use."""
-        info = self.api().federation()
-        if info.codebook_version != self.codebook.version:
-            cb = self.governance.adopted_codebook(info.codebook_version)
-            save_adopted(self.dir, cb)
-            self._codebook = cb
-            self._outbox.clear()
-        return self.codebook.version
 
     @property
     def generalizer(self) -> Generalizer:
@@ -233,7 +221,8 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         charge = LedgerCharge(lambda: self.ledger(m), self._mode(m).round_spend(), m.federation_id)
 
         with self._sync_lock:
-            self.reslot()  # a codebook adopted by vote (and only then) is followed before anything is sent
+            # a codebook adopted by vote (as this client counts) is followed before anything is sent
+            self._codebook = follow_adopted(self, self.codebook, self._outbox)
             try:
                 result.outbox_sent = r.accepted_patterns if (r := self._drain(m)) else 0
             finally:
@@ -260,18 +249,6 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         result.cache_patterns = self.cache_size()
         result.message = result.message or result.summary()
         return result
-
-    # ----- governance and learning sessions ---------------------------------------------------
-    @property
-    def governance(self) -> Governance:
-        """Proposals, ballots, consent, halt, adoption and session rounds (counted by this client)."""
-        return member_governance(self)
-
-    def usage_events(self) -> list[Any]:
-        """This instance's local usage record (empty unless the user opted in to recording)."""
-        from continuum_mcp.federation.learning.recorder import UsageRecorder
-
-        return UsageRecorder(Path(self.settings.data_dir), opted_in=lambda: False).events()
 
     # ----- query and the cache ---------------------------------------------------------------
     def query(self, query: str, min_confidence: float = 0.8, max_results: int = 10) -> list[FederatedPattern]:

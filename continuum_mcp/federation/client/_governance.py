@@ -294,6 +294,19 @@ def load_adopted(federation_dir: Path) -> Any:
     return cb
 
 
+def follow_adopted(client: Any, current: Any, outbox: Any) -> Any:
+    """The codebook a client slots with: ``current``, or the one the federation announces once the
+    client's own count of the adoption votes adopted it (then kept on disk, and what waits in the
+    outbox under the old version is dropped, so a release never mixes versions)."""
+    info = client.api().federation()
+    if info.codebook_version == current.version:
+        return current
+    cb = member_governance(client).adopted_codebook(info.codebook_version)
+    save_adopted(client.dir, cb)
+    outbox.clear()
+    return cb
+
+
 def member_governance(client: Any) -> Governance:
     """The :class:`Governance` of a :class:`FederationClient`'s membership: its identity, API and
     ledger; the codebook it slots with as a codebook session's first context; its own pattern
@@ -307,7 +320,9 @@ def member_governance(client: Any) -> Governance:
 
         if kind == "codebook_refinement":
             return pattern_embeddings(client.store.all_memories(), client.generalizer)
-        return UsageInputs(events=client.usage_events())
+        from continuum_mcp.federation.learning.recorder import UsageRecorder
+
+        return UsageInputs(events=UsageRecorder(Path(client.settings.data_dir), opted_in=lambda: False).events())
 
     def initial(kind: str) -> Any:
         return SessionContext(codebook=client.codebook) if kind == "codebook_refinement" else SessionContext()
@@ -315,4 +330,4 @@ def member_governance(client: Any) -> Governance:
     return Governance(lambda: client.api(m), client.identity, m.federation_id, lambda: client.ledger(m), inputs,
                       initial, poll_seconds=client._poll, consent_dir=client.dir,
                       rules=client.governance_rules or CLIENT_RULES)
-__all__ = ["ADOPTED_FILE", "CLIENT_RULES", "Governance", "load_adopted", "save_adopted", "SessionAPI", "SessionTurn", "VerifiedSession", "member_governance"]
+__all__ = ["ADOPTED_FILE", "CLIENT_RULES", "Governance", "follow_adopted", "load_adopted", "save_adopted", "SessionAPI", "SessionTurn", "VerifiedSession", "member_governance"]
