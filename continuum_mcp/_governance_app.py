@@ -56,7 +56,7 @@ class SessionKindInfo(BaseModel):
 
 def session_kinds() -> list[SessionKindInfo]:
     """Every supported session kind, its data description and the guarantee its defaults give,
-    computed by the accountant (what docs/governance.md prints)."""
+    computed by the accountant (docs/governance.md prints them: ``learning.guarantees_markdown``)."""
     from continuum_mcp.federation.learning import SESSION_KINDS, SessionParams, session_guarantee
 
     out = []
@@ -65,18 +65,6 @@ def session_kinds() -> list[SessionKindInfo]:
         out.append(SessionKindInfo(kind=name, data_touched=kind.data_touched, default_params=params.model_dump(),
                                    guarantee=session_guarantee(params).model_dump(mode="json")))
     return out
-
-
-def kinds_table_markdown() -> str:
-    """The table of docs/governance.md: each default session kind's computed guarantee
-    (regenerate with ``python -m continuum_mcp._governance_app``; a docs test compares)."""
-    rows = ["| session kind | rounds | noise multiplier | clip | min participants | epsilon (whole session) "
-            "| delta |", "|---|---|---|---|---|---|---|"]
-    for k in session_kinds():
-        g = k.guarantee
-        rows.append(f"| {k.kind} | {g['rounds']} | {g['noise_multiplier']:g} | {g['clip']:g} | "
-                    f"{g['min_participants']} | {g['epsilon']:.2f} | {g['delta']:g} |")
-    return "\n".join(rows)
 
 
 class GovernanceMethods:
@@ -126,8 +114,6 @@ class GovernanceMethods:
         return self._gov.participate(proposal_id, timeout_seconds=timeout_seconds)
 
 
-__all__ = ["CONSENTS_FILE", "GovernanceMethods", "consented_to_usage", "consents", "set_consent", "SessionKindInfo", "kinds_table_markdown", "session_kinds"]
+__all__ = ["CONSENTS_FILE", "GovernanceMethods", "SessionKindInfo", "consented_to_usage", "consents", "session_kinds",
+           "set_consent"]
 
-
-if __name__ == "__main__":
-    print(kinds_table_markdown())

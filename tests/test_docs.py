@@ -55,10 +55,9 @@ def test_docs_name_modules_that_exist() -> None:
     assert missing == [], f"docs name modules that do not exist: {missing}"
 
 
-def test_governance_guarantees_are_the_accountant_s() -> None:
-    """The session-kind table of README.md and docs/governance.md is the code's own output."""
-    from continuum_mcp._governance_app import kinds_table_markdown
+def test_readme_governance_guarantees_are_the_accountant_s() -> None:
+    """README's session-kind table is the learning package's own (docs/governance.md's is checked
+    by the learning tests)."""
+    from continuum_mcp.federation.learning import guarantees_markdown
 
-    governance = (PROJECT_ROOT / "docs" / "governance.md").read_text(encoding="utf-8")
-    for name, text in (("README.md", README), ("docs/governance.md", governance)):
-        assert kinds_table_markdown() in text, f"{name}: regenerate with `python -m continuum_mcp._governance_app`"
+    assert guarantees_markdown() in README, "README.md: regenerate with learning.guarantees_markdown()"

@@ -176,7 +176,8 @@ class PhraseSubmission(_Model):
 
 
 class PatternSubmission(_Model):
-    slot: int = Field(ge=0, description="Index of the nearest codebook vector.")
+    slot: int = Field(ge=0, lt=2**32, description="Versioned slot id of the nearest codebook vector: the codebook "
+                      "version's tag << 12 | its index (v0's tag is 0: the index; privacy.codebook.slot_id).")
     confidence: float = Field(ge=0.0, le=1.0)
     phrases: list[PhraseSubmission] = Field(max_length=MAX_PHRASES_PER_PATTERN)
     statement_ciphertext: str | None = Field(default=None, max_length=MAX_CIPHERTEXT_B64,

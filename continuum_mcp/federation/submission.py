@@ -33,7 +33,7 @@ from continuum_mcp.federation.protocol import (
     slot_vector_layout,
 )
 from continuum_mcp.memory.models import Memory
-from continuum_mcp.privacy.codebook import Codebook
+from continuum_mcp.privacy.codebook import Codebook, split_slot_id
 from continuum_mcp.privacy.generalize import Generalizer
 from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.privacy.preview import preview_patterns
@@ -159,7 +159,7 @@ def plan_contribution(
     used: set[int] = set()
     same_slot = over = 0
     if patterns:
-        slots = codebook.nearest(np.asarray([p.embedding for p in patterns], dtype=np.float32))
+        slots = codebook.slot_ids(np.asarray([p.embedding for p in patterns], dtype=np.float32))
         for p, slot in zip(patterns, slots):  # strongest first: the best pattern keeps a slot
             s = int(slot)
             if s in used:
@@ -220,19 +220,34 @@ def build_contribution(patterns: Iterable[PlannedPattern], round_id: int, cipher
         build_submission(p, round_id, cipher, send_statement=statements) for p in chosen])
 
 
+def reslot(patterns: Iterable[PlannedPattern], codebook: Codebook) -> list[PlannedPattern]:
+    """The patterns slotted under ``codebook`` (a newly adopted version): each gets the versioned
+    id of its nearest slot; where two now share a slot the more confident keeps it, as in
+    :func:`plan_contribution`."""
+    pats = sorted(patterns, key=lambda p: -p.confidence)
+    if not pats:
+        return []
+    ids = codebook.slot_ids(np.asarray([p.embedding for p in pats], dtype=np.float32))
+    out: dict[int, PlannedPattern] = {}
+    for p, sid in zip(pats, ids):
+        out.setdefault(int(sid), p.model_copy(update={"slot": int(sid)}))
+    return list(out.values())
+
+
 def secagg_input(patterns: Iterable[PlannedPattern], slots: int, dim: int, clip_norm: float) -> np.ndarray:
-    """The slots*dim secagg input: each pattern's slot block holds its unit embedding (later
-    patterns win a slot); the whole vector is scaled to ``clip_norm`` (the centroid share of the
-    round's unit L2 contribution)."""
+    """The slots*dim secagg input: each pattern's slot block (by the slot id's index; the version
+    tag is the round's) holds its unit embedding (later patterns win a slot); the whole vector is
+    scaled to ``clip_norm`` (the centroid share of the round's unit L2 contribution)."""
     total, block = slot_vector_layout(slots, dim)
     vec = np.zeros(total, dtype=np.float64)
     for p in {p.slot: p for p in patterns}.values():
-        if not 0 <= p.slot < slots:
+        index = split_slot_id(p.slot)[1] if p.slot >= 0 else -1
+        if not 0 <= index < slots:
             raise InvalidInput(f"slot {p.slot} is outside the codebook's {slots} slots")
         e = np.asarray(p.embedding, dtype=np.float64)
         if e.shape != (block,):
             raise InvalidInput(f"pattern embedding has {e.size} dimensions, the federation uses {block}")
-        vec[p.slot * block:(p.slot + 1) * block] = e / max(np.linalg.norm(e), 1e-12)
+        vec[index * block:(index + 1) * block] = e / max(np.linalg.norm(e), 1e-12)
     norm = float(np.linalg.norm(vec))
     if norm > 0:
         vec *= clip_norm / norm
@@ -241,6 +256,7 @@ def secagg_input(patterns: Iterable[PlannedPattern], slots: int, dim: int, clip_
 
 __all__ = [
     "STATEMENT_MODES", "ContributionPlan", "OutgoingPattern", "PlannedPattern", "build_contribution",
-    "build_submission", "choose_for_round", "choose_phrases", "filter_domain", "pattern_text", "plan_contribution", "secagg_input",
+    "build_submission", "choose_for_round", "choose_phrases", "filter_domain", "pattern_text", "plan_contribution", "reslot",
+    "secagg_input",
     "sends_statements", "what_leaves",
 ]

@@ -9,6 +9,12 @@ is built reproducibly from the public corpus in ``data/codebook_v0_corpus.txt`` 
 Later versions are learned by the federation (codebook refinement, ``federation.learning``) and
 adopted by vote; a learned version is named by its content (:func:`codebook_version_id`), so two
 members holding the same vectors agree on its name and nobody can pass other vectors off under it.
+
+Slot ids carry the version (:func:`slot_id`): ``tag << SLOT_INDEX_BITS | index``, with ``v0``'s tag
+0 (so every v0 slot id is its index, as before) and a learned version's tag taken from its id.
+Submissions, releases and queries under two versions therefore never share a slot id and never
+mix; a client re-slots its patterns when the federation adopts a version
+(``federation.submission.reslot``). Ids stay below 2^32 (what the AEAD associated data binds).
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ import hashlib
 import io
 from importlib import resources
 
+from pathlib import Path
+
 import numpy as np
 
+from continuum_mcp._sqlite import atomic_write
 from continuum_mcp.errors import InvalidInput, StoreCorrupt
 
 #: version -> (file name in continuum_mcp/data, SHA-256 of the file, K, dim)
@@ -28,6 +37,10 @@ CODEBOOKS: dict[str, tuple[str, str, int, int]] = {
     "v0": ("codebook_v0.npy", "564b38a14ab8dfb36814880f635a8644adb2f3de1d7d5174363f2ef985a65d1b", 256, 384),
 }
 
+
+#: A slot id's low bits: the slot index (so K <= 4096); its high bits: the version tag.
+SLOT_INDEX_BITS = 12
+VERSION_TAG_BITS = 20
 
 #: Prefix of a learned version's id: ``c-`` + 24 hex digits of SHA-256 over shape and vectors.
 LEARNED_PREFIX = "c-"
@@ -47,6 +60,29 @@ def codebook_version_id(vectors: np.ndarray) -> str:
     return LEARNED_PREFIX + h.hexdigest()[:24]
 
 
+def version_tag(version: str) -> int:
+    """The slot-id tag of a codebook version: 0 for ``v0``, else 20 bits of SHA-256 of the id
+    (never 0). Governance refuses to adopt a version whose tag equals an adopted one's."""
+    if version == "v0":
+        return 0
+    tag = int.from_bytes(hashlib.sha256(f"continuum-slot-tag/{version}".encode()).digest()[:4], "big")
+    return (tag >> (32 - VERSION_TAG_BITS)) or 1
+
+
+def slot_id(version: str, index: int) -> int:
+    """The versioned id of slot ``index`` of codebook ``version``."""
+    if isinstance(index, bool) or not 0 <= int(index) < 1 << SLOT_INDEX_BITS:
+        raise InvalidInput(f"slot index must be in [0, {1 << SLOT_INDEX_BITS}), got {index}")
+    return version_tag(version) << SLOT_INDEX_BITS | int(index)
+
+
+def split_slot_id(sid: int) -> tuple[int, int]:
+    """(version tag, slot index) of a slot id."""
+    if isinstance(sid, bool) or not 0 <= int(sid) < 1 << (SLOT_INDEX_BITS + VERSION_TAG_BITS):
+        raise InvalidInput(f"slot id must be in [0, 2^{SLOT_INDEX_BITS + VERSION_TAG_BITS}), got {sid}")
+    return int(sid) >> SLOT_INDEX_BITS, int(sid) & ((1 << SLOT_INDEX_BITS) - 1)
+
+
 class Codebook:
     """K x dim float32 unit vectors; ``nearest`` maps embeddings to slot indices.
 
@@ -57,6 +93,8 @@ class Codebook:
         v = np.ascontiguousarray(vectors, dtype=np.float32)
         if v.ndim != 2 or v.shape[0] < 1:
             raise InvalidInput("a codebook is a non-empty 2-d array")
+        if v.shape[0] > 1 << SLOT_INDEX_BITS:
+            raise InvalidInput(f"a codebook has at most {1 << SLOT_INDEX_BITS} slots, got {v.shape[0]}")
         if not np.all(np.isfinite(v)):
             raise InvalidInput("codebook vectors must be finite")
         self.vectors = v
@@ -100,9 +138,44 @@ class Codebook:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    @property
+    def tag(self) -> int:
+        return version_tag(self.version)
+
+    def slot_ids(self, embeddings: np.ndarray) -> np.ndarray:
+        """The versioned slot id of the nearest slot of each embedding (int64, shape (n,))."""
+        return (self.tag << SLOT_INDEX_BITS) | self.nearest(embeddings)
+
+    def index_of(self, sid: int) -> int:
+        """The slot index of a slot id of THIS version; ``InvalidInput`` for another version's."""
+        tag, index = split_slot_id(sid)
+        if tag != self.tag or index >= self.slots:
+            raise InvalidInput(f"slot id {sid} is not a slot of codebook {self.version}")
+        return index
+
+    def save(self, directory: Path) -> Path:
+        """Keep a learned version in ``directory`` (``<version>.npy``, written atomically)."""
+        buf = io.BytesIO()
+        np.save(buf, _canonical(self.vectors), allow_pickle=False)
+        path = Path(directory) / f"{self.version}.npy"
+        atomic_write(path, buf.getvalue())
+        return path
+
     @classmethod
-    def load(cls, version: str = "v0") -> Codebook:
-        """Load a bundled codebook, verifying its SHA-256 and shape."""
+    def load(cls, version: str = "v0", directory: Path | None = None) -> Codebook:
+        """Load a bundled codebook (verifying its pinned SHA-256 and shape), or a learned version
+        kept in ``directory`` by :meth:`save` (verifying that its vectors hash to its name)."""
+        if version.startswith(LEARNED_PREFIX) and directory is not None:
+            path = Path(directory) / f"{version}.npy"
+            try:
+                arr = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+            except FileNotFoundError as exc:
+                raise InvalidInput(f"codebook {version} is not kept in {directory}") from exc
+            except ValueError as exc:
+                raise StoreCorrupt(f"codebook file {path} is unreadable ({exc})") from exc
+            if arr.ndim != 2 or codebook_version_id(arr) != version:
+                raise StoreCorrupt(f"codebook file {path} does not hold the vectors of {version}: modified or corrupted")
+            return cls(arr, version)
         if version not in CODEBOOKS:
             raise InvalidInput(f"unknown codebook version {version!r}; known: {sorted(CODEBOOKS)}")
         name, sha, k, dim = CODEBOOKS[version]

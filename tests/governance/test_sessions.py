@@ -41,8 +41,8 @@ def rounds_eps(n: int, params: SessionParams) -> float:
 
 
 #: twelve members cannot move a 384-dimensional codeword through noise multiplier 1.1 (the kind
-#: moves a codeword only when its noisy count promises a mean within cosine 0.9; that takes about
-#: a hundred participants, see docs/governance.md). This federation and its members accept a
+#: moves a codeword only when its noisy count promises a mean within cosine 0.9; see the Utility
+#: section of docs/governance.md). This federation and its members accept a
 #: far weaker guarantee so that twelve can: the mechanics are the same, only the noise is smaller.
 WEAK = {"max_session_epsilon": 1e4}
 

@@ -21,6 +21,7 @@ from continuum_mcp.federation.learning._params import (
     session_expectations, session_guarantee, session_round_params,
 )
 from continuum_mcp.federation.learning._registry import SESSION_KINDS, get_kind
+from continuum_mcp.federation.learning._table import guarantees_markdown
 from continuum_mcp.federation.learning.codebook_refinement import (
     CodebookInputs, CodebookRefinement, CodebookRefinementResult, pattern_embeddings,
 )
@@ -33,11 +34,11 @@ from continuum_mcp.federation.learning.usage_statistics import (
 
 __all__ = [
     "DEFAULT_ROUNDS", "DEFAULT_SESSION_DELTA", "MAX_DISCRETE_TAU", "MAX_SESSION_DELTA", "MAX_SESSION_ROUNDS",
-    "MIN_SESSION_PARTICIPANTS", "PARTICIPANT_SHARE", "SESSION_KINDS", "SIGNALS", "CodebookInputs",
+    "MIN_SESSION_PARTICIPANTS", "PARTICIPANT_SHARE", "SESSION_KINDS", "SIGNALS", "USAGE_DB", "CodebookInputs",
     "CodebookRefinement", "CodebookRefinementResult", "SessionContext", "SessionGuarantee", "SessionKind",
-    "SessionParams", "SessionResult", "UsageEvent", "UsageHistogram", "UsageInputs", "UsageStatistics",
-    "UsageStatisticsResult", "USAGE_DB", "UsageDeletion", "UsageRecord", "UsageRecorder", "VectorLayout", "check_session_round", "get_kind", "pattern_embeddings",
-    "session_discrete_tau", "session_expectations", "session_guarantee", "session_round_params",
-    "simulate_round_sum", "simulate_session", "usage_counts",
-    "usage_distributions",
+    "SessionParams", "SessionResult", "UsageDeletion", "UsageEvent", "UsageHistogram", "UsageInputs",
+    "UsageRecord", "UsageRecorder", "UsageStatistics", "UsageStatisticsResult", "VectorLayout",
+    "check_session_round", "get_kind", "guarantees_markdown", "pattern_embeddings", "session_discrete_tau",
+    "session_expectations", "session_guarantee", "session_round_params", "simulate_round_sum", "simulate_session",
+    "usage_counts", "usage_distributions",
 ]

@@ -157,3 +157,11 @@ def test_rosters_below_the_floor_are_refused_by_coordinator_and_client() -> None
     assert check_session_round(state, nine[0], "fed-x/s1", 64, loose).n == 9
     with pytest.raises(CryptoError, match="at least 10"):
         check_session_round(state, nine[0], "fed-x/s1", 64, p)
+
+
+def test_docs_show_the_computed_guarantee_table() -> None:
+    from pathlib import Path
+
+    from continuum_mcp.federation.learning import guarantees_markdown
+    page = (Path(__file__).resolve().parents[3] / "docs" / "governance.md").read_text(encoding="utf-8")
+    assert guarantees_markdown() in page

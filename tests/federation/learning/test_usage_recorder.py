@@ -49,6 +49,7 @@ def test_nothing_is_recorded_or_even_created_without_opt_in(app: Continuum, sett
     assert not path.exists()  # viewing does not create it either
 
 
+@pytest.mark.slow
 def test_opted_in_operations_are_recorded_with_only_the_safe_signals(app: Continuum, settings: Settings) -> None:
     opt = OptIn()
     app.set_usage_opt_in(opt)
@@ -77,6 +78,7 @@ def test_opted_in_operations_are_recorded_with_only_the_safe_signals(app: Contin
     assert np.linalg.norm(vec) <= p.clip + 1e-12
 
 
+@pytest.mark.slow
 def test_delete_empties_the_record_and_removes_the_file(app: Continuum, settings: Settings) -> None:
     app.set_usage_opt_in(lambda: True)
     _use(app)
