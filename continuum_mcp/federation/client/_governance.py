@@ -268,30 +268,29 @@ def _halt_round(report: SessionReport, t: Tally) -> int:
 
 
 
+#: which adopted codebook this member slots with (its vectors: ``Codebook.save`` under CODEBOOKS_DIR)
 ADOPTED_FILE = "codebook.json"
+CODEBOOKS_DIR = "codebooks"
 
 
 def save_adopted(federation_dir: Path, codebook: Any) -> None:
-    """Keep the adopted codebook beside the membership (its vectors, named by content)."""
+    """Keep the adopted codebook beside the membership and point at it."""
     from continuum_mcp._sqlite import atomic_write
 
-    atomic_write(Path(federation_dir) / ADOPTED_FILE, json.dumps(
-        {"version": codebook.version, "slots": codebook.slots, "dim": codebook.dim,
-         "vectors_b64": codebook.to_b64()}).encode("utf-8"))
+    codebook.save(Path(federation_dir) / CODEBOOKS_DIR)
+    atomic_write(Path(federation_dir) / ADOPTED_FILE, json.dumps({"version": codebook.version}).encode("utf-8"))
 
 
 def load_adopted(federation_dir: Path) -> Any:
-    """The adopted codebook kept by :func:`save_adopted` (its name checked against its bytes), or None."""
+    """The adopted codebook kept by :func:`save_adopted` (``Codebook.load`` checks that its vectors
+    hash to its name), or None."""
     from continuum_mcp.privacy.codebook import Codebook
 
     try:
-        data = json.loads((Path(federation_dir) / ADOPTED_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        version = json.loads((Path(federation_dir) / ADOPTED_FILE).read_text(encoding="utf-8"))["version"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    cb = Codebook.from_b64(data["vectors_b64"], data["slots"], data["dim"], parent=None)
-    if cb.version != data["version"]:
-        raise CryptoError(f"{ADOPTED_FILE} names codebook {data['version']} but its vectors are {cb.version}")
-    return cb
+    return Codebook.load(str(version), directory=Path(federation_dir) / CODEBOOKS_DIR)
 
 
 def follow_adopted(client: Any, current: Any, outbox: Any) -> Any:
@@ -330,4 +329,4 @@ def member_governance(client: Any) -> Governance:
     return Governance(lambda: client.api(m), client.identity, m.federation_id, lambda: client.ledger(m), inputs,
                       initial, poll_seconds=client._poll, consent_dir=client.dir,
                       rules=client.governance_rules or CLIENT_RULES)
-__all__ = ["ADOPTED_FILE", "CLIENT_RULES", "Governance", "follow_adopted", "load_adopted", "save_adopted", "SessionAPI", "SessionTurn", "VerifiedSession", "member_governance"]
+__all__ = ["ADOPTED_FILE", "CLIENT_RULES", "CODEBOOKS_DIR", "Governance", "follow_adopted", "load_adopted", "save_adopted", "SessionAPI", "SessionTurn", "VerifiedSession", "member_governance"]
