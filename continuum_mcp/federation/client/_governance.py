@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from continuum_mcp._governance_app import set_consent as _set_consent
 from continuum_mcp.crypto.identity import Identity
-from continuum_mcp.errors import ContinuumError, CryptoError, InvalidInput, WrongPhase
+from continuum_mcp.errors import CryptoError, InvalidInput, WrongPhase
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.client._rounds import LedgerCharge, run_round
 from continuum_mcp.federation.governance import (
@@ -329,4 +329,5 @@ def member_governance(client: Any) -> Governance:
     return Governance(lambda: client.api(m), client.identity, m.federation_id, lambda: client.ledger(m), inputs,
                       initial, poll_seconds=client._poll, consent_dir=client.dir,
                       rules=client.governance_rules or CLIENT_RULES)
-__all__ = ["ADOPTED_FILE", "CLIENT_RULES", "CODEBOOKS_DIR", "Governance", "follow_adopted", "load_adopted", "save_adopted", "SessionAPI", "SessionTurn", "VerifiedSession", "member_governance"]
+__all__ = ["ADOPTED_FILE", "CLIENT_RULES", "CODEBOOKS_DIR", "Governance", "SessionAPI", "SessionTurn", "VerifiedSession",
+           "follow_adopted", "load_adopted", "member_governance", "save_adopted"]

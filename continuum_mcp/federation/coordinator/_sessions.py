@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from continuum_mcp.crypto.identity import Verifier
-from continuum_mcp.errors import AggregationAborted, CryptoError, Forbidden, InvalidInput, NotFound, PrivacyBudgetExceeded, WrongPhase
+from continuum_mcp.errors import (
+    AggregationAborted, CryptoError, Forbidden, InvalidInput, NotFound, PrivacyBudgetExceeded, WrongPhase,
+)
 from continuum_mcp.federation.coordinator._attempt import Attempt
 from continuum_mcp.federation.coordinator.engine import masked_senders
 from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore
@@ -178,16 +180,18 @@ class SessionRounds:
             if run is not None and round_no in (None, run.attempt.round_id):
                 a = run.attempt
                 mine = caller in a.params.roster
+                pending = a.pending_for(caller)
                 return RoundState(round_id=a.round_id, attempt=0, phase=a.phase,  # type: ignore[arg-type]
                                   phase_deadline=datetime.fromtimestamp(a.deadline, tz=timezone.utc),
-                                  you_submitted=mine, you_in_roster=mine, you_pending=a.pending_for(caller),  # type: ignore[arg-type]
+                                  you_submitted=mine, you_in_roster=mine, you_pending=pending,  # type: ignore[arg-type]
                                   params=a.params.model_dump(mode="json") if mine else None)
         if round_no is None:
             return RoundState(round_id=max(finished, default=0) + 1, attempt=0, phase="collecting", phase_deadline=None,
                               you_submitted=False, you_in_roster=False, you_pending=None, params=None)
         if round_no not in finished:
             raise NotFound(f"session {proposal_id} has no finished round {round_no}")
-        return RoundState(round_id=round_no, attempt=0, phase=finished[round_no], phase_deadline=None,  # type: ignore[arg-type]
+        phase = finished[round_no]
+        return RoundState(round_id=round_no, attempt=0, phase=phase, phase_deadline=None,  # type: ignore[arg-type]
                           you_submitted=False, you_in_roster=False, you_pending=None, params=None)
 
     def key_roster(self, pid: str, r: int, caller: str) -> Any:

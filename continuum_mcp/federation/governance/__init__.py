@@ -39,7 +39,8 @@ from continuum_mcp.federation.governance._tally import (
 
 __all__ = [
     "FINAL_PHASES", "Adoption", "AdoptionStatement", "BallotStatement", "Choice", "ConsentStatement", "Decision",
-    "GovernanceRules", "HaltStatement", "InvalidStatement", "PROPOSAL_ID_PATTERN", "ProposalStatement", "SessionPhase", "SessionState",
+    "GovernanceRules", "HaltStatement", "InvalidStatement", "PROPOSAL_ID_PATTERN", "ProposalStatement", "SessionPhase",
+    "SessionState",
     "SignedStatement", "Statement", "StatementType", "Tally", "codebook_digest", "decide", "finish_round",
     "open_proposal", "open_statement", "proposal_id", "sign_statement", "start_round", "tally",
 ]
