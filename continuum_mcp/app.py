@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from continuum_mcp._governance_app import GovernanceMethods, consented_to_usage
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import ContinuumError, InvalidInput, NotJoined
 from continuum_mcp.memory.models import (
@@ -81,7 +82,7 @@ def resolve_models() -> None:
     FederatedQueryResult.model_rebuild(_types_namespace={"FederatedPattern": FederatedPattern})
 
 
-class Continuum:
+class Continuum(GovernanceMethods):
     """One user's memory and (optional) federation membership over ``settings.data_dir``."""
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None, *,
@@ -91,7 +92,7 @@ class Continuum:
         says whether the user is opted in to a running usage-statistics session (governance's
         answer); usage events are recorded only while it returns True."""
         self.settings = settings
-        self._usage_opt_in: Callable[[], bool] = usage_opt_in or (lambda: False)
+        self._usage_opt_in: Callable[[], bool] = usage_opt_in or (lambda: consented_to_usage(self.federation_dir))
         self._usage: UsageRecorder | None = None
         self._embedder, self._load_delay = embedder, load_delay
         self._store: MemoryStore | None = None

@@ -53,3 +53,11 @@ def test_docs_name_modules_that_exist() -> None:
     named = {m for text in (readme, architecture) for m in re.findall(r"`(continuum_mcp/[\w/]+\.py)`", text)}
     missing = sorted(m for m in named if not (PROJECT_ROOT / m).is_file())
     assert missing == [], f"docs name modules that do not exist: {missing}"
+
+
+def test_readme_governance_guarantees_are_the_accountant_s() -> None:
+    """README's session-kind table is the learning package's own (docs/governance.md's is checked
+    by the learning tests)."""
+    from continuum_mcp.federation.learning import guarantees_markdown
+
+    assert guarantees_markdown() in README, "README.md: regenerate with learning.guarantees_markdown()"

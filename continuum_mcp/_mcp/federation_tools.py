@@ -15,6 +15,7 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from continuum_mcp._mcp import args as a
+from continuum_mcp._mcp.governance_tool import register_governance_tool
 from continuum_mcp._mcp.memory_tools import LOCAL_READ, Run
 from continuum_mcp._mcp.surface import ContinuumServer, notify_tools_changed
 
@@ -26,7 +27,7 @@ FED_SETTING = ToolAnnotations(read_only_hint=False, destructive_hint=False, idem
 JOIN = "federation_join"
 MEMBER_TOOLS = ("federation_status", "federation_contribute", "federation_sync", "federation_query",
                 "federation_credits", "federation_verify", "federation_vote", "federation_leave",
-                "federation_auto_sync", "preview_patterns")
+                "federation_auto_sync", "preview_patterns", "federation_governance")
 Confidence = a.number(0.0, 1.0)
 PatternId = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -169,6 +170,8 @@ def _register_member_tools(mcp: ContinuumServer, run: Run) -> None:
         return await run(lambda app: app.set_auto_sync(enabled, interval_minutes=interval_minutes,
                                                        contribute_on_sync=contribute_on_sync,
                                                        query_on_sync=query_on_sync))
+
+    register_governance_tool(mcp, run, FED_WRITE)
 
     @mcp.tool(title="Preview shareable patterns", annotations=LOCAL_READ)
     async def preview_patterns(

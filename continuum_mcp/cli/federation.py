@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from continuum_mcp.app import Continuum
-from continuum_mcp.cli import founder
+from continuum_mcp.cli import founder, governance
 from continuum_mcp.cli._common import add_command, emit
 
 
@@ -169,6 +169,7 @@ def add_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
     s.add_argument("--no-contribute", action="store_true", help="do not contribute new patterns on each sync")
     s.add_argument("--no-query", action="store_true", help="do not fetch newly released patterns into the cache")
     s.set_defaults(func=cmd_auto_sync)
+    governance.add_parsers(fs, common)
 
     s = add_command(sub, "patterns", "show the patterns a contribution would share (local; nothing is sent)", common)
     s.add_argument("--preview", action="store_true", help="accepted for older scripts: a preview is all this "

@@ -51,6 +51,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from continuum_mcp.crypto.signing import HEADER_PROTOCOL, WIRE_PROTOCOL_VERSION
+from continuum_mcp.federation.governance._wire import (
+    GovernanceInfo,
+    ProposalList,
+    ProposalSummary,
+    SessionReport,
+    StatementPost,
+)
 
 # the secagg package knows nothing of HTTP: it sits below the wire contract, which carries its messages
 from continuum_mcp.secagg import PHASES, KeyRoster, Kind, ShareInbox, SurvivorList
@@ -405,12 +412,61 @@ def _routes() -> dict[str, RouteSpec]:
                   request=VoteRequest, response=ActionReceipt, summary="Vote a released pattern up or down."),
         RouteSpec(name="credits", method="GET", path="/v1/credits", auth="member", response=CreditBalance,
                   summary="The caller's credit balance."),
+        *_governance_routes(),
         RouteSpec(name="admin_invites", method="POST", path="/v1/admin/invites", auth="admin",
                   request=InviteRequest, response=InviteResponse, summary="Mint admission tokens (admin)."),
         RouteSpec(name="admin_close_round", method="POST", path="/v1/admin/rounds/close", auth="admin",
                   response=RoundState, summary="Close the collecting round now (admin)."),
     ]
     return {s.name: s for s in specs}
+
+
+#: governance statements: the route name -> the statement type its body must carry
+GOVERNANCE_STATEMENT_ROUTES: dict[str, str] = {"gov_ballot": "ballot", "gov_opt_in": "opt_in",
+                                               "gov_opt_out": "opt_out", "gov_halt": "halt", "gov_adopt": "adopt"}
+
+
+def _governance_routes() -> list[RouteSpec]:
+    """Proposals, signed statements, reports, and the secure aggregation of session rounds (the
+    same four secagg steps as release rounds, under ``/v1/governance/proposals/{proposal_id}``)."""
+    base = "/v1/governance/proposals"
+    one = base + "/{proposal_id}"
+    sround = one + "/rounds/{round_id:int}"
+    specs = [
+        RouteSpec(name="gov_info", method="GET", path="/v1/governance", auth="member", response=GovernanceInfo,
+                  summary="The federation's governance rules and session kinds."),
+        RouteSpec(name="gov_propose", method="POST", path=base, auth="member", request=StatementPost,
+                  response=ProposalSummary, summary="Publish a signed proposal of a learning session."),
+        RouteSpec(name="gov_proposals", method="GET", path=base, auth="member", response=ProposalList,
+                  summary="Every proposal with its phase (and the coordinator's informative tally)."),
+        RouteSpec(name="gov_report", method="GET", path=one, auth="member", response=SessionReport,
+                  summary="A session's report: every signed statement, rounds, privacy spent, results (free)."),
+    ]
+    specs += [RouteSpec(name=name, method="POST", path=f"{one}/{kind.replace('_', '-')}", auth="member",
+                        request=StatementPost, response=ActionReceipt,
+                        summary=f"Publish a signed {kind.replace('_', '-')} statement.")
+              for name, kind in GOVERNANCE_STATEMENT_ROUTES.items()]
+    specs += [
+        RouteSpec(name="session_round", method="GET", path=one + "/round", auth="member", response=RoundState,
+                  summary="The session's current round as the caller may see it."),
+        RouteSpec(name="session_round_of", method="GET", path=sround, auth="member", response=RoundState,
+                  summary="One round of the session."),
+        RouteSpec(name="session_secagg_roster", method="GET", path=sround + "/secagg/roster", auth="member",
+                  response=KeyRoster, summary="Advertised keys of the session round's roster."),
+        RouteSpec(name="session_secagg_inbox", method="GET", path=sround + "/secagg/inbox", auth="member",
+                  response=ShareInbox, summary="Encrypted shares addressed to the caller."),
+        RouteSpec(name="session_secagg_survivors", method="GET", path=sround + "/secagg/survivors", auth="member",
+                  response=SurvivorList, summary="Who sent a masked input."),
+        RouteSpec(name="session_secagg_post", method="POST", path=sround + "/secagg/{kind}", auth="member",
+                  request=SecAggPost, response=ActionReceipt, summary="One signed secagg message of a session round."),
+    ]
+    return specs
+
+
+#: a release round's route -> the same step of a session round (the participant speaks release names)
+SESSION_ROUTES: dict[str, str] = {"round_current": "session_round", "round": "session_round_of",
+                                  "secagg_roster": "session_secagg_roster", "secagg_inbox": "session_secagg_inbox",
+                                  "secagg_survivors": "session_secagg_survivors", "secagg_post": "session_secagg_post"}
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from embeddings import SentenceTransformerEmbedder
 MEMORY_TOOLS = {"remember", "recall", "forget", "update_memory", "list_memories", "memory_stats"}
 MEMBER_TOOLS = {"federation_status", "federation_contribute", "federation_sync", "federation_query",
                 "federation_credits", "federation_verify", "federation_vote", "federation_leave",
-                "federation_auto_sync", "preview_patterns"}
+                "federation_auto_sync", "preview_patterns", "federation_governance"}
 
 
 def listing(tools: list[Any]) -> list[dict[str, Any]]:

@@ -44,6 +44,8 @@ from continuum_mcp.federation.participant import RoundExpectations, RoundPartici
 from continuum_mcp.federation.protocol import ContributionReceipt, CreditBalance, DeletionReceipt, LevelName, ModeName
 from continuum_mcp.federation.submission import ContributionPlan, plan_contribution, secagg_input
 from continuum_mcp.memory.store import MemoryStore
+from continuum_mcp.federation.governance import GovernanceRules
+from continuum_mcp.federation.client._governance import follow_adopted, load_adopted
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.generalize import Generalizer
 from continuum_mcp.privacy.ledger import PrivacyLedger
@@ -64,7 +66,9 @@ def _utc_now() -> datetime:
 
 
 class FederationClient(AbstractContextManager["FederationClient"]):
-    """One instance's membership of one federation."""
+    """One instance's membership of one federation (``governance_rules``: None counts with the card's)."""
+
+    governance_rules: GovernanceRules | None = None
 
     def __init__(self, store: MemoryStore, settings: Settings, *, http: httpx.Client | None = None,
                  clock: Callable[[], datetime] = _utc_now, policy: PrivacyPolicy | None = None,
@@ -97,7 +101,7 @@ class FederationClient(AbstractContextManager["FederationClient"]):
     @property
     def codebook(self) -> Codebook:
         if self._codebook is None:
-            self._codebook = Codebook.load("v0")
+            self._codebook = load_adopted(self.dir) or Codebook.load("v0")
         return self._codebook
 
     @property
@@ -217,6 +221,8 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         charge = LedgerCharge(lambda: self.ledger(m), self._mode(m).round_spend(), m.federation_id)
 
         with self._sync_lock:
+            # a codebook adopted by vote (as this client counts) is followed before anything is sent
+            self._codebook = follow_adopted(self, self.codebook, self._outbox)
             try:
                 result.outbox_sent = r.accepted_patterns if (r := self._drain(m)) else 0
             finally:

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from continuum_mcp.errors import InvalidInput
+from continuum_mcp.federation.governance import GovernanceRules
 from continuum_mcp.federation.protocol import CreditRules, ModeName
 from continuum_mcp.secagg import SparseDesign
 
@@ -90,6 +91,9 @@ class CoordinatorConfig(BaseModel):
                                   "client (per-address rate limits then see the real client); unset: the TCP peer "
                                   "is the client and X-Forwarded-For is ignored")
     log_level: str = Field(default="INFO", description="logging level")
+    governance: GovernanceRules = Field(default_factory=GovernanceRules, json_schema_extra=_flags("--governance"),
+                                        description="learning-session governance rules as JSON, e.g. "
+                                                    '\'{"min_discussion_seconds": 86400}\' (GovernanceRules fields)')
     credit_rules: CreditRules = Field(default_factory=CreditRules, json_schema_extra={"cli": False},
                                       description="earning and spending of credits")
     secaggplus_min_roster: int = Field(
@@ -109,6 +113,11 @@ class CoordinatorConfig(BaseModel):
         for no gain; from about 200 on k stays near 76-82 while n grows, and at n = 500 SecAgg+ needs a
         quarter of Bonawitz's server CPU and bytes (docs/secagg.md, measured costs)."""
         return self.secaggplus_design.model_copy(update={"min_roster": self.secaggplus_min_roster})
+
+    @field_validator("governance", mode="before")
+    @classmethod
+    def _rules_from_json(cls, value: Any) -> Any:
+        return GovernanceRules.model_validate_json(value) if isinstance(value, str) else value
 
     @classmethod
     def build(cls, **options: Any) -> CoordinatorConfig:

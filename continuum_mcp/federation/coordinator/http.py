@@ -44,6 +44,7 @@ from continuum_mcp.errors import (
     Unauthenticated,
     UpgradeRequired,
 )
+from continuum_mcp.federation.coordinator._governance_http import GOVERNANCE_HANDLERS
 from continuum_mcp.federation.coordinator.openapi import openapi_document
 from continuum_mcp.federation.coordinator.ratelimit import TokenBucket
 from continuum_mcp.federation.coordinator.service import CoordinatorService
@@ -189,6 +190,7 @@ HANDLERS: dict[str, Handler] = {
     "credits": lambda s, c: s.credit_balance(c.caller),
     "admin_invites": lambda s, c: s.invites(c.body.count),
     "admin_close_round": lambda s, c: s.engine.close_round(),
+    **GOVERNANCE_HANDLERS,
 }
 
 

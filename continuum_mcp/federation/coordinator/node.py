@@ -31,6 +31,7 @@ from continuum_mcp.crypto.replay import REPLAY_SCHEMA, REPLAY_SCHEMA_VERSION
 from continuum_mcp.errors import InvalidInput
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.engine import Clock, RoundEngine
+from continuum_mcp.federation.coordinator.governance import governance_service
 from continuum_mcp.federation.coordinator.http import HttpAdapter
 from continuum_mcp.federation.coordinator.service import CoordinatorService
 from continuum_mcp.federation.coordinator.store import REPLAY_DB_NAME, CoordinatorStore
@@ -117,6 +118,7 @@ class FederationCoordinator:
         self.engine.recover()
         cb = None if codebook is None else np.asarray(codebook, dtype=np.float32)
         self.service = CoordinatorService(config, self.store, self.engine, self.policy, cb)
+        self.service.governance = governance_service(config, self.store, self.verifier, self.engine, cb, now)
         self.http = HttpAdapter(self.service, self.verifier, strangers, self.replay_guard,
                                 admin_token=config.admin_token, identity_rate=config.rate_limit_per_minute,
                                 address_rate=config.address_rate_limit_per_minute)
@@ -190,6 +192,10 @@ class FederationCoordinator:
                 self.engine.tick()
             except Exception:  # never let the scheduler die; the next tick retries
                 logger.exception("round tick failed")
+            try:
+                self.service.governance.tick()
+            except Exception:
+                logger.exception("governance tick failed")
 
 
 __all__ = ["FederationCoordinator", "timed_h11_protocol"]

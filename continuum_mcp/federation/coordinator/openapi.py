@@ -21,6 +21,7 @@ from continuum_mcp.crypto.identity import (
     HEADER_VERSION,
 )
 from continuum_mcp.errors import ERRORS_BY_CODE
+from continuum_mcp.federation.governance import PROPOSAL_ID_PATTERN
 from continuum_mcp.federation.protocol import ADMIN_TOKEN_HEADER, ERRORS, SECAGG_PHASES, ErrorBody, FederationInfo, routes
 
 AUTH_HEADERS = (HEADER_VERSION, HEADER_INSTANCE, HEADER_PUBLIC_KEY, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
@@ -29,6 +30,7 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
     "round_id": {"type": "integer", "minimum": 0},
     "kind": {"type": "string", "enum": list(SECAGG_PHASES)},
     "pattern_id": {"type": "string", "pattern": "^p-[0-9]+$"},
+    "proposal_id": {"type": "string", "pattern": PROPOSAL_ID_PATTERN},
 }
 
 

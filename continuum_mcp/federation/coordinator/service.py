@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,8 @@ class CoordinatorService:
         self.config, self.store, self.engine, self.policy = config, store, engine, policy
         self.codebook = codebook
         self.credits = engine.credits
+        #: proposals and learning sessions (set by the coordinator process; None: no governance routes)
+        self.governance: Any = None
 
     def _member_level(self, caller: str) -> str:
         member = self.store.get_member(caller)
@@ -67,12 +70,19 @@ class CoordinatorService:
     def health(self) -> wire.Health:
         return wire.Health(version=__version__, federation_id=self.config.federation_id)
 
+    def _codebook(self) -> tuple[str, np.ndarray | None]:
+        """The codebook in use: the one adopted by governance vote last, else the configured one."""
+        adopted = None if self.governance is None else self.governance.adopted_codebook()
+        if adopted is not None and adopted.vectors.shape == (self.config.slots, self.config.dim):
+            return adopted.version, adopted.vectors
+        return self.config.codebook_version, self.codebook
+
     def federation(self) -> wire.FederationInfo:
         c = self.config
         return wire.FederationInfo(
             federation_id=c.federation_id, private=c.private, privacy_mode=c.privacy_mode,
             min_contributors=c.min_contributors, require_contribution=c.require_contribution,
-            codebook_version=c.codebook_version, slots=c.slots, dim=c.dim,
+            codebook_version=self._codebook()[0], slots=c.slots, dim=c.dim,
             round_interval_seconds=int(c.round_interval_seconds),
             phase_timeout_seconds=max(1, int(c.phase_timeout_seconds)), credit_rules=c.credit_rules,
             sybil_fraction=c.sybil_fraction)
@@ -165,16 +175,17 @@ class CoordinatorService:
         """Released DP centroids; with a codebook, every slot (unreleased ones as codebook vectors)."""
         with self.store.reading() as conn:
             released = {v.slot: v for v in rsql.slot_vectors(conn)}
+        version, codebook = self._codebook()
         infos: list[wire.SlotInfo] = []
-        for s in range(self.config.slots) if self.codebook is not None else sorted(released):
+        for s in range(self.config.slots) if codebook is not None else sorted(released):
             v = released.get(s)
             if v is not None:
                 infos.append(wire.SlotInfo(slot=s, vector=v.vector, noisy_contributors=v.noisy_count,
                                       released_at_round=v.released_at_round))
-            elif self.codebook is not None:
-                infos.append(wire.SlotInfo(slot=s, vector=self.codebook[s].astype(float).tolist(),
+            elif codebook is not None:
+                infos.append(wire.SlotInfo(slot=s, vector=codebook[s].astype(float).tolist(),
                                       noisy_contributors=0.0, released_at_round=-1))
-        return wire.SlotsResponse(codebook_version=self.config.codebook_version, slots=infos)
+        return wire.SlotsResponse(codebook_version=version, slots=infos)
 
     def query(self, caller: str, request: wire.QueryRequest) -> wire.QueryResponse:
         level = self._member_level(caller)

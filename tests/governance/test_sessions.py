@@ -1,0 +1,236 @@
+"""Learning sessions end to end against a real coordinator on 127.0.0.1: proposals discussed,
+counted by every client, run as secure-aggregation rounds over the opted-in members, charged to
+every participant's ledger, halted by vote, and refused when the coordinator lies."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import numpy as np
+
+from continuum_mcp.config import Settings
+from continuum_mcp.crypto.cipher import FederationCipher, Invite, generate_federation_key
+from continuum_mcp.errors import CryptoError, Forbidden, InvalidInput, WrongPhase
+from continuum_mcp.federation.coordinator import _governance_sql as gsql
+from continuum_mcp.federation.governance import BallotStatement, GovernanceRules, SignedStatement, sign_statement, tally
+from continuum_mcp.federation.governance._wire import StatementPost
+from continuum_mcp.federation.learning import SessionParams, session_guarantee
+from continuum_mcp.privacy.accounting import compose_gdp, gdp_epsilon
+from continuum_mcp.federation.client import FederationClient
+from continuum_mcp.memory.store import MemoryStore
+from continuum_mcp.privacy.codebook import Codebook
+from fedkit import Member, pattern, run_full_round
+from govkit import DISCUSSION, FED, GovKit
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> Iterator[GovKit]:
+    k = GovKit(tmp_path)
+    yield k
+    k.close()
+
+
+def rounds_eps(n: int, params: SessionParams) -> float:
+    return gdp_epsilon(compose_gdp([params.mu_per_round] * n), params.delta) if n else 0.0
+
+
+#: twelve members cannot move a 384-dimensional codeword through noise multiplier 1.1 (the kind
+#: moves a codeword only when its noisy count promises a mean within cosine 0.9; see the Utility
+#: section of docs/governance.md). This federation and its members accept a
+#: far weaker guarantee so that twelve can: the mechanics are the same, only the noise is smaller.
+WEAK = {"max_session_epsilon": 1e4}
+
+
+@pytest.mark.slow
+def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vote(tmp_path: Path, embedder) -> None:
+    kit = GovKit(tmp_path, client_rules=GovernanceRules(min_discussion_seconds=0, **WEAK), centres=2,
+                 budget_epsilon=1e4, **WEAK)
+    try:
+        members = kit.admit(12)
+        # shared facts released under codebook v0 by three other members (a release spends its
+        # contributors' whole window budget, so they could not afford a session in this window),
+        # and an instance that will query them
+        key = generate_federation_key()
+        fact = kit.codebook.vectors[2].astype(np.float64)
+        sharers = [Member(api=m.api, patterns=[pattern(2, ["friday deploys"], fact)], policy=kit.coord.policy)
+                   for m in kit.admit(3)]
+        for m in sharers:
+            m.contribute(0, FederationCipher(key, FED), mode="open")
+        kit.coord.close_round()
+        assert run_full_round(sharers).phase == "released"
+        settings = Settings(data_dir=tmp_path / "reader")
+        with MemoryStore(settings, embedder) as store, FederationClient(
+                store, settings, codebook=kit.codebook, policy=kit.coord.policy) as reader:
+            reader.governance_rules = kit.client_rules
+            token = kit.coord.create_admission_tokens(1)[0]
+            reader.join(Invite.build(kit.coord.url, FED, token, key).format(), privacy_mode="open")
+            assert any("friday deploys" in p.phrases for p in reader.query("when do we deploy on friday",
+                                                                             min_confidence=0.0))
+            version = _codebook_session(kit, members)
+            assert kit.coord.info().codebook_version == version  # the coordinator follows the vote ...
+            reader.sync(timeout_seconds=2)  # ... and so does the client, after counting the votes itself
+            assert reader.codebook.version == version
+            hits = reader.query("when do we deploy on friday", min_confidence=0.0)
+            assert any("friday deploys" in p.phrases for p in hits)  # the shared facts are still found
+    finally:
+        kit.close()
+
+
+def _codebook_session(kit: GovKit, members: list) -> str:
+    pid = kit.propose(members[0], rounds=3, noise_multiplier=0.1)
+    params = SessionParams.build(kind="codebook_refinement", rounds=3, noise_multiplier=0.1)
+    kit.vote_and_consent(pid, approve=members[:10], reject=members[10:], opt_in=members)
+    assert kit.wait_phase(pid, {"running", "approved"}, timeout=DISCUSSION + 10) in ("running", "approved")
+    quitters, dropout = members[1:3], members[3]
+
+    def after_round_one() -> None:
+        kit.wait_phase(pid, {"running"})
+        deadline = time.monotonic() + 60
+        while not members[0].api.call("gov_report", proposal_id=pid).rounds:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for q in quitters:
+            assert "next round" in q.gov.opt_out(pid).detail
+        dropout.api.close()  # the instance goes away: its next request fails, it is dropped
+
+    side = threading.Thread(target=after_round_one)
+    side.start()
+    turns = kit.take_part(members, pid, timeout=150)
+    side.join()
+    report = members[0].gov.verified(pid)
+    with kit.coord.store.reading() as conn:
+        reason = gsql.proposals(conn, pid)[0].reason
+    assert report.report.summary.phase == "completed", (reason, report.report.rounds, turns)
+    rounds = report.report.rounds
+    assert [r.outcome for r in rounds] == ["released"] * 3
+    assert all(r.noisy_participants is not None for r in rounds)
+    assert abs(rounds[0].noisy_participants - 12) < 3  # participants coordinate: std ~0.5 at multiplier 0.1
+    # the opt-outs took part in round 1 only; the dropout not in round 3; everyone else in all three
+    with kit.coord.store.reading() as conn:
+        charged = {r.round: set(r.participants) for r in gsql.rounds(conn, pid)}
+    assert {q.id for q in quitters} <= charged[1] and not {q.id for q in quitters} & charged[3]
+    assert dropout.id not in charged[3] and dropout.id in charged[1]
+    stayers = [m for m in members if m not in (*quitters, dropout)]
+    assert all(m.id in charged[r] for m in stayers for r in (1, 2, 3))
+    for m in stayers:  # each client's own ledger agrees with the coordinator's per-round charge
+        assert turns[m.id].rounds_taken == [1, 2, 3]
+        assert m.spent() == pytest.approx(rounds_eps(3, params), rel=1e-6)
+        assert kit.coord.engine.ledger_spent(m.id) == pytest.approx(m.spent(), rel=1e-6)
+    for q in quitters:
+        assert q.spent() == pytest.approx(rounds_eps(len([r for r in (1, 2, 3) if q.id in charged[r]]), params))
+    assert report.report.epsilon_spent_per_participant == pytest.approx(rounds_eps(3, params), rel=1e-6)
+    # the result: a new codebook version every member can download and check, adopted by vote
+    result = report.report.result
+    assert result is not None and result["version"] != "v0"
+    new = Codebook.from_b64(result["vectors_b64"], result["slots"], result["dim"], parent="v0")
+    assert new.version == result["version"]
+    live = [m for m in members if m is not dropout]
+    for m in live[:10]:
+        m.gov.adopt(pid)
+    final = live[0].gov.verified(pid).tally
+    assert final.adopted(result["version"], result["digest"])
+    return str(result["version"])
+
+
+def test_nine_opt_ins_never_run(kit: GovKit) -> None:
+    members = kit.admit(12)
+    pid = kit.propose(members[0], kind="usage_statistics")
+    kit.vote_and_consent(pid, approve=members, opt_in=members[:9])
+    assert kit.wait_phase(pid, {"rejected", "approved", "running"}, timeout=DISCUSSION + 10) == "rejected"
+    v = members[0].gov.verified(pid)
+    assert v.tally.decision == "rejected" and "9 opt-ins" in v.tally.reasons[0] and v.agrees
+    turn = members[0].gov.participate(pid, timeout_seconds=2)
+    assert turn.rounds_taken == [] and members[0].spent() == 0.0
+    with pytest.raises(WrongPhase):
+        members[1].gov.opt_in(pid)  # too late: the discussion is over
+
+
+def test_seventy_percent_approval_never_runs(kit: GovKit) -> None:
+    members = kit.admit(12)
+    pid = kit.propose(members[0], kind="usage_statistics")
+    kit.vote_and_consent(pid, approve=members[:7], reject=members[7:10], opt_in=members)
+    members[10].gov.vote(pid, "abstain")
+    assert kit.wait_phase(pid, {"rejected", "approved", "running"}, timeout=DISCUSSION + 10) == "rejected"
+    t = members[5].gov.verified(pid).tally
+    assert (t.approve, t.reject, t.abstain) == (7, 3, 1) and "70% approval" in t.reasons[0]
+    assert t.concerns == ["not needed"] * 3
+
+
+@pytest.mark.slow
+def test_a_halt_vote_stops_the_session_at_the_next_round(kit: GovKit) -> None:
+    members = kit.admit(12)
+    pid = kit.propose(members[0], rounds=3)
+    kit.vote_and_consent(pid, approve=members, opt_in=members)
+    kit.wait_phase(pid, {"running"}, timeout=DISCUSSION + 10)
+
+    def halt_after_round_one() -> None:
+        while not members[0].api.call("gov_report", proposal_id=pid).rounds:
+            time.sleep(0.05)
+        for m in members[:7]:
+            m.gov.halt(pid)
+
+    side = threading.Thread(target=halt_after_round_one)
+    side.start()
+    kit.take_part(members, pid, timeout=90)
+    side.join()
+    v = members[0].gov.verified(pid)
+    assert v.tally.halted and v.report.summary.phase == "halted"
+    assert 1 <= len(v.report.rounds) <= 2  # the round running when the halt passed may finish; no later one
+
+
+def test_forged_ballot_and_miscount_are_caught_by_every_client(kit: GovKit) -> None:
+    members = kit.admit(12)
+    pid = kit.propose(members[0], kind="usage_statistics")
+    kit.vote_and_consent(pid, approve=members[:7], reject=members[7:], opt_in=members)  # 58 %: rejected
+    kit.wait_phase(pid, {"rejected"}, timeout=DISCUSSION + 10)
+    with kit.coord.store.transaction() as conn:  # the coordinator turns two rejects into approvals ...
+        rows = conn.execute("SELECT seq, signed_json FROM gov_statements WHERE type = 'ballot'").fetchall()
+        flipped = 0
+        for seq, raw in rows:
+            s = SignedStatement.model_validate_json(raw)
+            if s.payload["choice"] == "reject" and flipped < 2:
+                forged = s.model_copy(update={"payload": {**s.payload, "choice": "approve"}})
+                conn.execute("UPDATE gov_statements SET signed_json = ? WHERE seq = ?", (forged.model_dump_json(), seq))
+                flipped += 1
+        gsql.set_proposal(conn, pid, phase="running")  # ... and says the session runs
+    for m in members:
+        with pytest.raises(CryptoError, match="own tally"):
+            m.gov.verified(pid)
+        turn = m.gov.participate(pid, timeout_seconds=2)
+        assert "own tally" in turn.refused and turn.rounds_taken == [] and m.spent() == 0.0
+    report = members[0].api.call("gov_report", proposal_id=pid)  # the client's count lists what it dropped
+    own = tally(report.proposal, report.statements, report.members, federation_id=FED,
+                rules=members[0].gov.rules(), now=time.time(), epsilon=1.0)
+    assert len([i for i in own.invalid if i.type == "ballot"]) == 2 and (own.approve, own.reject) == (7, 3)
+
+
+def test_coordinator_refuses_what_it_must_not_publish(kit: GovKit) -> None:
+    a, b, *_ = kit.admit(3)
+    over = SessionParams.build(kind="codebook_refinement", rounds=100, noise_multiplier=0.5)
+    with pytest.raises(InvalidInput, match=f"epsilon {session_guarantee(over).epsilon:.3f}"):
+        kit.propose(a, rounds=100, noise_multiplier=0.5)
+    pid = kit.propose(a, kind="usage_statistics")
+    ballot = sign_statement(b.identity, BallotStatement(federation_id=FED, proposal_id=pid, choice="approve"))
+    with pytest.raises(Forbidden):  # a's request carrying b's ballot
+        a.api.call("gov_ballot", StatementPost(statement=ballot), proposal_id=pid)
+    with pytest.raises(InvalidInput):  # a ballot on the opt-in route
+        b.api.call("gov_opt_in", StatementPost(statement=ballot), proposal_id=pid)
+    with pytest.raises(WrongPhase):  # no halt vote during the discussion
+        b.gov.halt(pid)
+    info = json.loads(kit.coord.service.governance.report(pid).model_dump_json())
+    assert info["guarantee"]["epsilon"] == pytest.approx(session_guarantee(
+        SessionParams.build(kind="usage_statistics")).epsilon)
+
+
+def test_openapi_lists_the_governance_routes(kit: GovKit) -> None:
+    import httpx
+
+    doc = httpx.get(kit.coord.url + "/openapi.json").json()
+    assert {"/v1/governance/proposals", "/v1/governance/proposals/{proposal_id}/ballot",
+            "/v1/governance/proposals/{proposal_id}/halt"} <= set(doc["paths"])
