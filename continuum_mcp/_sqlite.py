@@ -65,6 +65,24 @@ def split_sql(script: str) -> list[str]:
     return out
 
 
+class Rows:
+    """A finished statement's rows and row count (the lock or connection was released)."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.fetchall())
+
+
 class Database:
     """One SQLite file: a shared connection, a lock for threads, schema applied under a version.
 
@@ -109,18 +127,43 @@ class Database:
     def conn(self) -> sqlite3.Connection:
         return self._conn
 
-    def tx(self) -> Any:
-        """``with db.tx() as conn:`` one IMMEDIATE write transaction, serialised across threads."""
+    dialect = "sqlite"
+
+    def tx(self, key: str = "") -> Any:
+        """``with db.tx() as conn:`` one IMMEDIATE write transaction, serialised across threads and
+        processes (``key`` narrows the lock on PostgreSQL; SQLite has one write lock per file)."""
         return immediate(self._conn, self._lock)
 
-    def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read (one deferred transaction) that does not take the write lock."""
         with self._lock:
-            return list(self._conn.execute(sql, args).fetchall())
+            if self._conn.in_transaction:  # inside this thread's own transaction: read it
+                yield self._conn
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows:
+        """One statement on its own (autocommit, or inside the open transaction), rows fetched."""
+        with self._lock:
+            cur = self._conn.execute(sql, args)
+            return Rows(list(cur.fetchall()) if cur.description is not None else [], cur.rowcount)
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.execute(sql, args).fetchall()
 
     def read_one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        with self._lock:
-            row = self._conn.execute(sql, args).fetchone()
-            return tuple(row) if row is not None else None
+        row = self.execute(sql, args).fetchone()
+        return tuple(row) if row is not None else None
+
+    def tables(self) -> list[str]:
+        """The file's tables, sorted."""
+        return [str(r[0]) for r in self.read("SELECT name FROM sqlite_master WHERE type='table' "
+                                             "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
 
     def close(self) -> None:
         with self._lock:
@@ -150,4 +193,4 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
         os.close(dir_fd)
 
 
-__all__ = ["Database", "atomic_write", "connect", "immediate", "split_sql"]
+__all__ = ["Database", "Rows", "atomic_write", "connect", "immediate", "split_sql"]

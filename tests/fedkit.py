@@ -24,7 +24,7 @@ from continuum_mcp.crypto.cipher import FederationCipher
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.client import step
-from continuum_mcp.federation.coordinator import FederationCoordinator
+from continuum_mcp.federation.coordinator import CoordinatorStore, FederationCoordinator
 from continuum_mcp.federation.participant import RoundExpectations, RoundParticipant, Wait
 from continuum_mcp.federation.protocol import (
     SECAGG_PHASES,
@@ -168,6 +168,23 @@ def refused(r: httpx.Response, status: int, code: str) -> ErrorBody:
     body = ErrorBody.model_validate(r.json())
     assert body.code == code, body
     return body
+
+
+def table_rows(store: CoordinatorStore, skip: Sequence[str] = ()) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the store's database (SQLite: coordinator.db; PostgreSQL: the
+    whole database, ledger and replay guard included), in one snapshot, sorted."""
+    with store.reading() as conn:
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+                for t in store.db.tables() if t not in skip}
+
+
+def stored_bytes(store: CoordinatorStore) -> list[bytes]:
+    """Everything the coordinator stored, as bytes: its files, and on PostgreSQL every row."""
+    blobs = [p.read_bytes() for p in store.storage_files()]
+    if store.dialect != "sqlite":
+        for rows in table_rows(store).values():
+            blobs += [b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in row) for row in rows]
+    return blobs
 
 
 def unit(v: np.ndarray) -> np.ndarray:

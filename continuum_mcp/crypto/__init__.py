@@ -3,7 +3,7 @@ how federation content is encrypted, and how secrets are shared.
 
 - :mod:`.identity`: the Ed25519 key pair of an instance and its key file.
 - :mod:`.signing`: canonical JSON, the signed :class:`Envelope`, the :class:`Verifier`.
-- :mod:`.replay`: in-memory and durable (SQLite) replay guards.
+- :mod:`.replay`: in-memory and durable (SQLite file, or any database of `_db`) replay guards.
 - :mod:`.cipher`: the federation key, invites and the AEAD helpers.
 - :mod:`.shamir`: Shamir secret sharing over GF(2^31 - 1).
 
@@ -20,7 +20,7 @@ _HOME: dict[str, str] = {
     **dict.fromkeys(("FederationCipher", "Invite", "InvitePublic", "aead_decrypt", "aead_encrypt", "derive_key",
                      "encode_context", "generate_federation_key"), "cipher"),
     "Identity": "identity",
-    **dict.fromkeys(("MemoryReplayGuard", "ReplayGuard", "SQLiteReplayGuard"), "replay"),
+    **dict.fromkeys(("DatabaseReplayGuard", "MemoryReplayGuard", "ReplayGuard", "SQLiteReplayGuard"), "replay"),
     **dict.fromkeys(("Reconstructor", "ShamirDealer", "Share", "reconstruct_secret", "split_secret"), "shamir"),
     **dict.fromkeys(("Envelope", "Verifier", "b64decode", "b64encode", "canonical_json", "derive_instance_id",
                      "verify_signature_only"), "signing"),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nacl.signing
 
-from continuum_mcp.crypto.replay import MemoryReplayGuard, ReplayGuard, SQLiteReplayGuard
+from continuum_mcp.crypto.replay import DatabaseReplayGuard, MemoryReplayGuard, ReplayGuard, SQLiteReplayGuard
 from continuum_mcp.crypto.signing import (
     DEFAULT_WINDOW_SECONDS, ENVELOPE_VERSION, HEADER_INSTANCE, HEADER_NONCE, HEADER_PUBLIC_KEY,
     HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_VERSION, NONCE_BYTES, Envelope, Verifier,
@@ -131,7 +131,7 @@ class Identity:
 __all__ = [
     "DEFAULT_WINDOW_SECONDS", "ENVELOPE_VERSION", "HEADER_INSTANCE", "HEADER_NONCE",
     "HEADER_PUBLIC_KEY", "HEADER_SIGNATURE", "HEADER_TIMESTAMP", "HEADER_VERSION", "NONCE_BYTES",
-    "Envelope", "Identity", "MemoryReplayGuard", "ReplayGuard", "SQLiteReplayGuard", "Verifier",
+    "DatabaseReplayGuard", "Envelope", "Identity", "MemoryReplayGuard", "ReplayGuard", "SQLiteReplayGuard", "Verifier",
     "b64decode", "b64encode", "body_sha256", "canonical_json", "derive_instance_id",
     "verify_signature_only",
 ]

@@ -2,7 +2,9 @@
 
 The durable guard is a file of the project's one SQLite helper (:class:`continuum_mcp._sqlite.Database`:
 WAL, ``synchronous=FULL``, IMMEDIATE transactions, schema version), so a restart does not reopen the
-replay window and a crash cannot lose a recorded nonce.
+replay window and a crash cannot lose a recorded nonce. The same guard runs on any database of the
+interface (:class:`DatabaseReplayGuard`), e.g. the coordinator's PostgreSQL, where every coordinator
+process shares one table: the primary key decides, so one nonce is accepted once across them all.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from continuum_mcp._db import SqlDatabase
+
 from continuum_mcp._sqlite import Database
 from continuum_mcp.errors import ReplayError
 
 _REPLAYED = "this message was already received (replayed nonce)"
 
-_SCHEMA = """
+REPLAY_SCHEMA_VERSION = 1
+REPLAY_SCHEMA = _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_nonces (
     instance_id TEXT NOT NULL,
     nonce TEXT NOT NULL,
@@ -72,16 +77,22 @@ class MemoryReplayGuard:
             heapq.heappush(self._expiry, (expires_at, instance_id, nonce))
 
 
-class SQLiteReplayGuard:
-    """Replay guard persisted in SQLite so that a restart does not reopen the replay window."""
+class DatabaseReplayGuard:
+    """Replay guard persisted in a database (schema :data:`REPLAY_SCHEMA`), so that a restart does not
+    reopen the replay window and several processes on one database share it.
 
-    def __init__(self, path: str | os.PathLike[str], purge_every: int = 256) -> None:
-        self._db = Database(Path(path), _SCHEMA, version=1, what="replay guard")
+    Uniqueness is the database's: one statement inserts the pair, or takes over an expired row of
+    it, and a row count of 0 means a live row exists (a replay). No read-then-write, no lock."""
+
+    def __init__(self, db: SqlDatabase, purge_every: int = 256, *, owned: bool = False) -> None:
+        self._db = db
+        self._owned = owned
         self._purge_every = purge_every
         self._calls = 0
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._db.close()
 
     def __len__(self) -> int:
         row = self._db.read_one("SELECT COUNT(*) FROM seen_nonces")
@@ -89,21 +100,25 @@ class SQLiteReplayGuard:
 
     def purge(self, now: int) -> None:
         """Drop nonces whose messages can no longer be accepted (bounds the table's size)."""
-        with self._db.tx() as conn:
-            conn.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (now,))
+        self._db.execute("DELETE FROM seen_nonces WHERE expires_at < ?", (now,))
 
     def check_and_record(self, instance_id: str, nonce: str, expires_at: int, now: int) -> None:
         self._calls += 1
         if self._calls % self._purge_every == 0:
             self.purge(now)
-        with self._db.tx() as conn:
-            row = conn.execute(
-                "SELECT expires_at FROM seen_nonces WHERE instance_id = ? AND nonce = ?",
-                (instance_id, nonce),
-            ).fetchone()
-            if row is not None and int(row[0]) >= now:
-                raise ReplayError(_REPLAYED)
-            conn.execute(
-                "INSERT OR REPLACE INTO seen_nonces(instance_id, nonce, expires_at) VALUES (?, ?, ?)",
-                (instance_id, nonce, expires_at),
-            )
+        taken = self._db.execute(
+            "INSERT INTO seen_nonces (instance_id, nonce, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (instance_id, nonce) DO UPDATE SET expires_at = excluded.expires_at "
+            "WHERE seen_nonces.expires_at < ?",
+            (instance_id, nonce, expires_at, now),
+        ).rowcount
+        if taken != 1:
+            raise ReplayError(_REPLAYED)
+
+
+class SQLiteReplayGuard(DatabaseReplayGuard):
+    """The replay guard on its own SQLite file (``path``)."""
+
+    def __init__(self, path: str | os.PathLike[str], purge_every: int = 256) -> None:
+        super().__init__(Database(Path(path), REPLAY_SCHEMA, version=REPLAY_SCHEMA_VERSION, what="replay guard"),
+                         purge_every, owned=True)

@@ -3,7 +3,8 @@
 Why a ledger: every contribution round releases something about the user, and DP guarantees only
 hold for the *composition* of everything released. The ledger records each round's spend in
 SQLite (WAL, one transaction per spend, ``BEGIN IMMEDIATE`` so that two processes cannot both read
-"enough budget left" and both spend), composes the spends of the last ``window`` exactly, warns at
+"enough budget left" and both spend), or, for a coordinator on PostgreSQL, in its database (the same
+SQL; each spend under an advisory lock of its identity), composes the spends of the last ``window`` exactly, warns at
 ``warn_fraction`` of the budget and refuses past it, saying when budget returns. A second,
 longer horizon (``lifetime``, e.g. 365 days at its own epsilon and delta) bounds what repeated
 windows add up to; a spend must fit both.
@@ -20,7 +21,6 @@ Composition:
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
@@ -28,11 +28,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from continuum_mcp._db import Connection, SqlDatabase
 from continuum_mcp._sqlite import Database
 from continuum_mcp.privacy.dp import compose_gdp, gdp_epsilon
 from continuum_mcp.errors import InvalidInput, PrivacyBudgetExceeded
 
-_SCHEMA = """
+#: the ledger's schema (SQLite dialect; translated for PostgreSQL) and its version
+LEDGER_SCHEMA_VERSION = 1
+LEDGER_SCHEMA = _SCHEMA = """
 CREATE TABLE IF NOT EXISTS privacy_spends (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     identity TEXT NOT NULL,
@@ -170,17 +173,20 @@ def compose_epsilon(spends: list[PrivacySpend], delta: float) -> float:
 
 
 class PrivacyLedger:
-    """Per-identity privacy budget over a rolling window, persistent in SQLite.
+    """Per-identity privacy budget over a rolling window, persistent in SQLite at ``path`` or in
+    an already opened ledger database ``db`` (e.g. the coordinator's PostgreSQL; not closed here).
 
-    Several processes may open the same file; each spend is one ``BEGIN IMMEDIATE`` transaction,
-    so check-and-record is atomic and the budget is never exceeded. A spend is idempotent per
-    ``round_id``: a retried round is recorded once.
+    Several processes may open the same file; each spend is one write transaction (``BEGIN
+    IMMEDIATE``; on PostgreSQL an advisory lock of the identity), so check-and-record is atomic and
+    the budget is never exceeded. A spend is idempotent per ``round_id``: a retried round is
+    recorded once.
     """
 
     def __init__(
         self,
-        path: Path,
+        path: Path | None = None,
         *,
+        db: SqlDatabase | None = None,
         identity: str = "local",
         budget_epsilon: float = 10.0,
         delta: float = 1e-6,
@@ -200,7 +206,9 @@ class PrivacyLedger:
             raise InvalidInput(f"warn_fraction must be in (0, 1], got {warn_fraction}")
         if not identity:
             raise InvalidInput("identity must not be empty")
-        self.path = Path(path)
+        if (path is None) == (db is None):
+            raise InvalidInput("give the ledger a path or an opened database, not both or neither")
+        self.path = None if path is None else Path(path)
         self.identity = identity
         self.budget_epsilon = float(budget_epsilon)
         self.delta = float(delta)
@@ -210,16 +218,21 @@ class PrivacyLedger:
             raise InvalidInput("the lifetime horizon must be at least as long as the window")
         self.lifetime = lifetime
         self._clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The project's one SQLite helper: synchronous=FULL (a recorded spend survives a power cut,
-        # or the budget would be under-counted), IMMEDIATE transactions, a schema version.
-        self._db = Database(self.path, _SCHEMA, version=1, timeout=busy_timeout_s, what="privacy ledger")
-        self._conn = self._db.conn
+        self._owned = db is None
+        if db is None:
+            assert self.path is not None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The project's one SQLite helper: synchronous=FULL (a recorded spend survives a power cut,
+            # or the budget would be under-counted), IMMEDIATE transactions, a schema version.
+            db = Database(self.path, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION, timeout=busy_timeout_s,
+                          what="privacy ledger")
+        self._db: SqlDatabase = db
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._db.close()
 
     def __enter__(self) -> PrivacyLedger:
         return self
@@ -227,9 +240,9 @@ class PrivacyLedger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        """An IMMEDIATE transaction: takes the write lock before reading, so check+spend is atomic."""
-        return self._db.tx()
+    def _transaction(self) -> AbstractContextManager[Connection]:
+        """A write transaction: takes the (identity's) write lock before reading, so check+spend is atomic."""
+        return self._db.tx(self.identity)
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -244,7 +257,7 @@ class PrivacyLedger:
             return PrivacySpend(noise_multiplier=float(nm), extra_delta=float(extra))  # type: ignore[arg-type]
         return PrivacySpend(epsilon=float(eps), delta=float(dl))  # type: ignore[arg-type]
 
-    def _window_rows(self, conn: sqlite3.Connection, now: datetime, window: timedelta | None = None
+    def _window_rows(self, conn: Connection, now: datetime, window: timedelta | None = None
                      ) -> list[tuple[float, PrivacySpend]]:
         start = (now - (window or self.window)).timestamp()
         rows = conn.execute(
@@ -254,7 +267,7 @@ class PrivacyLedger:
         ).fetchall()
         return [(float(r[0]), self._row_spend(r[1:])) for r in rows]
 
-    def _find_round(self, conn: sqlite3.Connection, round_id: str) -> PrivacySpend | None:
+    def _find_round(self, conn: Connection, round_id: str) -> PrivacySpend | None:
         row = conn.execute(
             "SELECT noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
             "WHERE identity = ? AND round_id = ?",
@@ -349,23 +362,23 @@ class PrivacyLedger:
         """Budget epsilon minus what the window has spent (never negative)."""
         return self.status().remaining_epsilon
 
-    def _lifetime_rows(self, conn: sqlite3.Connection, now: datetime) -> list[tuple[float, PrivacySpend]] | None:
+    def _lifetime_rows(self, conn: Connection, now: datetime) -> list[tuple[float, PrivacySpend]] | None:
         return None if self.lifetime is None else self._window_rows(conn, now, self.lifetime.window)
 
     def status(self) -> LedgerStatus:
         """The budget as it stands now."""
         now = self._now()
-        return self._status(self._window_rows(self._conn, now), None, lifetime_rows=self._lifetime_rows(self._conn, now))
+        return self._status(self._window_rows(self._db, now), None, lifetime_rows=self._lifetime_rows(self._db, now))
 
     def check(self, proposed: PrivacySpend) -> LedgerStatus:
         """What the budget would be after ``proposed``, without recording anything."""
         now = self._now()
-        return self._status(self._window_rows(self._conn, now), proposed,
-                            lifetime_rows=self._lifetime_rows(self._conn, now))
+        return self._status(self._window_rows(self._db, now), proposed,
+                            lifetime_rows=self._lifetime_rows(self._db, now))
 
     def spent_over(self, period: timedelta, delta: float | None = None) -> float:
         """Epsilon (at ``delta``, default the ledger's) that the spends of the last ``period`` compose to."""
-        rows = self._window_rows(self._conn, self._now(), period)
+        rows = self._window_rows(self._db, self._now(), period)
         return compose_epsilon([s for _, s in rows], self.delta if delta is None else delta)
 
     def spend(self, proposed: PrivacySpend, *, round_id: str) -> LedgerStatus:
@@ -406,7 +419,7 @@ class PrivacyLedger:
     def history(self) -> list[LedgerEntry]:
         """Every recorded spend of this identity, oldest first, with whether it still counts."""
         now = self._now()
-        rows = self._conn.execute(
+        rows = self._db.execute(
             "SELECT round_id, spent_at, noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
             "WHERE identity = ? ORDER BY spent_at, id",
             (self.identity,),

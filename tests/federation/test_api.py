@@ -45,6 +45,9 @@ from continuum_mcp.federation.submission import PlannedPattern, build_contributi
 from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg import SecAggParams
 
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 FED, ADMIN, SLOTS, DIM = "fed-api-test", "admin-token-api", 8, 16
 BASE = "http://coordinator.test"
 V2 = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}  # what a coordinator of this protocol version answers with

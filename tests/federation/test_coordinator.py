@@ -14,7 +14,6 @@ import base64
 import concurrent.futures
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,8 @@ import httpx
 import numpy as np
 import pytest
 from fedkit import (
+    stored_bytes,
+    table_rows,
     Member,
     admin_api,
     admit,
@@ -50,7 +51,6 @@ from continuum_mcp.errors import (
     WrongPhase,
 )
 from continuum_mcp.federation.coordinator import FederationCoordinator, main, openapi_document
-from continuum_mcp.federation.coordinator.store import DB_NAME
 from continuum_mcp.federation.protocol import (
     ADMIN_TOKEN_HEADER,
     MAX_BODY_BYTES,
@@ -63,7 +63,8 @@ from continuum_mcp.federation.submission import build_contribution
 from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg import SecAggClient, SecAggParams
 
-pytestmark = pytest.mark.timeout(180)
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("backend")]
 
 FED = "fed-test"
 ADMIN = "admin-secret-token"
@@ -127,14 +128,9 @@ def query(m: Member, *slots: int, priority: bool = False) -> Any:
 
 
 def db_snapshot(coord: FederationCoordinator) -> str:
-    """Digest of every row of every table of coordinator.db (what a refused request must not change)."""
-    conn = sqlite3.connect(str(coord.storage_path / DB_NAME))
-    h = hashlib.sha256()
-    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"):
-        for row in conn.execute(f"SELECT * FROM {name} ORDER BY 1"):
-            h.update(repr(row).encode())
-    conn.close()
-    return h.hexdigest()
+    """Digest of every row of every table of the coordinator's database (what a refused request must
+    not change; on PostgreSQL the replay guard's nonces, which every signed request adds, are left out)."""
+    return hashlib.sha256(repr(table_rows(coord.store, skip=["seen_nonces"])).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -284,8 +280,8 @@ def test_full_round_release_query_credits_deletion(make_coord: Any, cipher: Fede
     assert status.epsilon_spent_window > 0 and status.last_released_round == 0
 
     # the coordinator's storage holds none of the texts, and no single member's embedding
-    blobs = [p.read_bytes() for p in coord.store.storage_files()]
-    assert any(p.name.endswith("-wal") for p in coord.store.storage_files())
+    blobs = stored_bytes(coord.store)
+    assert coord.store.dialect != "sqlite" or any(p.name.endswith("-wal") for p in coord.store.storage_files())
     texts = facts + common + [f"secret phrase {k} of member" for k in range(6)] + ["cat vacuum fear", "the cat fears the vacuum"]
     for text in texts:
         for variant in {text, text.lower()}:

@@ -21,6 +21,9 @@ from continuum_mcp.federation.coordinator import FederationCoordinator, main
 from continuum_mcp.federation.coordinator.store import DB_NAME, LEDGER_DB_NAME
 from continuum_mcp.federation.protocol import ErrorBody, JoinRequest
 
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 FED = "fed-hard"
 
 
@@ -65,6 +68,7 @@ def test_deeply_nested_bodies_are_a_json_400_from_a_fresh_key(coord: FederationC
 # ------------------------------------------------------------------- (b) corrupt or empty database
 
 
+@pytest.mark.sqlite_only
 def test_corrupt_database_refuses_to_start_with_one_line_and_exit_code(tmp_path: Path, capsys: Any) -> None:
     storage = tmp_path / "coord"
     storage.mkdir()
@@ -76,6 +80,7 @@ def test_corrupt_database_refuses_to_start_with_one_line_and_exit_code(tmp_path:
     assert len(err) == 1 and err[0].startswith("error: store_corrupt:") and "Traceback" not in err[0]
 
 
+@pytest.mark.sqlite_only
 def test_empty_database_file_does_not_start_a_new_federation(tmp_path: Path, capsys: Any) -> None:
     storage = tmp_path / "coord"
     storage.mkdir()
@@ -87,6 +92,7 @@ def test_empty_database_file_does_not_start_a_new_federation(tmp_path: Path, cap
     assert (storage / DB_NAME).stat().st_size == 0  # nothing was written over it
 
 
+@pytest.mark.sqlite_only
 def test_missing_database_beside_ledgers_is_refused(tmp_path: Path) -> None:
     storage = tmp_path / "coord"
     c = FederationCoordinator(storage_path=storage, federation_id=FED)

@@ -1,5 +1,5 @@
-"""Credit rules on a real SQLite store, no server: balances never go negative, and concurrent
-spends from several connections to one database file never double-spend."""
+"""Credit rules on a real store (SQLite file and PostgreSQL: the ``backend`` fixture), no server:
+balances never go negative, and concurrent spends from several stores on one database never double-spend."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def available(store: CoordinatorStore) -> float:
         return Credits(CreditRules(), True).balance(conn, WHO, time.time()).available
 
 
-def test_a_charge_above_the_balance_is_refused_and_changes_nothing(tmp_path: Path) -> None:
-    store = CoordinatorStore(tmp_path)
+def test_a_charge_above_the_balance_is_refused_and_changes_nothing(tmp_path: Path, backend: str | None) -> None:
+    store = CoordinatorStore(tmp_path, database=backend)
     credits = Credits(CreditRules(), require_contribution=True)
     fund(store, 3.0)
     with pytest.raises(InsufficientCredits, match="needs 10 credits and you have 3"):
@@ -39,8 +39,8 @@ def test_a_charge_above_the_balance_is_refused_and_changes_nothing(tmp_path: Pat
     assert bal.available == 3.0 and bal.spent_this_month == 0.0
 
 
-def test_free_queries_then_paid_then_refused(tmp_path: Path) -> None:
-    store = CoordinatorStore(tmp_path)
+def test_free_queries_then_paid_then_refused(tmp_path: Path, backend: str | None) -> None:
+    store = CoordinatorStore(tmp_path, database=backend)
     credits = Credits(CreditRules(free_queries_per_day=2, cost_query=1.0), require_contribution=True)
     fund(store, 1.0)
     results = []
@@ -56,17 +56,17 @@ def test_free_queries_then_paid_then_refused(tmp_path: Path) -> None:
     assert bal.available == 0.0 and bal.free_queries_left_today == 0
 
 
-def test_queries_are_free_when_contribution_is_not_required(tmp_path: Path) -> None:
-    store = CoordinatorStore(tmp_path)
+def test_queries_are_free_when_contribution_is_not_required(tmp_path: Path, backend: str | None) -> None:
+    store = CoordinatorStore(tmp_path, database=backend)
     credits = Credits(CreditRules(), require_contribution=False)
     with store.transaction() as conn:
         assert credits.charge_query(conn, WHO, priority=True, level="minimal", ref="q", now=time.time()) == (0.0, False)
         assert credits.charge_download(conn, WHO, "d", time.time()) == 0.0
 
 
-def test_concurrent_spends_on_one_file_never_double_spend(tmp_path: Path) -> None:
-    CoordinatorStore(tmp_path).close()
-    setup = CoordinatorStore(tmp_path)
+def test_concurrent_spends_on_one_database_never_double_spend(tmp_path: Path, backend: str | None) -> None:
+    CoordinatorStore(tmp_path, database=backend).close()
+    setup = CoordinatorStore(tmp_path, database=backend)
     fund(setup, 7.0)
     credits = Credits(CreditRules(cost_download=1.0), require_contribution=True)
     ok, refused = [], []
@@ -74,7 +74,7 @@ def test_concurrent_spends_on_one_file_never_double_spend(tmp_path: Path) -> Non
     start = threading.Barrier(12)
 
     def spend(k: int) -> None:
-        store = CoordinatorStore(tmp_path)  # its own connection: SQLite's write lock serialises the spends
+        store = CoordinatorStore(tmp_path, database=backend)  # its own connection(s): the store's write lock serialises the spends
         start.wait()
         for j in range(3):
             try:
@@ -97,8 +97,8 @@ def test_concurrent_spends_on_one_file_never_double_spend(tmp_path: Path) -> Non
     setup.close()
 
 
-def test_round_earnings_respect_the_daily_limit_and_are_idempotent(tmp_path: Path) -> None:
-    store = CoordinatorStore(tmp_path)
+def test_round_earnings_respect_the_daily_limit_and_are_idempotent(tmp_path: Path, backend: str | None) -> None:
+    store = CoordinatorStore(tmp_path, database=backend)
     credits = Credits(CreditRules(earn_per_pattern=1.0, earn_daily_limit=5.0), require_contribution=True)
     now = time.time()
     with store.transaction() as conn:

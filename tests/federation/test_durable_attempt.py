@@ -32,6 +32,9 @@ from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg import SecAggClient, SecAggParams, SignedMessage, SparseDesign
 
 SLOTS, DIM, FED = 4, 8, "fed-durable"
+#: every test runs on both coordinator backends (SQLite files, PostgreSQL: tests/conftest.py); the
+#: engines of one test share its database, as processes behind a load balancer do
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 class Clock:
@@ -46,7 +49,7 @@ def engine(storage: Path, clock: Clock | None = None, **options: object) -> Roun
     config = CoordinatorConfig(storage_path=storage, federation_id=FED, privacy_mode="open", min_contributors=3,
                                slots=SLOTS, dim=DIM, round_interval_seconds=100, phase_timeout_seconds=10,
                                **options)  # type: ignore[arg-type]
-    store = CoordinatorStore(storage)
+    store = CoordinatorStore.from_config(config)
     store.ensure_federation(FED)
     e = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy(), now=clock or time.time,
                     noise=discrete_noise(np.random.default_rng(1)))
@@ -81,8 +84,8 @@ def released_slots(e: RoundEngine) -> dict[int, list[float]]:
 
 def released_alone(storage: Path, who: list[Identity], log: list[tuple[str, str, SignedMessage]],
                    **options: object) -> dict[int, list[float]]:
-    """What one process on its own database releases from the same messages (the reference)."""
-    one = founded(storage, who, **options)
+    """What one process on its own database (a SQLite file) releases from the same messages (the reference)."""
+    one = founded(storage, who, database=None, **options)
     one.close_round()
     for kind, member, msg in log:
         one.receive(0, kind, member, msg)
@@ -235,7 +238,7 @@ _ACCEPTOR = textwrap.dedent("""
     storage, fed = Path(sys.argv[1]), sys.argv[2]
     config = CoordinatorConfig(storage_path=storage, federation_id=fed, privacy_mode="open", min_contributors=3,
                                slots=4, dim=8, round_interval_seconds=100, phase_timeout_seconds=10)
-    e = RoundEngine(CoordinatorStore(storage), config, Verifier(MemoryReplayGuard()), default_policy())
+    e = RoundEngine(CoordinatorStore.from_config(config), config, Verifier(MemoryReplayGuard()), default_policy())
     e.recover()
     for line in sys.stdin:
         member, msg = json.loads(line)

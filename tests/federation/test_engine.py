@@ -19,6 +19,9 @@ from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmis
 from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg import SecAggClient, SecAggParams
 
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 SLOTS, DIM = 4, 8
 
 
@@ -39,7 +42,7 @@ def make_engine(storage: Path, clock: Clock, noise: IntNoise | None = None, **op
     config = CoordinatorConfig(storage_path=storage, federation_id="fed-engine", privacy_mode="open",
                                min_contributors=3, slots=SLOTS, dim=DIM, round_interval_seconds=100,
                                phase_timeout_seconds=10, **options)  # type: ignore[arg-type]
-    store = CoordinatorStore(storage)
+    store = CoordinatorStore.from_config(config)
     store.ensure_federation(config.federation_id)
     engine = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy(), now=clock, noise=noise)
     engine.recover()

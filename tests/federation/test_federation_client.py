@@ -9,7 +9,6 @@ encryption and secure aggregation. The MCP tools are driven through the ``mcp`` 
 from __future__ import annotations
 
 import concurrent.futures
-import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,8 @@ from continuum_mcp.memory.store import MemoryStore
 from continuum_mcp.privacy.modes import default_policy
 from embeddings import SentenceTransformerEmbedder
 
-pytestmark = pytest.mark.timeout(240)
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("backend")]
 
 #: Release v2 needs ~8 contributors per phrase at open mode's real epsilon; these federations have
 #: 3-4 members, so coordinator and clients share open mode with a large window budget (tau = 2).
@@ -163,13 +163,10 @@ def test_join_contribute_round_query_credits_verify_vote_delete_leave(fed: Fed) 
         assert r.status == "sent" and r.round_id == 0 and r.patterns >= 1, r
     assert a.status().outbox_waiting == 0
     # what arrived is exactly what the preview announced: the same slots, confidences, phrase counts
-    con = sqlite3.connect(str(fed.tmp / "coord" / "coordinator.db"))
-    try:
+    with fed.coord.store.reading() as con:
         rows = con.execute("SELECT s.slot, s.confidence, COUNT(p.token), s.statement_ct IS NOT NULL "
                            "FROM submissions s LEFT JOIN phrases p ON p.submission_id = s.id "
                            "WHERE s.instance_id = ? GROUP BY s.id ORDER BY s.slot", (a.instance_id,)).fetchall()
-    finally:
-        con.close()
     assert rows == sorted((p.slot, p.confidence, len(p.phrases), 1) for p in preview.preview)
 
     state = fed.coord.close_round()

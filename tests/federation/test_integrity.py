@@ -35,7 +35,8 @@ from continuum_mcp.federation.protocol import (
     ReleasedStatement,
 )
 
-pytestmark = pytest.mark.timeout(300)
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("backend")]
 
 FACT = "I prefer a dark theme in my code editor"
 PHRASE = "dark theme"

@@ -23,7 +23,8 @@ from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.protocol import ContributionRequest, QueryRequest, ReleasedStatement, VoteRequest, routes
 from continuum_mcp.federation.submission import build_contribution, build_submission, sends_statements
 
-pytestmark = pytest.mark.timeout(300)
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("backend")]
 
 #: routes that change the caller's own state or post secagg messages: not "reading"
 WRITES = {"contribute", "delete_contributions", "leave", "secagg_post", "join"}

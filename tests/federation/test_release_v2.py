@@ -29,6 +29,9 @@ from continuum_mcp.federation.submission import PlannedPattern, build_submission
 from continuum_mcp.privacy.modes import PrivacyPolicy, default_policy
 from continuum_mcp.secagg import AggregateResult
 
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 DAY = 86400.0
 SLOTS, DIM = 8, 4
 
@@ -61,7 +64,7 @@ def make_engine(storage: Path, clock: Clock, mode: str = "open", seed: int | Non
                 policy: PrivacyPolicy | None = None) -> RoundEngine:
     cfg = CoordinatorConfig(storage_path=storage, federation_id="fed-v2", privacy_mode=mode,  # type: ignore[arg-type]
                             min_contributors=3, slots=SLOTS, dim=DIM, round_interval_seconds=30 * DAY)
-    store = CoordinatorStore(storage)
+    store = CoordinatorStore.from_config(cfg)
     store.ensure_federation(cfg.federation_id)
     noise = discrete_noise(None if seed is None else np.random.default_rng(seed))
     engine = RoundEngine(store, cfg, Verifier(MemoryReplayGuard()), policy or policy_without_lifetime_cap(),

@@ -38,11 +38,12 @@ from continuum_mcp.federation.participant import (
     sybil_noise_factor,
 )
 from continuum_mcp.federation.protocol import ContributionRequest, JoinRequest, PatternSubmission, RoundState
-from continuum_mcp.privacy.ledger import PrivacyLedger
+from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, PrivacyLedger
 from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg import SecAggParams, threshold_for
 
-pytestmark = pytest.mark.timeout(300)
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("backend")]
 DIM = 384
 MODE = default_policy().mode("high")
 
@@ -169,7 +170,7 @@ def test_the_coordinator_charges_every_attempt_that_received_masked_inputs(tmp_p
     t = [time.time()]
 
     def engine() -> RoundEngine:
-        store = CoordinatorStore(tmp_path)
+        store = CoordinatorStore.from_config(config)
         store.ensure_federation(FED)
         e = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy(), now=lambda: t[0])
         e.recover()
@@ -214,9 +215,10 @@ def test_the_coordinator_charges_every_attempt_that_received_masked_inputs(tmp_p
     eng.tick()
     st = eng.state(None)
     assert (st.round_id, st.phase) == (1, "collecting") and eng.current_params() is None
+    ledgers = eng.store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, what="privacy ledger")  # the coordinator's own
     for m in who:
         assert eng.store.pending_snapshot(m.instance_id) != []
-        with PrivacyLedger(tmp_path / LEDGER_DB_NAME, identity=m.instance_id, budget_epsilon=eng.mode.budget_epsilon,
+        with PrivacyLedger(db=ledgers, identity=m.instance_id, budget_epsilon=eng.mode.budget_epsilon,
                            delta=eng.mode.delta) as ledger:
             assert [e.round_id for e in ledger.history()] == [f"{FED}/r0/a0"]
     eng.store.close()

@@ -32,6 +32,9 @@ from continuum_mcp.federation.coordinator.store import DB_NAME
 from continuum_mcp.federation.protocol import ERRORS, PROTOCOL_HEADER, PROTOCOL_VERSION
 from continuum_mcp.memory.store import MemoryStore
 
+#: every test runs on both coordinator backends (SQLite, PostgreSQL: tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 V1_INFO = {"federation_id": "fed-old", "api_version": 1, "private": True, "privacy_mode": "high",
            "min_contributors": 3, "require_contribution": True, "codebook_version": "v0", "slots": 256, "dim": 384,
            "round_interval_seconds": 86400, "phase_timeout_seconds": 60, "credit_rules": {}}
@@ -136,6 +139,7 @@ def make_v1_database(storage: Path) -> None:
     conn.close()
 
 
+@pytest.mark.sqlite_only
 def test_a_v1_database_is_migrated_keeping_members_and_credits(tmp_path: Path) -> None:
     make_v1_database(tmp_path)
     store = CoordinatorStore(tmp_path)
@@ -155,6 +159,7 @@ def test_a_v1_database_is_migrated_keeping_members_and_credits(tmp_path: Path) -
         store.close()
 
 
+@pytest.mark.sqlite_only
 def test_a_database_of_a_newer_release_is_refused_with_the_reason(tmp_path: Path) -> None:
     CoordinatorStore(tmp_path).close()
     conn = sqlite3.connect(tmp_path / DB_NAME)

@@ -45,7 +45,7 @@ def engine_params(tmp_path: Path, mode: str, policy: PrivacyPolicy | None = None
     """The secure-aggregation parameters a real engine makes for a round of this mode."""
     cfg = CoordinatorConfig(storage_path=tmp_path / mode, federation_id="fed-acc", privacy_mode=mode,  # type: ignore[arg-type]
                             slots=16, dim=384)
-    store = CoordinatorStore(cfg.storage_path)
+    store = CoordinatorStore.from_config(cfg)
     engine = RoundEngine(store, cfg, Verifier(MemoryReplayGuard()), policy or default_policy())
     return engine, engine.make_params(0, 0, [f"fed-{i:04d}-0000-0000" for i in range(10)])
 

@@ -2,36 +2,37 @@
 
 from __future__ import annotations
 
-import sqlite3
+from continuum_mcp._db import Connection
 
 
-def journal(conn: sqlite3.Connection, instance_id: str, amount: float, kind: str, ref: str, now: float) -> bool:
+def journal(conn: Connection, instance_id: str, amount: float, kind: str, ref: str, now: float) -> bool:
     """Append a credit entry; False if (member, kind, ref) was already journalled (idempotent)."""
     cur = conn.execute(
-        "INSERT OR IGNORE INTO credit_journal (instance_id, amount, kind, ref, at) VALUES (?,?,?,?,?)",
+        "INSERT INTO credit_journal (instance_id, amount, kind, ref, at) VALUES (?,?,?,?,?) "
+        "ON CONFLICT (instance_id, kind, ref) DO NOTHING",
         (instance_id, amount, kind, ref, now))
     return cur.rowcount == 1
 
 
-def balance(conn: sqlite3.Connection, instance_id: str) -> float:
+def balance(conn: Connection, instance_id: str) -> float:
     row = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM credit_journal WHERE instance_id=?",
                        (instance_id,)).fetchone()
     return float(row[0])
 
 
-def sum_kind_since(conn: sqlite3.Connection, instance_id: str, kind: str, since: float) -> float:
+def sum_kind_since(conn: Connection, instance_id: str, kind: str, since: float) -> float:
     row = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM credit_journal WHERE instance_id=? AND kind=? "
                        "AND at >= ?", (instance_id, kind, since)).fetchone()
     return float(row[0])
 
 
-def count_kind_since(conn: sqlite3.Connection, instance_id: str, kind: str, since: float) -> int:
+def count_kind_since(conn: Connection, instance_id: str, kind: str, since: float) -> int:
     row = conn.execute("SELECT COUNT(*) FROM credit_journal WHERE instance_id=? AND kind=? AND at >= ?",
                        (instance_id, kind, since)).fetchone()
     return int(row[0])
 
 
-def totals_since(conn: sqlite3.Connection, instance_id: str, since: float) -> tuple[float, float]:
+def totals_since(conn: Connection, instance_id: str, since: float) -> tuple[float, float]:
     """(earned, spent) since ``since``."""
     row = conn.execute(
         "SELECT COALESCE(SUM(CASE WHEN amount > 0 THEN amount END), 0),"
@@ -40,7 +41,7 @@ def totals_since(conn: sqlite3.Connection, instance_id: str, since: float) -> tu
     return float(row[0]), float(row[1])
 
 
-def pending_patterns(conn: sqlite3.Connection, instance_id: str) -> int:
+def pending_patterns(conn: Connection, instance_id: str) -> int:
     row = conn.execute("SELECT COUNT(*) FROM submissions WHERE instance_id=? AND status='pending'",
                        (instance_id,)).fetchone()
     return int(row[0])

@@ -8,11 +8,11 @@ centroid of", the release SQL answers "what is released".
 
 from __future__ import annotations
 
-import sqlite3
+from continuum_mcp._db import Connection
 from collections.abc import Sequence
 
 
-def slot_submitters(conn: sqlite3.Connection, round_id: int) -> dict[int, int]:
+def slot_submitters(conn: Connection, round_id: int) -> dict[int, int]:
     """Slot -> members with a pending submission for it in ``round_id`` (the per-slot norm bound)."""
     rows = conn.execute(
         "SELECT slot, COUNT(DISTINCT instance_id) FROM submissions WHERE round_id=? AND status='pending' "
@@ -20,7 +20,7 @@ def slot_submitters(conn: sqlite3.Connection, round_id: int) -> dict[int, int]:
     return {int(r[0]): int(r[1]) for r in rows}
 
 
-def released_ciphertexts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
+def released_ciphertexts(conn: Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
     """Phrase token -> the ciphertexts released for it (phrase ciphertexts are deterministic,
     so an honest contributor of a released phrase sends exactly one of these)."""
     out: dict[str, set[str]] = {}
@@ -30,7 +30,7 @@ def released_ciphertexts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dic
     return out
 
 
-def released_statement_ciphertexts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
+def released_statement_ciphertexts(conn: Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
     """Statement token -> the statement ciphertexts released for it."""
     out: dict[str, set[str]] = {}
     for token in set(tokens):
@@ -41,7 +41,7 @@ def released_statement_ciphertexts(conn: sqlite3.Connection, tokens: Sequence[st
     return out
 
 
-def enforce_statement_floor(conn: sqlite3.Connection, floor: int) -> set[int]:
+def enforce_statement_floor(conn: Connection, floor: int) -> set[int]:
     """Keep a released statement only if that statement itself (its token and ciphertext, which
     are deterministic) has at least ``floor`` distinct contributors over the released submissions
     that still exist (run at a scheduled release, so a deletion takes effect there), and only once
@@ -61,7 +61,7 @@ def enforce_statement_floor(conn: sqlite3.Connection, floor: int) -> set[int]:
     return (before - after) - shown
 
 
-def secagg_senders(conn: sqlite3.Connection, round_id: int, attempt: int, kind: str) -> set[str]:
+def secagg_senders(conn: Connection, round_id: int, attempt: int, kind: str) -> set[str]:
     """Members whose ``kind`` message of this attempt was received (e.g. whose masked input)."""
     rows = conn.execute("SELECT instance_id FROM secagg_messages WHERE round_id=? AND attempt=? AND kind=?",
                         (round_id, attempt, kind)).fetchall()
@@ -69,7 +69,7 @@ def secagg_senders(conn: sqlite3.Connection, round_id: int, attempt: int, kind: 
 
 
 
-def without_substitutions(conn: sqlite3.Connection, round_id: int, patterns: dict[str, int]) -> dict[str, int]:
+def without_substitutions(conn: Connection, round_id: int, patterns: dict[str, int]) -> dict[str, int]:
     """``patterns`` (member -> patterns released in ``round_id``) less each member's patterns that
     carry a phrase whose token is released with another ciphertext: honest contributors of a
     released phrase send exactly its (deterministic) ciphertext, so those are substituted texts,

@@ -6,7 +6,7 @@ decisions themselves come from the pure :mod:`release` module.
 
 from __future__ import annotations
 
-import sqlite3
+from continuum_mcp._db import Connection
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,7 @@ class SlotVector:
 
 # ----------------------------------------------------------------------------- window counts
 
-def window_member_tokens(conn: sqlite3.Connection, round_id: int) -> list[tuple[str, list[str]]]:
+def window_member_tokens(conn: Connection, round_id: int) -> list[tuple[str, list[str]]]:
     """Each member of the window's release (round ``round_id``) with its tokens in the order it sent
     them (pattern by pattern): ``release.window_counts`` keeps the first C distinct per member."""
     rows = conn.execute(
@@ -56,7 +56,7 @@ def window_member_tokens(conn: sqlite3.Connection, round_id: int) -> list[tuple[
     return list(out.items())
 
 
-def remaining_counts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, int]:
+def remaining_counts(conn: Connection, tokens: Sequence[str]) -> dict[str, int]:
     """Distinct contributors that each token still has over every released submission (the
     deletion floor check at a scheduled release)."""
     out: dict[str, int] = {}
@@ -68,7 +68,7 @@ def remaining_counts(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[st
     return out
 
 
-def _token_source(conn: sqlite3.Connection, token: str, slot: int | None = None) -> tuple[int, str, int] | None:
+def _token_source(conn: Connection, token: str, slot: int | None = None) -> tuple[int, str, int] | None:
     """(slot, ciphertext, ct_round) to serve for a token: its slot is the one most of its
     contributors put it in (ties: the lower slot), or ``slot`` while that still holds it."""
     if slot is None or conn.execute(
@@ -92,7 +92,7 @@ def _token_source(conn: sqlite3.Connection, token: str, slot: int | None = None)
     return None if row is None else (slot, str(row[0]), int(row[1]))
 
 
-def slot_contributors(conn: sqlite3.Connection, slot: int, window_start: float | None = None) -> set[str]:
+def slot_contributors(conn: Connection, slot: int, window_start: float | None = None) -> set[str]:
     if window_start is None:
         rows = conn.execute("SELECT DISTINCT instance_id FROM submissions WHERE slot=?", (slot,)).fetchall()
     else:
@@ -101,42 +101,42 @@ def slot_contributors(conn: sqlite3.Connection, slot: int, window_start: float |
     return {r[0] for r in rows}
 
 
-def slots_released_in(conn: sqlite3.Connection, round_id: int) -> set[int]:
+def slots_released_in(conn: Connection, round_id: int) -> set[int]:
     rows = conn.execute("SELECT DISTINCT slot FROM submissions WHERE released_round=?", (round_id,)).fetchall()
     return {int(r[0]) for r in rows}
 
 
-def released_submitters(conn: sqlite3.Connection, round_id: int) -> set[str]:
+def released_submitters(conn: Connection, round_id: int) -> set[str]:
     rows = conn.execute("SELECT DISTINCT instance_id FROM submissions WHERE released_round=?", (round_id,)).fetchall()
     return {r[0] for r in rows}
 
 
-def last_released_round(conn: sqlite3.Connection) -> int | None:
+def last_released_round(conn: Connection) -> int | None:
     row = conn.execute("SELECT MAX(round_id) FROM rounds WHERE phase='released'").fetchone()
     return None if row[0] is None else int(row[0])
 
 
 # ----------------------------------------------------------------------------- released rows
 
-def released_slots(conn: sqlite3.Connection) -> dict[int, ReleasedSlot]:
+def released_slots(conn: Connection) -> dict[int, ReleasedSlot]:
     rows = conn.execute("SELECT slot, true_count, noisy_count, vector, released_at_round FROM released_slots").fetchall()
     return {int(r[0]): ReleasedSlot(int(r[1]), int(r[2]), None if r[3] is None else bytes(r[3]), int(r[4]))
             for r in rows}
 
 
-def released_phrases(conn: sqlite3.Connection) -> dict[str, ReleasedPhraseRow]:
+def released_phrases(conn: Connection) -> dict[str, ReleasedPhraseRow]:
     rows = conn.execute("SELECT token, slot, ciphertext, true_count, noisy_count, released_at_round "
                         "FROM released_phrases").fetchall()
     return {str(r[0]): ReleasedPhraseRow(int(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows}
 
 
-def pattern_slots(conn: sqlite3.Connection) -> set[int]:
+def pattern_slots(conn: Connection) -> set[int]:
     """Slots that currently show a released pattern (a released phrase or statement)."""
     rows = conn.execute("SELECT slot FROM released_phrases UNION SELECT slot FROM released_statements").fetchall()
     return {int(r[0]) for r in rows}
 
 
-def write_window(conn: sqlite3.Connection, *, round_id: int, decisions: Mapping[str, PhraseDecision],
+def write_window(conn: Connection, *, round_id: int, decisions: Mapping[str, PhraseDecision],
                  withdrawn: set[str], centroids: dict[int, np.ndarray] | None, statements: bool) -> set[int]:
     """Write one window's release; return the pattern slots it withdrew.
 
@@ -164,8 +164,10 @@ def write_window(conn: sqlite3.Connection, *, round_id: int, decisions: Mapping[
         src = _token_source(conn, token) if d.keep else None
         if src is None:
             continue
-        conn.execute("INSERT OR REPLACE INTO released_phrases (slot, token, ciphertext, ct_round, true_count,"
-                     " noisy_count, released_at_round) VALUES (?,?,?,?,?,?,?)",
+        conn.execute("INSERT INTO released_phrases (slot, token, ciphertext, ct_round, true_count,"
+                     " noisy_count, released_at_round) VALUES (?,?,?,?,?,?,?) ON CONFLICT (slot, token) DO UPDATE SET"
+                     " ciphertext=excluded.ciphertext, ct_round=excluded.ct_round, true_count=excluded.true_count,"
+                     " noisy_count=excluded.noisy_count, released_at_round=excluded.released_at_round",
                      (src[0], token, src[1], src[2], d.true_count, int(d.noisy_count), round_id))
     old_slots = released_slots(conn)
     conn.execute("DELETE FROM released_slots")
@@ -183,9 +185,10 @@ def write_window(conn: sqlite3.Connection, *, round_id: int, decisions: Mapping[
         # candidates only: the engine then keeps a statement only where that statement itself has
         # min_contributors contributors (``_integrity_sql.enforce_statement_floor``), once per slot
         conn.execute(
-            "INSERT OR IGNORE INTO released_statements (submission_id, slot, ciphertext, ct_round, released_at_round) "
+            "INSERT INTO released_statements (submission_id, slot, ciphertext, ct_round, released_at_round) "
             "SELECT id, slot, statement_ct, ct_round, ? FROM submissions WHERE status='released' AND "
-            "statement_ct IS NOT NULL AND statement_token IS NOT NULL AND slot IN (SELECT slot FROM released_phrases)",
+            "statement_ct IS NOT NULL AND statement_token IS NOT NULL AND slot IN (SELECT slot FROM released_phrases) "
+            "ON CONFLICT (submission_id) DO NOTHING",
             (round_id,))
     after = pattern_slots(conn)
     for slot in after - before:
@@ -194,14 +197,14 @@ def write_window(conn: sqlite3.Connection, *, round_id: int, decisions: Mapping[
     return before - after
 
 
-def slot_vectors(conn: sqlite3.Connection) -> list[SlotVector]:
+def slot_vectors(conn: Connection) -> list[SlotVector]:
     rows = conn.execute("SELECT slot, vector, noisy_count, released_at_round FROM released_slots "
                         "WHERE vector IS NOT NULL ORDER BY slot").fetchall()
     return [SlotVector(int(r[0]), np.frombuffer(bytes(r[1]), dtype="<f4").astype(float).tolist(), int(r[2]),
                        int(r[3])) for r in rows]
 
 
-def released_patterns(conn: sqlite3.Connection, slots: Sequence[int] | None) -> list[dict[str, Any]]:
+def released_patterns(conn: Connection, slots: Sequence[int] | None) -> list[dict[str, Any]]:
     """Released patterns (as ReleasedPattern-shaped dicts) for ``slots`` (None: all)."""
     present = sorted(pattern_slots(conn))
     if slots is not None:
@@ -231,23 +234,25 @@ def released_patterns(conn: sqlite3.Connection, slots: Sequence[int] | None) -> 
 
 # ----------------------------------------------------------------------------- verify and vote
 
-def record_verification(conn: sqlite3.Connection, slot: int, instance_id: str, now: float) -> bool:
+def record_verification(conn: Connection, slot: int, instance_id: str, now: float) -> bool:
     """False if this member already verified this slot."""
-    cur = conn.execute("INSERT OR IGNORE INTO verifications VALUES (?,?,?)", (slot, instance_id, now))
+    cur = conn.execute("INSERT INTO verifications VALUES (?,?,?) ON CONFLICT (slot, instance_id) DO NOTHING",
+                       (slot, instance_id, now))
     return cur.rowcount == 1
 
 
-def record_vote(conn: sqlite3.Connection, slot: int, instance_id: str, up: bool, now: float) -> None:
-    conn.execute("INSERT OR REPLACE INTO votes VALUES (?,?,?,?)", (slot, instance_id, int(up), now))
+def record_vote(conn: Connection, slot: int, instance_id: str, up: bool, now: float) -> None:
+    conn.execute("INSERT INTO votes VALUES (?,?,?,?) ON CONFLICT (slot, instance_id) DO UPDATE SET up=excluded.up, "
+                 "at=excluded.at", (slot, instance_id, int(up), now))
 
 
-def vote_counts(conn: sqlite3.Connection, slot: int) -> tuple[int, int]:
+def vote_counts(conn: Connection, slot: int) -> tuple[int, int]:
     row = conn.execute("SELECT COALESCE(SUM(up), 0), COALESCE(SUM(1 - up), 0) FROM votes WHERE slot=?",
                        (slot,)).fetchone()
     return int(row[0]), int(row[1])
 
 
-def claim_quality_credit(conn: sqlite3.Connection, slot: int) -> bool:
+def claim_quality_credit(conn: Connection, slot: int) -> bool:
     """Mark the slot's quality credit as paid; False if it was paid already (or no pattern)."""
     cur = conn.execute("UPDATE patterns SET quality_credited=1 WHERE slot=? AND quality_credited=0", (slot,))
     return cur.rowcount == 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
+from continuum_mcp._db import SqlDatabase
 from continuum_mcp.errors import PrivacyBudgetExceeded
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.participant import sybil_noise_factor
@@ -25,17 +25,17 @@ logger = logging.getLogger(__name__)
 
 
 class RoundPrivacy:
-    """Every member's coordinator-side ledger (one file, ``ledger_path``) under the federation's mode."""
+    """Every member's coordinator-side ledger (in ``db``, a component of the store) under the federation's mode."""
 
-    def __init__(self, ledger_path: Path, config: CoordinatorConfig, mode: PrivacyMode,
+    def __init__(self, db: SqlDatabase, config: CoordinatorConfig, mode: PrivacyMode,
                  now: Callable[[], float]) -> None:
-        self._ledger_path = ledger_path
+        self._db = db
         self.config = config
         self.mode = mode
         self.now = now
 
     def ledger(self, instance_id: str) -> PrivacyLedger:
-        return PrivacyLedger(self._ledger_path, identity=instance_id, budget_epsilon=self.mode.budget_epsilon,
+        return PrivacyLedger(db=self._db, identity=instance_id, budget_epsilon=self.mode.budget_epsilon,
                              delta=self.mode.delta, window=timedelta(days=self.config.window_days),
                              lifetime=self.mode.lifetime_budget(), clock=self._clock)
 

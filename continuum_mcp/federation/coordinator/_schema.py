@@ -11,7 +11,7 @@ are kept; every ciphertext-bearing row is dropped, because protocol v1 ciphertex
 bound to a round, no token) cannot be opened by v2 members, who would silently drop them all.
 """
 
-import sqlite3
+from typing import Any
 
 from continuum_mcp.federation.coordinator._attempt_sql import ATTEMPT_SCHEMA
 
@@ -151,13 +151,14 @@ BEGIN SELECT RAISE(ABORT, 'the invite journal is append-only'); END;
 """ + ATTEMPT_SCHEMA  # the durable secure-aggregation attempts (their own module)
 
 
-def migrate(conn: sqlite3.Connection, found: int) -> None:
+def migrate(conn: Any, found: int) -> None:
     """Bring a database of schema ``found`` to SCHEMA_VERSION (inside the opening transaction;
     the schema's CREATE ... IF NOT EXISTS statements run afterwards and add new tables)."""
     if found == 1:
         for table in _V1_CIPHERTEXT_TABLES:
             conn.execute(f"DELETE FROM {table}")
         conn.execute("ALTER TABLE submissions ADD COLUMN statement_token TEXT")
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from_v1', "
-                     "'protocol v1 ciphertexts dropped: v2 members cannot open them')")
+        conn.execute("INSERT INTO meta VALUES ('migrated_from_v1', "
+                     "'protocol v1 ciphertexts dropped: v2 members cannot open them') "
+                     "ON CONFLICT (key) DO UPDATE SET value=excluded.value")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,19 +16,22 @@ from pathlib import Path
 from continuum_mcp.errors import ContinuumError
 from continuum_mcp.federation.coordinator.config import build_parser, config_from_args
 
-_EPILOG = ("other command: `continuum-mcp coordinator invite --storage DIR [--count N]` mints single-use "
+_EPILOG = ("other command: `continuum-mcp coordinator invite --storage DIR [--database URL] [--count N]` mints single-use "
            "admission tokens (one per invited instance).")
 
 
 def _invite(argv: Sequence[str]) -> int:
+    from continuum_mcp.federation.coordinator.config import DATABASE_ENV
     from continuum_mcp.federation.coordinator.store import CoordinatorStore
 
     p = argparse.ArgumentParser(prog="continuum-mcp coordinator invite",
                                 description="Mint single-use admission tokens (one per invited instance).")
     p.add_argument("--storage", required=True, type=Path, help="the coordinator's storage directory")
+    p.add_argument("--database", default=os.environ.get(DATABASE_ENV) or None,
+                   help=f"the coordinator's PostgreSQL URL, if it runs on one (env {DATABASE_ENV})")
     p.add_argument("--count", type=int, default=1, help="number of tokens")
     a = p.parse_args(list(argv))
-    store = CoordinatorStore(a.storage)
+    store = CoordinatorStore(a.storage, database=a.database)
     try:
         for token in store.create_admission_tokens(a.count):
             print(token)

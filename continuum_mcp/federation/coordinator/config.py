@@ -10,6 +10,7 @@ validated object.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
@@ -19,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from continuum_mcp.errors import InvalidInput
 from continuum_mcp.federation.protocol import CreditRules, ModeName
 from continuum_mcp.secagg import SparseDesign
+
+
+#: the environment variable that names the coordinator's PostgreSQL database (``--database``)
+DATABASE_ENV = "CONTINUUM_COORDINATOR_DATABASE"
 
 
 def _flags(*names: str) -> dict[str, Any]:
@@ -32,6 +37,12 @@ class CoordinatorConfig(BaseModel):
 
     storage_path: Path = Field(default=Path("coordinator-data"), json_schema_extra={"flags": ["--storage"], "required": True},
                                description="directory for the coordinator's SQLite files")
+    database: str | None = Field(default_factory=lambda: os.environ.get(DATABASE_ENV) or None,
+                                 description="postgresql://user:pass@host:port/dbname to keep the coordinator's state "
+                                             f"in PostgreSQL, shared by several coordinator processes (env {DATABASE_ENV}; "
+                                             "default: SQLite files in the storage directory)")
+    database_pool_size: int = Field(default=16, ge=1, le=1000,
+                                    description="PostgreSQL connections per coordinator process")
     host: str = Field(default="127.0.0.1", description="address to listen on")
     port: int = Field(default=0, ge=0, le=65535, description="TCP port (0: any free port)")
     federation_id: str = Field(default="fed-default", min_length=1, max_length=128,
@@ -152,4 +163,4 @@ def parse_config(argv: Sequence[str], **parser_kw: Any) -> CoordinatorConfig:
     return config_from_args(build_parser(**parser_kw).parse_args(list(argv)))
 
 
-__all__ = ["CoordinatorConfig", "build_parser", "config_from_args", "parse_config"]
+__all__ = ["DATABASE_ENV", "CoordinatorConfig", "build_parser", "config_from_args", "parse_config"]

@@ -1,14 +1,15 @@
 """Credit rules: what members earn and pay, and the balance they see.
 
 Why through the store's transaction: every charge is a check of the balance and a journal entry in
-the same ``BEGIN IMMEDIATE`` transaction of the caller, so concurrent spends (threads or
-processes) queue on SQLite's write lock and can neither overdraw nor double-spend. The journal is
+the same write transaction of the caller (SQLite ``BEGIN IMMEDIATE``; on PostgreSQL the advisory
+lock of the store, or of the member for a query or download), so concurrent spends (threads or
+processes) queue on that lock and can neither overdraw nor double-spend. The journal is
 append-only (triggers refuse UPDATE/DELETE); the balance is its sum.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from continuum_mcp._db import Connection
 from collections.abc import Iterable, Mapping
 
 from continuum_mcp.errors import Conflict, InsufficientCredits
@@ -24,7 +25,7 @@ class Credits:
         self.rules = rules
         self.require_contribution = require_contribution
 
-    def balance(self, conn: sqlite3.Connection, caller: str, now: float) -> CreditBalance:
+    def balance(self, conn: Connection, caller: str, now: float) -> CreditBalance:
         rules = self.rules
         earned, spent = sql.totals_since(conn, caller, month_start(now))
         earned_today = sql.sum_kind_since(conn, caller, "pattern", day_start(now))
@@ -36,7 +37,7 @@ class Credits:
                              pending=pending, free_queries_left_today=free_left)
 
     @staticmethod
-    def charge(conn: sqlite3.Connection, caller: str, cost: float, kind: str, ref: str, now: float) -> None:
+    def charge(conn: Connection, caller: str, cost: float, kind: str, ref: str, now: float) -> None:
         """Check and debit in the caller's IMMEDIATE transaction: never negative, never twice."""
         if cost <= 0:
             return
@@ -48,7 +49,7 @@ class Credits:
         if not sql.journal(conn, caller, -cost, kind, ref, now):
             raise Conflict(f"charge {kind}/{ref} was already made")
 
-    def charge_query(self, conn: sqlite3.Connection, caller: str, *, priority: bool, level: str, ref: str,
+    def charge_query(self, conn: Connection, caller: str, *, priority: bool, level: str, ref: str,
                      now: float) -> tuple[float, bool]:
         """Charge one query: (charged, free_tier). Free when contribution is not required."""
         if not self.require_contribution:
@@ -62,12 +63,12 @@ class Credits:
             sql.journal(conn, caller, 0.0, "free_query", ref, now)
         return charged, free
 
-    def charge_download(self, conn: sqlite3.Connection, caller: str, ref: str, now: float) -> float:
+    def charge_download(self, conn: Connection, caller: str, ref: str, now: float) -> float:
         charged = self.rules.cost_download if self.require_contribution else 0.0
         self.charge(conn, caller, charged, "download", ref, now)
         return charged
 
-    def earn_round(self, conn: sqlite3.Connection, round_id: int, patterns: Mapping[str, int],
+    def earn_round(self, conn: Connection, round_id: int, patterns: Mapping[str, int],
                    members: Iterable[str], now: float) -> None:
         """Credit each released member per pattern, within the daily limit (idempotent per round)."""
         for m in members:
@@ -77,10 +78,10 @@ class Credits:
             if amount > 0:
                 sql.journal(conn, m, amount, "pattern", f"r{round_id}", now)
 
-    def earn_verification(self, conn: sqlite3.Connection, caller: str, pattern_id: str, now: float) -> None:
+    def earn_verification(self, conn: Connection, caller: str, pattern_id: str, now: float) -> None:
         sql.journal(conn, caller, self.rules.earn_per_verification, "verify", pattern_id, now)
 
-    def earn_quality(self, conn: sqlite3.Connection, members: Iterable[str], pattern_id: str, now: float) -> None:
+    def earn_quality(self, conn: Connection, members: Iterable[str], pattern_id: str, now: float) -> None:
         for m in members:
             sql.journal(conn, m, self.rules.earn_per_quality_release, "quality", pattern_id, now)
 

@@ -50,7 +50,7 @@ from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, Coordinat
 from continuum_mcp.federation.coordinator._bounds import refuse_poisoned_blocks
 from continuum_mcp.federation.participant import round_params
 from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState
-from continuum_mcp.privacy.ledger import PrivacySpend
+from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, LEDGER_SCHEMA_VERSION, PrivacySpend
 from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.secagg import AggregateResult, KeyRoster, SecAggParams, ShareInbox, SignedMessage, SurvivorList
 
@@ -74,7 +74,9 @@ class RoundEngine:
         self._verifier = verifier
         self._lock = threading.RLock()
         self._cache = AttemptCache(store.transaction, self._lock)  # this process's copy of the running attempt
-        self.privacy = RoundPrivacy(store.dir / LEDGER_DB_NAME, config, self.mode, now)
+        # every member's ledger, beside the store (ledger.db, or the store's PostgreSQL database)
+        self.privacy = RoundPrivacy(store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION,
+                                                    what="privacy ledger"), config, self.mode, now)
 
     @property
     def lock(self) -> threading.RLock:

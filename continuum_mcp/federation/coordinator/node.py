@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -27,8 +26,9 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from continuum_mcp._http import bind, start_in_thread
-from continuum_mcp.crypto.identity import MemoryReplayGuard, SQLiteReplayGuard, Verifier
-from continuum_mcp.errors import InvalidInput, StoreCorrupt
+from continuum_mcp.crypto.identity import DatabaseReplayGuard, MemoryReplayGuard, Verifier
+from continuum_mcp.crypto.replay import REPLAY_SCHEMA, REPLAY_SCHEMA_VERSION
+from continuum_mcp.errors import InvalidInput
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.engine import Clock, RoundEngine
 from continuum_mcp.federation.coordinator.http import HttpAdapter
@@ -102,14 +102,12 @@ class FederationCoordinator:
         self.host = config.host
         self.port = config.port
         self.storage_path = config.storage_path
-        self.store = CoordinatorStore(self.storage_path)
+        self.store = CoordinatorStore.from_config(config)
         try:
             self.store.ensure_federation(config.federation_id)
-            try:
-                self.replay_guard = SQLiteReplayGuard(self.storage_path / REPLAY_DB_NAME)
-            except sqlite3.DatabaseError as exc:
-                raise StoreCorrupt(f"replay database {self.storage_path / REPLAY_DB_NAME} cannot be opened ({exc}); "
-                                   "it holds only recent nonces: move it aside and restart") from exc
+            # signed nonces of members, shared by every process on the store's database (replay.db on SQLite)
+            self.replay_guard = DatabaseReplayGuard(self.store.component(
+                REPLAY_DB_NAME, REPLAY_SCHEMA, version=REPLAY_SCHEMA_VERSION, what="replay guard (recent nonces only)"))
         except BaseException:
             self.store.close()
             raise

@@ -178,7 +178,7 @@ class CoordinatorService:
 
     def query(self, caller: str, request: wire.QueryRequest) -> wire.QueryResponse:
         level = self._member_level(caller)
-        with self.store.transaction() as conn:
+        with self.store.transaction(f"member:{caller}") as conn:  # a charge touches only the caller's rows
             now = self.engine.now()
             charged, free = self.credits.charge_query(conn, caller, priority=request.priority, level=level,
                                                       ref=secrets.token_hex(12), now=now)
@@ -188,7 +188,7 @@ class CoordinatorService:
                              free_tier=free, credits=balance)
 
     def download(self, caller: str) -> wire.DownloadResponse:
-        with self.store.transaction() as conn:
+        with self.store.transaction(f"member:{caller}") as conn:
             now = self.engine.now()
             charged = self.credits.charge_download(conn, caller, secrets.token_hex(12), now)
             patterns = rsql.released_patterns(conn, None)

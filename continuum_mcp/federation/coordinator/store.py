@@ -1,11 +1,18 @@
-"""Durable SQLite storage of the federation coordinator (every SQL statement of the coordinator
-lives in this module and its two parts, ``_release_sql`` and ``_credit_sql``).
+"""Durable storage of the federation coordinator (every SQL statement of the coordinator lives in
+this module and its parts, ``_release_sql``, ``_credit_sql``, ``_integrity_sql``), on SQLite or PostgreSQL.
 
-Why SQLite with WAL, ``synchronous=FULL`` and ``BEGIN IMMEDIATE`` (via ``continuum_mcp._sqlite``):
-the coordinator acknowledges a contribution (HTTP 202) only after its transaction has committed to
-disk, so a ``kill -9`` loses nothing it acknowledged; and every check-then-write (admission tokens,
-credit balances, votes) runs in one IMMEDIATE transaction, so concurrent requests can neither
-double-spend nor reuse a token.
+Two implementations of one interface (:class:`continuum_mcp._db.SqlDatabase`), the same portable
+SQL: by default one SQLite file in the storage directory (WAL, ``synchronous=FULL``, ``BEGIN
+IMMEDIATE``, via ``continuum_mcp._sqlite``); with ``database="postgresql://..."`` a PostgreSQL
+database that several coordinator processes share (``continuum_mcp._postgres``: a pool, every
+write transaction under one advisory lock, schema versions in a table). Either way the coordinator
+acknowledges a contribution (HTTP 202) only after its transaction has committed, so a ``kill -9``
+loses nothing it acknowledged; and every check-then-write (admission tokens, credit balances,
+votes, round transitions) runs in one transaction that holds the write lock before its first read,
+so concurrent requests, in one process or many, can neither double-spend nor reuse a token.
+The privacy ledger and the replay guard live beside it (:meth:`CoordinatorStore.component`): files
+of their own on SQLite, components of the same database on PostgreSQL, so no process keeps state
+that another needs.
 
 Why refuse rather than repair: the database *is* the federation (members, rounds, credits). A file
 that cannot be read, or one that is empty although it exists, means state was lost or damaged;
@@ -18,16 +25,15 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from continuum_mcp._sqlite import Database
+from continuum_mcp._db import Connection, SqlDatabase, open_database
 from continuum_mcp.errors import BadInvite, Conflict, InvalidInput, StoreCorrupt, TooLarge
 from continuum_mcp.federation.coordinator._schema import SCHEMA, SCHEMA_VERSION, migrate
 from continuum_mcp.federation.protocol import PatternSubmission
@@ -90,41 +96,99 @@ class RoundRow:
     epsilon: float | None
 
 
-class CoordinatorStore:
-    """One SQLite database (``coordinator.db``) in the storage directory.
+class _Storage:
+    """Where the coordinator's state lives: ``coordinator.db`` (and the files of its components) in
+    the storage directory, or the PostgreSQL database named by ``database`` (a ``postgresql://`` URL;
+    its pool has ``pool_size`` connections), holding every component.
 
-    A single connection guarded by a re-entrant lock serves all threads; every write is one
-    ``BEGIN IMMEDIATE`` transaction so other processes (e.g. ``coordinator invite``) are safe too.
+    Every write is one :meth:`transaction` that takes the store's write lock first (SQLite: ``BEGIN
+    IMMEDIATE``; PostgreSQL: ``pg_advisory_xact_lock``), so other threads and processes (more
+    coordinators, ``coordinator invite``) are safe; :meth:`reading` is a consistent snapshot.
     """
 
-    def __init__(self, storage_path: str | Path, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, storage_path: str | Path, busy_timeout_s: float = 30.0, *, database: str | None = None,
+                 pool_size: int = 16) -> None:
         self.dir = Path(storage_path)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = self.dir / DB_NAME
-        refuse_lost_state(self.dir)
-        self._db = Database(self.path, SCHEMA, version=SCHEMA_VERSION, migrate=migrate, timeout=busy_timeout_s,
-                            private=True,
-                            what="coordinator database")
-        self._lock = self._db.lock
-        self._conn = self._db.conn
-        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._timeout = busy_timeout_s
+        self._components: list[SqlDatabase] = []
+        self._pool: Any = None
+        if database:
+            from continuum_mcp._postgres import PgPool, is_postgres_url, redact
+
+            if not is_postgres_url(database):
+                raise InvalidInput(f"--database {redact(database)}: give a postgresql:// URL, or leave it out for "
+                                   f"SQLite in {self.dir}")
+            self._pool = PgPool(database, max_size=pool_size, timeout=busy_timeout_s)
+            self.path: Path | None = None
+        else:
+            self.path = self.dir / DB_NAME
+            refuse_lost_state(self.dir)
+        try:
+            self._db = self._open(DB_NAME, SCHEMA, version=SCHEMA_VERSION, migrate=migrate,
+                                  what="coordinator database", private=True)
+            if self._pool is None:
+                self._db.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_config(cls, config: Any) -> Self:
+        """The store a :class:`CoordinatorConfig` names (its storage directory and ``database``)."""
+        return cls(config.storage_path, database=config.database, pool_size=config.database_pool_size)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._db.dialect
+
+    @property
+    def db(self) -> SqlDatabase:
+        return self._db
+
+    def _open(self, file_name: str, schema: str, *, version: int, what: str, migrate: Any = None,
+              private: bool = False) -> SqlDatabase:
+        target: Any = self._pool if self._pool is not None else self.dir / file_name
+        db = open_database(target, schema, name=file_name.removesuffix(".db"), version=version, migrate=migrate,
+                           what=what, private=private, timeout=self._timeout)
+        self._components.append(db)
+        return db
+
+    def component(self, file_name: str, schema: str, *, version: int = 1, what: str) -> SqlDatabase:
+        """Another part of the coordinator's state (the privacy ledger, the replay guard) beside the
+        store: its own file ``file_name`` on SQLite, a component of the same database on PostgreSQL.
+        Closed with the store."""
+        return self._open(file_name, schema, version=version, what=what)
 
     def close(self) -> None:
-        self._db.close()
+        for db in reversed(self._components):
+            db.close()
+        self._components.clear()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        """An IMMEDIATE transaction (write lock taken before any read), committed on success."""
-        return self._db.tx()
+    def transaction(self, key: str = "") -> AbstractContextManager[Any]:
+        """A write transaction (the store's write lock taken before any read), committed on success.
 
-    @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        """A consistent read (deferred transaction) without taking the write lock."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+        ``key`` (PostgreSQL; SQLite has one lock per file) narrows the lock for a transaction that
+        reads and writes only rows of that key, e.g. ``member:<id>`` for one member's credit charge:
+        such transactions of different keys run side by side, and never beside an unkeyed one."""
+        return self._db.tx(key)
+
+    def reading(self) -> AbstractContextManager[Any]:
+        """A consistent read without taking the write lock."""
+        return self._db.reading()
+
+    def storage_files(self) -> list[Path]:
+        """Every file of the storage directory (tests search them for plaintext)."""
+        return sorted(p for p in self.dir.rglob("*") if p.is_file())
+
+
+class CoordinatorStore(_Storage):
+    """Every SQL statement of the coordinator's members, admission, rounds and submissions (the
+    release, credit and integrity SQL are in their modules), typed rows out."""
 
     # ----------------------------------------------------------------------------- meta
 
@@ -167,20 +231,17 @@ class CoordinatorStore:
 
     def invite_journal(self) -> list[tuple[float, int, str]]:
         """(at, count, via) of every minting, oldest first: the operator's sybil budget is auditable."""
-        with self._lock:
-            rows = self._conn.execute("SELECT at, count, via FROM invite_journal ORDER BY id").fetchall()
+        rows = self._db.read("SELECT at, count, via FROM invite_journal ORDER BY id")
         return [(float(a), int(c), str(v)) for a, c, v in rows]
 
-    def get_member(self, instance_id: str, conn: sqlite3.Connection | None = None) -> Member | None:
-        c = conn or self._conn
-        with self._lock:
-            row = c.execute(
-                "SELECT instance_id, public_key, level, mode, joined_at FROM members WHERE instance_id=?",
-                (instance_id,),
-            ).fetchone()
+    def get_member(self, instance_id: str, conn: Connection | None = None) -> Member | None:
+        row = (conn or self._db).execute(
+            "SELECT instance_id, public_key, level, mode, joined_at FROM members WHERE instance_id=?",
+            (instance_id,),
+        ).fetchone()
         return None if row is None else Member(row[0], bytes(row[1]), row[2], row[3], float(row[4]))
 
-    def member_keys(self, ids: Sequence[str], conn: sqlite3.Connection | None = None) -> dict[str, bytes]:
+    def member_keys(self, ids: Sequence[str], conn: Connection | None = None) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         for i in ids:
             m = self.get_member(i, conn)
@@ -189,7 +250,7 @@ class CoordinatorStore:
         return out
 
     @staticmethod
-    def remove_member(conn: sqlite3.Connection, instance_id: str) -> None:
+    def remove_member(conn: Connection, instance_id: str) -> None:
         """End a membership: its votes and verifications go too (submissions are deleted first)."""
         for table in ("votes", "verifications", "members"):
             conn.execute(f"DELETE FROM {table} WHERE instance_id=?", (instance_id,))
@@ -233,33 +294,30 @@ class CoordinatorStore:
 
     # ----------------------------------------------------------------------------- rounds
 
-    def current_round(self, conn: sqlite3.Connection | None = None) -> RoundRow | None:
-        c = conn or self._conn
-        with self._lock:
-            row = c.execute(
-                "SELECT round_id, attempt, phase, phase_deadline, params_json, opened_at, next_close_at,"
-                " finished_at, epsilon FROM rounds ORDER BY round_id DESC LIMIT 1"
-            ).fetchone()
+    def current_round(self, conn: Connection | None = None) -> RoundRow | None:
+        row = (conn or self._db).execute(
+            "SELECT round_id, attempt, phase, phase_deadline, params_json, opened_at, next_close_at,"
+            " finished_at, epsilon FROM rounds ORDER BY round_id DESC LIMIT 1"
+        ).fetchone()
         return None if row is None else RoundRow(*row)
 
     def get_round(self, round_id: int) -> RoundRow | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT round_id, attempt, phase, phase_deadline, params_json, opened_at, next_close_at,"
-                " finished_at, epsilon FROM rounds WHERE round_id=?",
-                (round_id,),
-            ).fetchone()
+        row = self._db.read_one(
+            "SELECT round_id, attempt, phase, phase_deadline, params_json, opened_at, next_close_at,"
+            " finished_at, epsilon FROM rounds WHERE round_id=?",
+            (round_id,),
+        )
         return None if row is None else RoundRow(*row)
 
     @staticmethod
-    def open_round(conn: sqlite3.Connection, round_id: int, now: float, interval: float) -> None:
+    def open_round(conn: Connection, round_id: int, now: float, interval: float) -> None:
         conn.execute(
             "INSERT INTO rounds (round_id, attempt, phase, opened_at, next_close_at) VALUES (?, 0, 'collecting', ?, ?)",
             (round_id, now, now + interval),
         )
 
     @staticmethod
-    def set_round(conn: sqlite3.Connection, round_id: int, **fields: Any) -> None:
+    def set_round(conn: Connection, round_id: int, **fields: Any) -> None:
         allowed = {"attempt", "phase", "phase_deadline", "params_json", "next_close_at", "finished_at", "epsilon"}
         if not fields or not set(fields) <= allowed:
             raise InvalidInput(f"bad round fields {sorted(fields)}")
@@ -269,7 +327,7 @@ class CoordinatorStore:
     # ----------------------------------------------------------------------------- submissions
 
     def replace_submission(
-        self, conn: sqlite3.Connection, instance_id: str, round_id: int, patterns: Sequence[PatternSubmission],
+        self, conn: Connection, instance_id: str, round_id: int, patterns: Sequence[PatternSubmission],
         now: float,
     ) -> None:
         """Replace the member's pending submission of ``round_id`` (re-posting replaces)."""
@@ -278,20 +336,19 @@ class CoordinatorStore:
             (instance_id, round_id),
         )
         for p in patterns:
-            cur = conn.execute(
+            sid = conn.execute(
                 "INSERT INTO submissions (instance_id, round_id, ct_round, slot, confidence, statement_ct,"
-                " statement_token, submitted_at) VALUES (?,?,?,?,?,?,?,?)",
+                " statement_token, submitted_at) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
                 (instance_id, round_id, round_id, p.slot, p.confidence, p.statement_ciphertext, p.statement_token,
                  now),
-            )
-            sid = cur.lastrowid
+            ).fetchone()[0]
             conn.executemany(
                 "INSERT INTO phrases (submission_id, position, token, ciphertext) VALUES (?,?,?,?)",
                 [(sid, k, ph.token, ph.ciphertext) for k, ph in enumerate(p.phrases)],
             )
 
     @staticmethod
-    def pending_submitters(conn: sqlite3.Connection, round_id: int) -> dict[str, int]:
+    def pending_submitters(conn: Connection, round_id: int) -> dict[str, int]:
         """Members with a pending submission in ``round_id`` -> number of patterns."""
         rows = conn.execute(
             "SELECT instance_id, COUNT(*) FROM submissions WHERE round_id=? AND status='pending' GROUP BY instance_id",
@@ -301,15 +358,14 @@ class CoordinatorStore:
 
     def pending_snapshot(self, instance_id: str) -> list[tuple[int, int, int]]:
         """(round_id, ct_round, slot) of a member's pending submissions (tests, status)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT round_id, ct_round, slot FROM submissions WHERE instance_id=? AND status='pending' ORDER BY slot",
-                (instance_id,),
-            ).fetchall()
+        rows = self._db.read(
+            "SELECT round_id, ct_round, slot FROM submissions WHERE instance_id=? AND status='pending' ORDER BY slot",
+            (instance_id,),
+        )
         return [(int(a), int(b), int(c)) for a, b, c in rows]
 
     @staticmethod
-    def carry_over(conn: sqlite3.Connection, from_round: int, to_round: int, members: Sequence[str] | None = None) -> int:
+    def carry_over(conn: Connection, from_round: int, to_round: int, members: Sequence[str] | None = None) -> int:
         """Move pending submissions to the next round (nothing acknowledged is ever lost)."""
         if members is None:
             cur = conn.execute(
@@ -326,7 +382,7 @@ class CoordinatorStore:
         return total
 
     @staticmethod
-    def mark_released(conn: sqlite3.Connection, round_id: int, members: Sequence[str], now: float) -> None:
+    def mark_released(conn: Connection, round_id: int, members: Sequence[str], now: float) -> None:
         for m in members:
             conn.execute(
                 "UPDATE submissions SET status='released', released_round=?, released_at=? "
@@ -335,28 +391,14 @@ class CoordinatorStore:
             )
 
     @staticmethod
-    def delete_member_submissions(conn: sqlite3.Connection, instance_id: str) -> tuple[int, set[int]]:
+    def delete_member_submissions(conn: Connection, instance_id: str) -> tuple[int, set[int]]:
         """Delete every submission of a member; returns (count, slots touched). What is released
         from them is withdrawn at the next scheduled release, not here (see ``RoundEngine.withdraw``)."""
         rows = conn.execute("SELECT id, slot FROM submissions WHERE instance_id=?", (instance_id,)).fetchall()
         conn.execute("DELETE FROM submissions WHERE instance_id=?", (instance_id,))
         return len(rows), {int(r[1]) for r in rows}
 
-    # ----------------------------------------------------------------------------- secagg log
-
-    @staticmethod
-    def record_secagg(conn: sqlite3.Connection, round_id: int, attempt: int, kind: str, instance_id: str,
-                      message_json: str, now: float) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO secagg_messages VALUES (?,?,?,?,?,?)",
-            (round_id, attempt, kind, instance_id, message_json, now),
-        )
-
     # ----------------------------------------------------------------------------- misc
-
-    def storage_files(self) -> list[Path]:
-        """Every file of the storage directory (tests search them for plaintext)."""
-        return sorted(p for p in self.dir.rglob("*") if p.is_file())
 
     @staticmethod
     def params_dump(params: Any) -> str:
