@@ -29,9 +29,12 @@ from continuum_mcp.federation.coordinator import _attempt_sql as asql
 from continuum_mcp.federation.coordinator.release import discrete_noise
 from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmission, PhraseSubmission
 from continuum_mcp.privacy.modes import default_policy
-from continuum_mcp.secagg import SecAggClient, SecAggParams, SignedMessage
+from continuum_mcp.secagg import SecAggClient, SecAggParams, SignedMessage, SparseDesign
 
 SLOTS, DIM, FED = 4, 8, "fed-durable"
+#: every test runs on both coordinator backends (SQLite files, PostgreSQL: tests/conftest.py); the
+#: engines of one test share its database, as processes behind a load balancer do
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 class Clock:
@@ -46,7 +49,7 @@ def engine(storage: Path, clock: Clock | None = None, **options: object) -> Roun
     config = CoordinatorConfig(storage_path=storage, federation_id=FED, privacy_mode="open", min_contributors=3,
                                slots=SLOTS, dim=DIM, round_interval_seconds=100, phase_timeout_seconds=10,
                                **options)  # type: ignore[arg-type]
-    store = CoordinatorStore(storage)
+    store = CoordinatorStore.from_config(config)
     store.ensure_federation(FED)
     e = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy(), now=clock or time.time,
                     noise=discrete_noise(np.random.default_rng(1)))
@@ -54,9 +57,9 @@ def engine(storage: Path, clock: Clock | None = None, **options: object) -> Roun
     return e
 
 
-def founded(storage: Path, who: list[Identity], clock: Clock | None = None) -> RoundEngine:
+def founded(storage: Path, who: list[Identity], clock: Clock | None = None, **options: object) -> RoundEngine:
     """A coordinator whose members all submitted one pattern (slot 2, one shared phrase)."""
-    e = engine(storage, clock)
+    e = engine(storage, clock, **options)
     for m in who:
         e.store.admit(m.instance_id, m.public_key, "standard", "open", None, private=False, now=e.now())
         e.submit(m.instance_id, ContributionRequest(round_id=0, patterns=[PatternSubmission(
@@ -79,9 +82,10 @@ def released_slots(e: RoundEngine) -> dict[int, list[float]]:
     return {s.slot: s.vector for s in CoordinatorService(e.config, e.store, e, e.policy).slots().slots}
 
 
-def released_alone(storage: Path, who: list[Identity], log: list[tuple[str, str, SignedMessage]]) -> dict[int, list[float]]:
-    """What one process on its own database releases from the same messages (the reference)."""
-    one = founded(storage, who)
+def released_alone(storage: Path, who: list[Identity], log: list[tuple[str, str, SignedMessage]],
+                   **options: object) -> dict[int, list[float]]:
+    """What one process on its own database (a SQLite file) releases from the same messages (the reference)."""
+    one = founded(storage, who, database=None, **options)
     one.close_round()
     for kind, member, msg in log:
         one.receive(0, kind, member, msg)
@@ -89,13 +93,20 @@ def released_alone(storage: Path, who: list[Identity], log: list[tuple[str, str,
     return released_slots(one)
 
 
-def test_members_alternating_between_two_processes_release_what_one_process_releases(tmp_path: Path) -> None:
+#: SecAgg+ from 5 members on, with a small fixed graph: per-member rosters, inboxes and survivor lists
+SPARSE = dict(secaggplus_min_roster=5, secaggplus_design=SparseDesign(neighbours=4, threshold=2))
+
+
+@pytest.mark.parametrize("graph", ["bonawitz", "secaggplus"])
+def test_members_alternating_between_two_processes_release_what_one_process_releases(tmp_path: Path,
+                                                                                     graph: str) -> None:
+    options = SPARSE if graph == "secaggplus" else {}
     who = [Identity.generate() for _ in range(12)]  # open mode releases a phrase above tau = 7
-    a = founded(tmp_path / "shared", who)
-    b = engine(tmp_path / "shared")  # a second process on the same database
+    a = founded(tmp_path / "shared", who, **options)
+    b = engine(tmp_path / "shared", **options)  # a second process on the same database
     a.close_round()
     params = b.current_params()  # b learns the attempt a opened from the store alone
-    assert params is not None and params == a.current_params()
+    assert params is not None and params == a.current_params() and params.sparse == (graph == "secaggplus")
     clients = {m.instance_id: SecAggClient(m, params) for m in who}
     xs = dict(zip(clients, inputs(params, len(who)), strict=True))
     log: list[tuple[str, str, SignedMessage]] = []
@@ -124,7 +135,7 @@ def test_members_alternating_between_two_processes_release_what_one_process_rele
     assert two == released_slots(a) and list(two) == [2]
 
     # the same messages through one process on its own database release exactly the same centroid
-    assert released_alone(tmp_path / "alone", who, log) == two
+    assert released_alone(tmp_path / "alone", who, log, **options) == two
 
 
 def test_a_deadline_is_taken_once_by_whichever_process_ticks_first(tmp_path: Path) -> None:
@@ -227,7 +238,7 @@ _ACCEPTOR = textwrap.dedent("""
     storage, fed = Path(sys.argv[1]), sys.argv[2]
     config = CoordinatorConfig(storage_path=storage, federation_id=fed, privacy_mode="open", min_contributors=3,
                                slots=4, dim=8, round_interval_seconds=100, phase_timeout_seconds=10)
-    e = RoundEngine(CoordinatorStore(storage), config, Verifier(MemoryReplayGuard()), default_policy())
+    e = RoundEngine(CoordinatorStore.from_config(config), config, Verifier(MemoryReplayGuard()), default_policy())
     e.recover()
     for line in sys.stdin:
         member, msg = json.loads(line)

@@ -133,7 +133,7 @@ def test_release_is_sticky_integer_and_once_per_window(fast_dir: Path) -> None:
     assert second["popular"] == first["popular"]  # sticky: no fresh noise for a released phrase
     assert "newcomer" in second
     # every contributor was charged once per window, with the window's whole budget
-    with engine._ledger(ids[0]) as ledger:  # noqa: SLF001 - the coordinator's own ledger of a member
+    with engine.privacy.ledger(ids[0]) as ledger:  # the coordinator's own ledger of a member
         assert len(ledger.history()) == 2
         assert ledger.spent() == pytest.approx(engine.mode.budget_epsilon, rel=1e-6)
 

@@ -39,11 +39,12 @@ def state(params_json: dict[str, object], round_id: int = 0) -> RoundState:
                       epsilon_spent=None)
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_round_above_the_threshold_runs_secaggplus_and_releases_with_a_dropout(tmp_path: Path) -> None:
     config = CoordinatorConfig(storage_path=tmp_path, federation_id=FED, privacy_mode="open", min_contributors=3,
                                slots=SLOTS, dim=DIM, round_interval_seconds=100, phase_timeout_seconds=10,
                                secaggplus_min_roster=5, secaggplus_design=SparseDesign(neighbours=4, threshold=2))
-    store = CoordinatorStore(tmp_path)
+    store = CoordinatorStore.from_config(config)
     store.ensure_federation(FED)
     t = [time.time()]
     engine = RoundEngine(store, config, Verifier(MemoryReplayGuard()), default_policy(), now=lambda: t[0],

@@ -29,28 +29,28 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from continuum_mcp.errors import NotFound, PrivacyBudgetExceeded, WrongPhase
+from continuum_mcp.errors import NotFound, WrongPhase
 from continuum_mcp.crypto.identity import Verifier
 from continuum_mcp.federation.coordinator import _attempt_sql as asql
 from continuum_mcp.federation.coordinator import _integrity_sql as isql
 from continuum_mcp.federation.coordinator import _release_sql as rsql
 from continuum_mcp.federation.coordinator import release
 from continuum_mcp.federation.coordinator._attempt import Attempt
+from continuum_mcp.federation.coordinator._attempt_cache import AttemptCache
+from continuum_mcp.federation.coordinator._round_privacy import RoundPrivacy
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.credits import Credits
 from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore, RoundRow
 from continuum_mcp.federation.coordinator._bounds import refuse_poisoned_blocks
-from continuum_mcp.federation.participant import round_params, sybil_noise_factor
+from continuum_mcp.federation.participant import round_params
 from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState
-from continuum_mcp.privacy.dp import gdp_epsilon
-from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, LEDGER_SCHEMA_VERSION, PrivacyLedger, PrivacySpend
+from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, LEDGER_SCHEMA_VERSION, PrivacySpend
 from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.secagg import AggregateResult, KeyRoster, SecAggParams, ShareInbox, SignedMessage, SurvivorList
 
@@ -73,11 +73,10 @@ class RoundEngine:
         self._noise = noise or release.discrete_noise()
         self._verifier = verifier
         self._lock = threading.RLock()
-        self._attempt: Attempt | None = None  # a cache of the store's running attempt (see _sync)
-        self._clean: tuple[Attempt | None, int] = (None, -1)  # the cache as of the last commit or sync
+        self._cache = AttemptCache(store.transaction, self._lock)  # this process's copy of the running attempt
         # every member's ledger, beside the store (ledger.db, or the store's PostgreSQL database)
-        self._ledger_db = store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION,
-                                          what="privacy ledger")
+        self.privacy = RoundPrivacy(store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION,
+                                                    what="privacy ledger"), config, self.mode, now)
 
     @property
     def lock(self) -> threading.RLock:
@@ -86,30 +85,14 @@ class RoundEngine:
 
     # ------------------------------------------------------------------------------ privacy
 
-    def _ledger(self, instance_id: str) -> PrivacyLedger:
-        return PrivacyLedger(db=self._ledger_db, identity=instance_id, budget_epsilon=self.mode.budget_epsilon,
-                             delta=self.mode.delta, window=timedelta(days=self.config.window_days),
-                             lifetime=self.mode.lifetime_budget(), clock=self._ledger_clock)
-
-    def _ledger_clock(self) -> datetime:
-        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
-
     def ledger_spent(self, instance_id: str) -> float:
-        with self._ledger(instance_id) as ledger:
-            return ledger.spent()
+        return self.privacy.spent(instance_id)
 
     def window_spend(self, params: SecAggParams) -> PrivacySpend:
-        """The window's spend with the noise ``params`` actually carry from the honest survivors
-        alone (the sybil-calibration factor taken out, as the clients charge): noise std per unit
-        of the quantised clip (the sensitivity of the released sum), not per unit of the float clip."""
-        honest = params.noise_sigma / sybil_noise_factor(params.n, self.config.sybil_fraction, params.survivor_floor)
-        return self.mode.window_spend(honest / params.quantised_sensitivity)
+        return self.privacy.window_spend(params)
 
     def round_epsilon(self, params: SecAggParams | None = None) -> float:
-        """Epsilon of one window's release at the mode's delta, from the spend the ledgers record."""
-        spend = self.mode.round_spend() if params is None else self.window_spend(params)
-        assert spend.mu is not None
-        return gdp_epsilon(spend.mu, self.mode.delta - spend.extra_delta)
+        return self.privacy.round_epsilon(params)
 
     def make_params(self, round_id: int, attempt: int, roster: list[str]) -> SecAggParams:
         """SecAggParams of the one calibration every client checks (``participant.round_params``)."""
@@ -118,38 +101,14 @@ class RoundEngine:
 
     # ------------------------------------------------------------------------------ the attempt cache
 
-    @contextmanager
-    def _writing(self) -> Iterator[Any]:
-        """One store write transaction under the engine lock. If it fails, a cached attempt that
-        moved on inside it is dropped (it would be ahead of the store) and rebuilt on the next request."""
-        with self._lock:
-            try:
-                with self.store.transaction() as conn:
-                    yield conn
-            except BaseException:
-                a = self._attempt
-                if a is not None and (a is not self._clean[0] or a.seq != self._clean[1]):
-                    self._attempt = None
-                raise
-            self._clean = (self._attempt, -1 if self._attempt is None else self._attempt.seq)
-
     def _sync(self, conn: Any) -> Attempt | None:
-        """The store's running attempt, the local cache caught up to it: loaded from its log when this
-        process has not seen it, else only the records other processes appended since (under the lock)."""
+        """The store's running attempt, this process's copy caught up to it (under the lock)."""
         cur = self.store.current_round(conn)
         if cur is None or cur.phase not in SECAGG_PHASES or cur.params_json is None:
-            self._attempt = None
-            return None
-        a = self._attempt
-        if a is None or (a.round_id, a.attempt) != (cur.round_id, cur.attempt):
-            session = SecAggParams.model_validate_json(cur.params_json).session_id
-            records = asql.records_after(conn, session, -1)
-            a = Attempt.from_log(records) if records else None  # no log: an attempt from before they were durable
-        else:
-            a.catch_up(asql.records_after(conn, a.session_id, a.seq))
-        self._attempt = a
-        self._clean = (a, -1 if a is None else a.seq)
-        return None if a is None or a.over else a
+            return self._cache.sync(conn, None, str)
+        params_json = cur.params_json
+        return self._cache.sync(conn, (cur.round_id, cur.attempt),
+                                lambda: SecAggParams.model_validate_json(params_json).session_id)
 
     def _running(self, conn: Any, round_id: int) -> Attempt:
         a = self._sync(conn)
@@ -166,7 +125,7 @@ class RoundEngine:
         """Open round 0 on a fresh store. A round that was aggregating continues its attempt from the
         store's log (with several processes, another one may be running it); an attempt without a
         log (written by an older coordinator) cannot, and a new attempt of the round starts."""
-        with self._writing() as conn:
+        with self._cache.writing() as conn:
             now = self.now()
             cur = self.store.current_round(conn)
             if cur is None:
@@ -182,27 +141,15 @@ class RoundEngine:
         logger.info("round %d attempt %d has no state to continue from: starting attempt %d", cur.round_id,
                     cur.attempt, cur.attempt + 1)
         if cur.params_json is not None:  # masked inputs the lost attempt had received are spent
-            self._charge_attempt(SecAggParams.model_validate_json(cur.params_json),
+            self.privacy.charge_attempt(SecAggParams.model_validate_json(cur.params_json),
                                  isql.secagg_senders(conn, cur.round_id, cur.attempt, "masked_input"))
         if not self._fix_roster(conn, cur.round_id, cur.attempt + 1, now):
             self.store.set_round(conn, cur.round_id, phase="collecting", attempt=cur.attempt + 1,
                                  phase_deadline=None, params_json=None,
                                  next_close_at=now + self.config.round_interval_seconds)
 
-    def _eligible(self, members: list[str]) -> list[str]:
-        """Members whose coordinator-side ledger affords this round (others wait, nothing lost)."""
-        spend = self.mode.round_spend()
-        out = []
-        for m in members:
-            with self._ledger(m) as ledger:
-                if ledger.check(spend).allowed:
-                    out.append(m)
-                else:
-                    logger.info("member %s is past its privacy budget; its submission waits", m)
-        return out
-
     def _fix_roster(self, conn: Any, round_id: int, attempt: int, now: float) -> bool:
-        roster = self._eligible(sorted(self.store.pending_submitters(conn, round_id)))
+        roster = self.privacy.eligible(sorted(self.store.pending_submitters(conn, round_id)))
         if len(roster) < max(3, self.config.min_contributors):
             return False
         params = self.make_params(round_id, attempt, roster)
@@ -211,7 +158,7 @@ class RoundEngine:
         asql.append(conn, a.session_id, a.opening())
         self.store.set_round(conn, round_id, attempt=attempt, phase="advertise", phase_deadline=deadline,
                              params_json=CoordinatorStore.params_dump(params))
-        self._attempt = a
+        self._cache.opened((round_id, attempt), a)
         return True
 
     def _close_collecting(self, conn: Any, cur: RoundRow, now: float) -> None:
@@ -221,7 +168,7 @@ class RoundEngine:
 
     def close_round(self) -> RoundState:
         """Fix the roster of the collecting round (or carry it over when too few submitted)."""
-        with self._writing() as conn:
+        with self._cache.writing() as conn:
             cur = self.store.current_round(conn)
             assert cur is not None
             if cur.phase != "collecting":
@@ -237,7 +184,7 @@ class RoundEngine:
         cur = self.store.current_round()
         if cur is None or not _due(cur, now):
             return
-        with self._writing() as conn:
+        with self._cache.writing() as conn:
             cur = self.store.current_round(conn)
             if cur is None or not _due(cur, now):
                 return
@@ -262,7 +209,7 @@ class RoundEngine:
     def receive(self, round_id: int, kind: str, caller: str, message: SignedMessage) -> None:
         """Accept one member's secagg message for the current phase; advance when all posted. The
         message, and the phase close it completes, commit in one transaction."""
-        with self._writing() as conn:
+        with self._cache.writing() as conn:
             a = self._running(conn, round_id)
             now = self.now()
             asql.append(conn, a.session_id, a.accept(kind, caller, message, self._verifier, now))
@@ -288,27 +235,13 @@ class RoundEngine:
         else:
             self.store.set_round(conn, a.round_id, phase=a.phase, phase_deadline=a.deadline)
 
-    def _charge_attempt(self, params: SecAggParams, members: list[str] | set[str]) -> None:
-        """Charge each member whose masked input this attempt received the window's spend, one
-        label per attempt (its session id ``<fed>/r<round>/a<attempt>``) as the clients do: the
-        attempt belongs to the round's window, and an attempt that aborted after masked inputs were
-        sent could still have been unmasked by a malicious coordinator. Idempotent per (member, attempt),
-        so a transaction retried (or taken over by another process) charges once."""
-        spend = self.window_spend(params)
-        for m in sorted(members):
-            try:
-                with self._ledger(m) as ledger:
-                    ledger.spend(spend, round_id=params.session_id)
-            except PrivacyBudgetExceeded:
-                logger.warning("member %s is past its privacy budget; spend not recorded", m)
-
     def _abort(self, conn: Any, a: Attempt, now: float) -> None:
-        self._charge_attempt(a.params, a.masked_senders())
+        self.privacy.charge_attempt(a.params, a.masked_senders())
         self.store.set_round(conn, a.round_id, phase="aborted", phase_deadline=None, finished_at=now)
         self.store.open_round(conn, a.round_id + 1, now, self.config.round_interval_seconds)
         moved = self.store.carry_over(conn, a.round_id, a.round_id + 1)
         logger.info("round %d aborted; %d submissions carried over to round %d", a.round_id, moved, a.round_id + 1)
-        self._attempt = None
+        self._cache.clear()
 
     def key_roster(self, round_id: int, caller: str) -> KeyRoster:
         with self._lock, self.store.reading() as conn:
@@ -327,7 +260,7 @@ class RoundEngine:
     def release_aggregate(self, result: AggregateResult) -> RoundState:
         """Release the running attempt's round from its aggregate (what ``SecAggServer.finalize``
         returns; the benchmark hands in an exactly simulated one). Returns the released state."""
-        with self._writing() as conn:
+        with self._cache.writing() as conn:
             a = self._sync(conn)
             if a is None:
                 raise WrongPhase("no round is aggregating")
@@ -338,7 +271,7 @@ class RoundEngine:
     def _release(self, conn: Any, a: Attempt, result: AggregateResult) -> None:
         now, r = self.now(), a.round_id
         survivors = list(result.contributors)
-        self._charge_attempt(a.params, survivors)
+        self.privacy.charge_attempt(a.params, survivors)
         dropped = [m for m in a.params.roster if m not in set(survivors)]
         self.store.open_round(conn, r + 1, now, self.config.round_interval_seconds)
         self.store.carry_over(conn, r, r + 1, dropped)
@@ -357,7 +290,7 @@ class RoundEngine:
         self.store.set_round(conn, r, phase="released", phase_deadline=None, finished_at=now,
                              epsilon=self.round_epsilon(a.params))
         logger.info("round %d released with %d contributors (%d dropped)", r, len(survivors), len(dropped))
-        self._attempt = None
+        self._cache.clear()
 
     def _release_window(self, conn: Any, round_id: int, vectors: dict[int, Any] | None) -> set[int]:
         """The window's one release: scheduled withdrawals, then one noisy selection of the new
@@ -377,7 +310,7 @@ class RoundEngine:
 
     def submit(self, caller: str, request: ContributionRequest) -> int:
         """Store the caller's submission for the collecting round; returns the round id."""
-        with self._writing() as conn:
+        with self._cache.writing() as conn:
             cur = self.store.current_round(conn)
             assert cur is not None
             if request.round_id != cur.round_id or cur.phase != "collecting":
@@ -391,7 +324,7 @@ class RoundEngine:
         changes now: the next scheduled release recounts and withdraws what fell under the floor
         (an immediate recompute would show exactly what this member had contributed). Returns
         (submissions deleted, patterns withdrawn now = 0)."""
-        with self._writing() as conn:
+        with self._cache.writing() as conn:
             n, _slots = self.store.delete_member_submissions(conn, caller)
             if leave:
                 self.store.remove_member(conn, caller)

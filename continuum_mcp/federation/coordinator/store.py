@@ -398,17 +398,6 @@ class CoordinatorStore(_Storage):
         conn.execute("DELETE FROM submissions WHERE instance_id=?", (instance_id,))
         return len(rows), {int(r[1]) for r in rows}
 
-    # ----------------------------------------------------------------------------- secagg log
-
-    @staticmethod
-    def record_secagg(conn: Connection, round_id: int, attempt: int, kind: str, instance_id: str,
-                      message_json: str, now: float) -> None:
-        conn.execute(
-            "INSERT INTO secagg_messages VALUES (?,?,?,?,?,?) ON CONFLICT (round_id, attempt, kind, instance_id) "
-            "DO UPDATE SET message_json=excluded.message_json, received_at=excluded.received_at",
-            (round_id, attempt, kind, instance_id, message_json, now),
-        )
-
     # ----------------------------------------------------------------------------- misc
 
     @staticmethod
