@@ -38,7 +38,7 @@ import psycopg_pool
 from psycopg.types.numeric import FloatDumper, IntDumper, NumericLoader
 
 from continuum_mcp._sqlite import Rows, split_sql
-from continuum_mcp.errors import InvalidInput, StoreCorrupt
+from continuum_mcp.errors import CoordinatorUnavailable, InvalidInput, StoreCorrupt
 
 #: the table every component's schema version is recorded in (one row per component)
 VERSIONS_TABLE = "continuum_schema_versions"
@@ -184,12 +184,18 @@ class PgPool:
         if conn is not None:
             yield conn, True
             return
-        with self._pool.connection() as conn:
-            self._local.conn = conn
-            try:
-                yield conn, False
-            finally:
-                self._local.conn = None
+        try:
+            with self._pool.connection() as conn:
+                self._local.conn = conn
+                try:
+                    yield conn, False
+                finally:
+                    self._local.conn = None
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+            # the server went away, a lock wait or the pool timed out: the request is refused whole
+            # (its transaction rolled back), so the caller may retry; a typed 503, never a bare 500
+            raise CoordinatorUnavailable(f"the coordinator's database {redact(self.url)} is unavailable "
+                                         f"({_first_line(exc)}); nothing was changed, retry later") from exc
 
     def close(self) -> None:
         self._pool.close()

@@ -234,3 +234,48 @@ def test_member_keyed_transactions_run_side_by_side_but_never_beside_an_exclusiv
             assert (waited >= 0.9) == must_wait, (key, probe, waited)
     holder.close()
     other.close()
+
+
+def test_a_database_that_goes_away_mid_run_is_a_typed_503_and_loses_nothing(tmp_path: Path, pg_server: Any) -> None:
+    """PostgreSQL refusing connections while the coordinator runs: every request is a JSON 503
+    ``coordinator_unavailable`` (clients retry it, as for a coordinator that is down), never a bare 500;
+    once the database is back the same coordinator answers again and what it held is intact."""
+    from starlette.testclient import TestClient
+
+    from continuum_mcp.crypto.identity import Identity
+    from continuum_mcp.federation.coordinator import FederationCoordinator
+    from continuum_mcp.federation.protocol import ErrorBody, JoinRequest
+
+    url = pg_server.database()
+    dbname = url.rsplit("/", 1)[1].split("?")[0]
+    coord = FederationCoordinator(storage_path=tmp_path / "coord", federation_id="fed-down", privacy_mode="open",
+                                  slots=4, dim=8, database=url)
+    client = TestClient(coord.app)
+    member = Identity.generate()
+    body = JoinRequest(admission_token=coord.create_admission_tokens(1)[0], privacy_mode="open").model_dump_json().encode()
+    headers = {**member.sign_request("POST", "/v1/join", body), "content-type": "application/json"}
+    assert client.post("/v1/join", content=body, headers=headers).status_code == 200
+
+    def status() -> Any:
+        return client.get("/v1/status", headers=member.sign_request("GET", "/v1/status"))
+
+    admin = psycopg.connect(pg_server.url(), autocommit=True)
+    try:
+        admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
+        r = status()
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"].startswith("application/json")
+        err = ErrorBody.model_validate(r.json())
+        assert err.code == "coordinator_unavailable" and "nothing was changed" in err.message
+        assert "password" not in err.message
+    finally:
+        admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+        admin.close()
+    for _ in range(20):  # the pool replaces the connections it found broken
+        r = status()
+        if r.status_code == 200:
+            break
+        time.sleep(0.25)
+    assert r.status_code == 200, r.text
+    coord.stop()

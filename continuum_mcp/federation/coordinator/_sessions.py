@@ -29,7 +29,6 @@ from continuum_mcp.errors import (
     AggregationAborted, CryptoError, Forbidden, InvalidInput, NotFound, PrivacyBudgetExceeded, WrongPhase,
 )
 from continuum_mcp.federation.coordinator._attempt import Attempt
-from continuum_mcp.federation.coordinator.engine import masked_senders
 from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore
 from continuum_mcp.federation.learning import SessionParams, session_round_params
 from continuum_mcp.federation.protocol import RoundState
@@ -143,7 +142,7 @@ class SessionRounds:
             step = a.close_phase()
         except (AggregationAborted, CryptoError, InvalidInput) as exc:
             logger.warning("session %s round %d aborted in %s: %s", run.proposal_id, a.round_id, a.phase, exc)
-            return self._end(run, "aborted", None, masked_senders(a))
+            return self._end(run, "aborted", None, a.masked_senders())
         if isinstance(step, AggregateResult):
             try:  # post-processing of the DP sum: costs no privacy
                 result = run.kind.postprocess(np.asarray(step.float_sum, dtype=np.float64), step.noise_sigma,
