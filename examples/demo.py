@@ -65,6 +65,7 @@ from embeddings import SentenceTransformerEmbedder
 FEDERATION_ID = "demo-federation"
 MIN_CONTRIBUTORS = 3
 ATTACH = "claude mcp add continuum -- continuum-mcp serve"
+ADMIN_TIMEOUT = 120.0  # closing a round of 40 members' submissions on a busy laptop takes more than httpx's 5 s
 
 # Facts several users share, each in their own words (with their own personal details around them).
 SHARED = {
@@ -271,7 +272,8 @@ async def run_demo(work: Path, n_mcp: int, n: int, mode: str) -> int:
     try:
         banner("2. invites (the federation key stays with the members)")
         key = generate_federation_key()
-        r = httpx.post(f"{url}/v1/admin/invites", json={"count": n}, headers={ADMIN_TOKEN_HEADER: admin_token})
+        r = httpx.post(f"{url}/v1/admin/invites", json={"count": n}, headers={ADMIN_TOKEN_HEADER: admin_token},
+                       timeout=ADMIN_TIMEOUT)
         r.raise_for_status()
         invites = [Invite.build(url, FEDERATION_ID, t, key).format() for t in r.json()["admission_tokens"]]
         print(f"{len(invites)} invites, e.g. {invites[0][:48]}...#<key> (the part after '#' is the federation key; "
@@ -329,7 +331,8 @@ async def run_demo(work: Path, n_mcp: int, n: int, mode: str) -> int:
             print(f"instances {n_mcp}-{n - 1}: contributed {sum(s.patterns for s in sent)} patterns")
 
             banner("5. round: close, secure aggregation, release")
-            r = httpx.post(f"{url}/v1/admin/rounds/close", headers={ADMIN_TOKEN_HEADER: admin_token})
+            r = httpx.post(f"{url}/v1/admin/rounds/close", headers={ADMIN_TOKEN_HEADER: admin_token},
+                           timeout=ADMIN_TIMEOUT)
             r.raise_for_status()
             print("round", r.json()["round_id"], "->", r.json()["phase"], f"({n} members run secure aggregation)")
             results: list[dict[str, Any]] = [{}] * n_mcp
