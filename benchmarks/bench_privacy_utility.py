@@ -14,7 +14,8 @@ What is REAL (the project's own code, public APIs only):
   client's ``Generalizer`` (select -> scrub -> normalise -> embed the scrubbed text with the
   bundled all-MiniLM-L6-v2 -> cluster -> confidence -> key phrases), slotting with the bundled
   codebook v0, one pattern per slot, the level's slot cap L, and at most C = 20 phrases per window
-  chosen by the instance's own phrase frequency. Instances contribute with ``min_confidence`` 0.5
+  chosen by the instance's own phrase frequency, then each pattern's shortest and most central
+  phrases (``generalize.key_phrases``). Instances contribute with ``min_confidence`` 0.5
   by default (``--min-confidence``).
 - the wire: ``submission.build_contribution`` (phrase tokens of the phrase itself plus AEAD
   ciphertexts, statements where the mode sends them), POSTed signed by ``CoordinatorAPI`` to a real
