@@ -14,7 +14,8 @@ What is REAL (the project's own code, public APIs only):
   client's ``Generalizer`` (select -> scrub -> normalise -> embed the scrubbed text with the
   bundled all-MiniLM-L6-v2 -> cluster -> confidence -> key phrases), slotting with the bundled
   codebook v0, one pattern per slot, the level's slot cap L, and at most C = 20 phrases per window
-  chosen by the instance's own phrase frequency. Instances contribute with ``min_confidence`` 0.5
+  chosen by the instance's own phrase frequency, then each pattern's shortest and most central
+  phrases (``generalize.key_phrases``). Instances contribute with ``min_confidence`` 0.5
   by default (``--min-confidence``).
 - the wire: ``submission.build_contribution`` (phrase tokens of the phrase itself plus AEAD
   ciphertexts, statements where the mode sends them), POSTed signed by ``CoordinatorAPI`` to a real
@@ -422,6 +423,12 @@ def plan(texts: Sequence[str], generalizer: Generalizer, codebook: Codebook, pol
                              min_confidence=min_confidence).planned
 
 
+def load() -> str:
+    """The 1/5/15-minute load averages: timings on a shared machine mean little without them."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores"
+
+
 # ------------------------------------------------------------------------------------------ members
 
 
@@ -617,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     t_all = time.perf_counter()
     policy = default_policy()
-    print(f"Machine: {machine()}", flush=True)
+    print(f"Machine: {machine()}; {load()} at start", flush=True)
 
     inner = SentenceTransformerEmbedder()
     inner.start()
@@ -699,9 +706,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           "RoundParticipant. SIMULATED (cells marked 'secagg sum simulated'): the secure aggregation's four phases "
           "are replaced by the sum they produce (secagg.quantise + per-client secagg.discrete_gaussian noise, masks "
           "cancelled, no dropouts), fed to RoundEngine.release_aggregate.")
-    print(f"Total time {time.perf_counter() - t_all:.0f} s.")
+    print(f"Total time {time.perf_counter() - t_all:.0f} s; {load()} at the end.")
     if args.json:
-        print(json.dumps({"cells": [asdict(c) for c in cells.values()],
+        print(json.dumps({"machine": machine(), "load_at_end": os.getloadavg(),
+                          "cells": [asdict(c) for c in cells.values()],
                           "baseline": {str(n): b for n, b in base.items()},
                           "requirements": [r.model_dump(mode="json") for r in req]}, indent=2))
     return 0

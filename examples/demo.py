@@ -1,25 +1,31 @@
-"""End-to-end demo: private memories, a federation, and proof of what left each machine.
+"""End-to-end demo: private memories, a federation of realistic size, and proof of what left each machine.
 
-    ./dev.sh demo            (or: python examples/demo.py [--instances 12] [--mode high] [--keep DIR])
+    ./dev.sh demo            (or: python examples/demo.py [--members 40] [--instances 4] [--mode high] [--keep DIR])
 
 What happens, all on 127.0.0.1:
-1. A coordinator starts (`continuum-mcp coordinator`, open mode, at least 3 contributors).
+1. A coordinator starts (`continuum-mcp coordinator`, `high` mode by default: the project's default,
+   differentially private phrase selection; at least 3 contributors).
 2. The founder makes a federation key (it never goes to the coordinator) and one invite per member.
-3. N instances start, each its own `continuum-mcp serve` process with its own data directory,
-   driven through the `mcp` client over stdio exactly as Claude drives it. Each remembers
-   realistic memories full of personal data; some facts are shared by several users, in their own
-   words.
-4. Every instance joins; one previews (dry run) exactly what it would send; all contribute.
-5. The round is closed; the instances run secure aggregation; the coordinator releases what
-   enough members share.
-6. One instance asks the federation a question and gets useful patterns back.
+3. The federation has `--members` members (40 by default: `high` needs about 20 members who share a
+   phrase to release it, see `continuum-mcp privacy table`). `--instances` of them (4) are each
+   their own `continuum-mcp serve` process with its own data directory, driven through the `mcp`
+   client over stdio exactly as Claude drives it; the others run in this process with the same
+   client code (`FederationClient`: own data directory, identity, ledger, secure aggregation over
+   HTTP), sharing one embedding model, because 40 model-loading server processes do not fit a
+   laptop. Each remembers realistic memories full of personal data; some facts are shared by every
+   member in their own words, one only by a few.
+4. Every member joins; one previews (dry run) exactly what it would send; all contribute.
+5. The round is closed; all members run secure aggregation; the coordinator releases, once, the
+   phrases enough members share.
+6. One instance asks the federation two questions: one about a widely shared fact (an answer comes
+   back) and one about the fact only a few members hold (nothing comes back), and the demo explains
+   both with the release probabilities the calibration computes.
 7. The demo prints the privacy spent and credits, then searches every byte the coordinator stored
-   for each personal value, each raw memory text and each instance's embeddings: none is there.
+   for each personal value, each raw memory text and each member's embeddings: none is there.
 
-Every figure it explains (noisy counts, the release floor, epsilon and the budget) is read from the
-run or computed from the privacy policy in code. The federation runs in `open` mode by default
-(DP selection of phrases; statements under a k-anonymity floor, not DP: it says so); `--mode high
---instances 22` runs the same story under the default mode, which needs about 20 members.
+Every figure it explains (noisy counts, tau, the release floor, epsilon and the budget) is read from
+the run or computed from the privacy policy in code. `--mode open` runs the same story with
+statements released under a k-anonymity floor (not DP: it says so).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -40,15 +47,25 @@ from typing import Any
 
 import anyio
 import httpx
+import numpy as np
 from mcp import Client, StdioServerParameters
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from continuum_mcp.config import Settings
+
 from continuum_mcp.crypto.cipher import Invite, generate_federation_key
+from continuum_mcp.federation.client import FederationClient
 from continuum_mcp.federation.protocol import ADMIN_TOKEN_HEADER
+from continuum_mcp.memory.store import MemoryStore, make_input
 from continuum_mcp.privacy.modes import default_policy
+from embeddings import SentenceTransformerEmbedder
 
 FEDERATION_ID = "demo-federation"
 MIN_CONTRIBUTORS = 3
 ATTACH = "claude mcp add continuum -- continuum-mcp serve"
+ADMIN_TIMEOUT = 120.0  # closing a round of 40 members' submissions on a busy laptop takes more than httpx's 5 s
 
 # Facts several users share, each in their own words (with their own personal details around them).
 SHARED = {
@@ -65,6 +82,13 @@ SHARED = {
                 "Keep the daily standup short, fifteen minutes at most",
                 "Our team limits the daily standup to fifteen minutes"],
 }
+
+# A fact only RARE_HOLDERS members hold: too few for a release, whatever the noise draws.
+RARE = ["I keep my sourdough starter in the fridge and feed it on Fridays",
+        "My sourdough starter lives in the fridge, fed every Friday",
+        "Sourdough starter: fridge during the week, feed it Friday"]
+RARE_HOLDERS = 4
+QUESTIONS = {"uv": "how should I manage python dependencies", "rare": "how do people look after a sourdough starter"}
 
 PERSONAL = [
     ("Call Dana Whitfield at +44 20 7946 0958 about the Acme Corp renewal on 3 March", ["work"]),
@@ -89,6 +113,8 @@ def memories_for(i: int) -> list[tuple[str, list[str]]]:
     mine: list[tuple[str, list[str]]] = []
     for topic, variants in SHARED.items():
         mine.append((variants[i % len(variants)], ["work"]))
+    if i < RARE_HOLDERS:
+        mine.append((RARE[i % len(RARE)], ["home"]))
     mine += [PERSONAL[(i + k) % len(PERSONAL)] for k in range(3)]
     if i == 0:
         mine.append(PRIVATE)
@@ -132,8 +158,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_T0 = time.monotonic()
+
+
 def banner(text: str) -> None:
-    print(f"\n=== {text} " + "=" * max(0, 70 - len(text)))
+    print(f"\n=== {text} " + "=" * max(0, 62 - len(text)) + f" {time.monotonic() - _T0:5.0f} s")
 
 
 def start_coordinator(work: Path, admin_token: str, mode: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -141,7 +170,7 @@ def start_coordinator(work: Path, admin_token: str, mode: str) -> tuple[subproce
     proc = subprocess.Popen(
         [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--host", "127.0.0.1", "--port", str(port),
          "--storage", str(work / "coordinator"), "--min-contributors", str(MIN_CONTRIBUTORS), "--privacy-mode", mode,
-         "--federation-id", FEDERATION_ID, "--admin-token", admin_token, "--phase-timeout", "30"],
+         "--federation-id", FEDERATION_ID, "--admin-token", admin_token, "--phase-timeout", "120"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -169,26 +198,91 @@ def scan_storage(storage: Path, needles: dict[str, bytes]) -> list[str]:
     return [name for name, needle in needles.items() if any(needle in b for b in blobs)]
 
 
-async def run_demo(work: Path, n: int, mode: str) -> int:
+class MemoEmbedder:
+    """The embedding model, memoised per text: the demo's members share fact wordings, and the model
+    gives the same vector for the same text every time (identical output, far less CPU)."""
+
+    def __init__(self) -> None:
+        self.inner = SentenceTransformerEmbedder()
+        self.inner.start()
+        self._memo: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:  # dim, model_id, start, wait: the model's own
+        return getattr(self.inner, name)
+
+    def encode(self, texts: Any) -> Any:
+        texts = list(texts)
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+            if missing:
+                self._memo.update(zip(missing, self.inner.encode(missing)))
+            return np.stack([self._memo[t] for t in texts]) if texts else self.inner.encode([])
+
+
+class Members:
+    """The members that run in this process: each a real ``FederationClient`` with its own data
+    directory, identity and ledger (one shared embedding model)."""
+
+    def __init__(self, work: Path, first: int, invites: list[str], mode: str) -> None:
+        self.embedder = MemoEmbedder()
+        self.stores: list[MemoryStore] = []
+        self.clients: list[FederationClient] = []
+        for k, invite in enumerate(invites):
+            settings = Settings(data_dir=work / f"instance-{first + k}")
+            store = MemoryStore(settings, self.embedder)  # type: ignore[arg-type]
+            store.remember_many([make_input(text=t, tags=tags) for t, tags in memories_for(first + k)])
+            client = FederationClient(store, settings, policy=default_policy())
+            client.join(invite, contribution_level="minimal", privacy_mode=mode)  # type: ignore[arg-type]
+            self.stores.append(store)
+            self.clients.append(client)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        for st in self.stores:
+            st.close()
+
+
+def explain_release(mode: str, holders: dict[str, int]) -> str:
+    """Why each question got what it got, with the calibration's own release probabilities."""
+    need = default_policy().release_requirement(mode, "minimal")
+    cal = default_policy().mode(mode).calibration
+    lines = [f"Why: the coordinator drew integer discrete-Gaussian noise (sigma {need.sigma:.2f}) once for each "
+             f"phrase's count of distinct members and released it when the noisy count passed tau = {need.tau}."]
+    for topic, n in holders.items():
+        p = cal.release_probability(n) if n >= MIN_CONTRIBUTORS else 0.0
+        lines.append(f"  '{QUESTIONS[topic]}': {n} members hold this fact, so a phrase all of them send is released "
+                     f"with probability {p:.6f}" + (" (and the true count must reach the floor of "
+                                                     f"{MIN_CONTRIBUTORS})" if n < need.contributors_50 else ""))
+    lines.append(f"Phrases that only one member sent (at most C = {need.C} per member) are released with probability "
+                 f"at most {need.delta_threshold:.1e} in all: part of the window's delta {need.delta:g}.")
+    return "\n".join(lines)
+
+
+async def run_demo(work: Path, n_mcp: int, n: int, mode: str) -> int:
     admin_token = secrets.token_urlsafe(24)
+    t_start = time.monotonic()
     banner(f"1. coordinator ({mode} mode)")
     coord, url = start_coordinator(work, admin_token, mode)
     print(f"coordinator on {url}, at least {MIN_CONTRIBUTORS} contributors per release; storage "
           f"{work / 'coordinator'}")
-    print(explain_mode(mode) + ("" if mode != "open" else " (`--mode high` runs this demo under DP selection.)"))
+    print(explain_mode(mode))
+    members: Members | None = None
     try:
         banner("2. invites (the federation key stays with the members)")
         key = generate_federation_key()
-        r = httpx.post(f"{url}/v1/admin/invites", json={"count": n}, headers={ADMIN_TOKEN_HEADER: admin_token})
+        r = httpx.post(f"{url}/v1/admin/invites", json={"count": n}, headers={ADMIN_TOKEN_HEADER: admin_token},
+                       timeout=ADMIN_TIMEOUT)
         r.raise_for_status()
         invites = [Invite.build(url, FEDERATION_ID, t, key).format() for t in r.json()["admission_tokens"]]
         print(f"{len(invites)} invites, e.g. {invites[0][:48]}...#<key> (the part after '#' is the federation key; "
               "a member never sends it to the coordinator)")
 
-        banner(f"3. {n} instances, each its own MCP server process")
+        banner(f"3. {n} members: {n_mcp} MCP server processes, {n - n_mcp} in-process clients")
         async with AsyncExitStack() as stack:
             clients: list[Client] = []
-            for i in range(n):
+            for i in range(n_mcp):
                 params = StdioServerParameters(command=sys.executable, env={**os.environ},
                                                args=["-m", "continuum_mcp.cli.main", "serve", "--data-dir",
                                                      str(work / f"instance-{i}")])
@@ -200,7 +294,10 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
                     if i == 0:
                         raw[r["memory"]["id"]] = text
                 stats = await tool(c, "memory_stats")
-                print(f"instance {i}: {stats['count']} memories")
+                print(f"instance {i} (MCP server): {stats['count']} memories")
+            members = Members(work, n_mcp, invites[n_mcp:], mode)
+            print(f"instances {n_mcp}-{n - 1} (in-process FederationClient): "
+                  f"{sum(len(memories_for(i)) for i in range(n_mcp, n))} memories, joined")
 
             banner("4. join, preview, contribute")
             ids = []
@@ -208,7 +305,7 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
                 joined = await tool(c, "federation_join", {"invite": invite, "contribution_level": "minimal",
                                                            "privacy_mode": mode})
                 ids.append(joined["instance_id"])
-            print("members:", ", ".join(ids))
+            print("MCP members:", ", ".join(ids))
             banner("4b. what instance 0 would share: raw memory vs what leaves (local preview, nothing sent)")
             pv = await tool(clients[0], "preview_patterns", {"min_confidence": 0.5})
             held = pv["private_memory_ids"]
@@ -217,8 +314,8 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
                 source = raw.get(p["source_memory_ids"][0], "?") if p.get("source_memory_ids") else "?"
                 if source != "?" and "<" in (p.get("statement") or ""):  # personal data was replaced
                     print(f"  raw:      {source}\n  scrubbed: {p['statement']}  "
-                          + ("(sent encrypted for members)" if mode != "high" else "(high mode sends no statements: "
-                             "only the slot and phrases)"))
+                          + ("(sent encrypted for members)" if mode == "open" else f"({mode} mode sends no "
+                             "statements: only the slot and phrases)"))
 
             preview = await tool(clients[0], "federation_contribute", {"dry_run": True, "min_confidence": 0.5})
             print(f"instance 0 would send (dry run, nothing sent): {preview['patterns']} patterns")
@@ -230,42 +327,58 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
             for i, c in enumerate(clients):
                 res = await tool(c, "federation_contribute", {"min_confidence": 0.5, "dry_run": False})
                 print(f"instance {i}: contributed {res.get('patterns', res)} patterns to round {res.get('round_id')}")
+            sent = [m.contribute(min_confidence=0.5) for m in members.clients]
+            print(f"instances {n_mcp}-{n - 1}: contributed {sum(s.patterns for s in sent)} patterns")
 
             banner("5. round: close, secure aggregation, release")
-            r = httpx.post(f"{url}/v1/admin/rounds/close", headers={ADMIN_TOKEN_HEADER: admin_token})
+            r = httpx.post(f"{url}/v1/admin/rounds/close", headers={ADMIN_TOKEN_HEADER: admin_token},
+                           timeout=ADMIN_TIMEOUT)
             r.raise_for_status()
-            print("round", r.json()["round_id"], "->", r.json()["phase"])
-            results: list[dict[str, Any]] = [{}] * n
+            print("round", r.json()["round_id"], "->", r.json()["phase"], f"({n} members run secure aggregation)")
+            results: list[dict[str, Any]] = [{}] * n_mcp
+            synced: list[Any] = [None] * (n - n_mcp)
+            t_round = time.monotonic()
 
             async def sync(i: int) -> None:
-                results[i] = await tool(clients[i], "federation_sync", {"timeout_seconds": 240})
+                results[i] = await tool(clients[i], "federation_sync", {"timeout_seconds": 600})
+
+            async def sync_member(k: int) -> None:
+                synced[k] = await anyio.to_thread.run_sync(lambda: members.clients[k].sync(timeout_seconds=600),
+                                                           limiter=limiter)
+            limiter = anyio.CapacityLimiter(max(1, n - n_mcp))
             async with anyio.create_task_group() as tg:
-                for i in range(n):
+                for i in range(n_mcp):
                     tg.start_soon(sync, i)
+                for k in range(n - n_mcp):
+                    tg.start_soon(sync_member, k)
             for i, res in enumerate(results):
                 print(f"instance {i}: round {res.get('round_id')} phase {res.get('phase')} "
                       f"released={res.get('released')} steps={res.get('steps_posted')}")
+            ok = sum(1 for s in synced if s is not None and s.released)
+            print(f"instances {n_mcp}-{n - 1}: {ok} of {n - n_mcp} took part in the released round; "
+                  f"secure aggregation and release took {time.monotonic() - t_round:.0f} s")
 
             banner("6. query the federation")
-            asker = clients[n - 1]
-            q = "how should I manage python dependencies"
-            answer = await tool(asker, "federation_query", {"query": q, "min_confidence": 0.3})
-            print(f"instance {n - 1} asks: {q!r}")
-            for p in answer["patterns"]:
-                print(f"  - {p.get('summary')!r}\n    confidence {p['confidence']:.2f}; {noisy_count(p['contributor_count'], n)}")
-                if p.get("phrases"):
-                    print(f"    phrases: {', '.join(p['phrases'])}")
-                else:
-                    print(f"    no phrases: a phrase is released only when at least {MIN_CONTRIBUTORS} members sent "
-                          "the very same phrase for this slot; none did, as each wrote the fact in their own words")
-            if not answer["patterns"]:
-                need = default_policy().release_requirement(mode, "minimal")
-                print(f"  nothing came back: no released pattern matches with confidence >= 0.3, because nothing "
-                      f"was released: in '{mode}' mode a phrase needs about {need.contributors_50} distinct members "
-                      f"for an even chance ({need.contributors_95} for 95 %), and this demo has {n}"
-                      + (f"; run it with --instances {need.contributors_95 + 2} to see a release." if n < need.contributors_95
-                         else ": the noise kept this run's counts below the threshold (it is random by design)."))
-            useful = bool(answer["patterns"]) or n < default_policy().release_requirement(mode, "minimal").contributors_95
+            asker = clients[n_mcp - 1]
+            holders = {"uv": n, "rare": min(RARE_HOLDERS, n)}
+            got: dict[str, int] = {}
+            for topic, q in QUESTIONS.items():
+                answer = await tool(asker, "federation_query", {"query": q, "min_confidence": 0.3})
+                print(f"instance {n_mcp - 1} asks: {q!r}")
+                hits = [p for p in answer["patterns"]
+                        if topic != "rare" or "sourdough" in " ".join([p.get("summary") or "", *p.get("phrases", [])])]
+                got[topic] = len(hits)
+                for p in answer["patterns"][:3]:
+                    print(f"  - {p.get('summary')!r}\n    confidence {p['confidence']:.2f}; "
+                          f"{noisy_count(p['contributor_count'], n)}")
+                if topic == "rare":
+                    print(f"  -> about the fact only {holders['rare']} members hold: "
+                          + ("nothing released, as designed" if not hits else f"{len(hits)} pattern(s) (unexpected)"))
+                elif not hits:
+                    print("  -> nothing came back for the widely shared fact")
+            print(explain_release(mode, holders))
+            need = default_policy().release_requirement(mode, "minimal")
+            useful = (got["uv"] > 0 or n < need.contributors_95) and got["rare"] == 0
 
             banner("7. privacy spent and credits")
             for i, c in enumerate(clients):
@@ -273,6 +386,8 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
                 cr = st.get("credits") or {}
                 print(f"instance {i}: epsilon {st['privacy_spent_epsilon']:.2f} of {st['privacy_budget_epsilon']:g} "
                       f"spent; credits {cr.get('available'):g} (+1 per accepted pattern)")
+            spent = sorted({round(m.status().privacy_spent_epsilon or 0.0, 2) for m in members.clients})
+            print(f"instances {n_mcp}-{n - 1}: epsilon spent {', '.join(f'{e:.2f}' for e in spent)}")
             print(explain_budget(st))
 
         banner("8. what reached the coordinator")
@@ -295,27 +410,32 @@ async def run_demo(work: Path, n: int, mode: str) -> int:
               f"(PII, raw memory texts, embeddings): {len(found)} found")
         for f in found:
             print("  FOUND:", f)
-        print(f"\nYour own memory, attached to Claude Code in one line:  {ATTACH}")
+        print(f"\nDemo took {time.monotonic() - t_start:.0f} s. Your own memory, attached to Claude Code in one line:  "
+              f"{ATTACH}")
         return 0 if (useful and not found) else 1
     finally:
+        if members is not None:
+            members.close()
         coord.terminate()
         coord.wait(timeout=30)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--instances", type=int, default=12, help="how many instances (each its own MCP server process)")
-    p.add_argument("--mode", choices=["open", "high"], default="open",
-                   help="the federation's privacy mode; 'high' (DP selection) needs more members per release than "
-                        "a 6-instance demo has, so its query may come back empty, saying why")
+    p.add_argument("--members", type=int, default=40, help="federation size: members in all")
+    p.add_argument("--instances", type=int, default=4,
+                   help="how many of the members are their own MCP server process (the rest run in this process)")
+    p.add_argument("--mode", choices=["high", "balanced", "open"], default="high",
+                   help="the federation's privacy mode (default: high, the project's default)")
     p.add_argument("--keep", type=Path, help="keep all data in this directory (default: a temp dir, removed)")
     args = p.parse_args()
-    if args.instances < 3:
-        p.error("a federation needs at least 3 instances")
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows when piped too
+    if args.instances < 1 or args.members < max(3, args.instances):
+        p.error("a federation needs at least 3 members and at least one MCP instance among them")
     work = args.keep or Path(tempfile.mkdtemp(prefix="continuum-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        return anyio.run(run_demo, work, args.instances, args.mode)
+        return anyio.run(run_demo, work, args.instances, args.members, args.mode)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

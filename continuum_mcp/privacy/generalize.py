@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -128,9 +128,38 @@ def normalize_statement(scrubbed: str) -> str:
     return text
 
 
-def key_phrases(statements: Sequence[str], max_phrases: int) -> list[str]:
-    """Rank 1-4 word n-grams without stop words or placeholders by how many statements share
-    them (longer n-grams slightly preferred); ties broken alphabetically for determinism."""
+#: scores candidate phrases by how close each is in meaning to the pattern (higher is closer)
+Centrality = Callable[[Sequence[str]], Sequence[float]]
+
+
+def key_phrases(statements: Sequence[str], max_phrases: int, centrality: Centrality | None = None) -> list[str]:
+    """The pattern's key phrases (1-4 word n-grams without stop words or placeholders), ranked
+    for a federation where each member may send only a few (release v2's per-user cap C):
+
+    1. shared by more of the pattern's statements first (the user's own frequency, the best local
+       guess of what other users share; Carvalho et al. 2022);
+    2. then shorter first: every user who holds a longer n-gram also holds each of its words (the
+       Apriori property), so across a federation a shorter phrase has at least as many distinct
+       contributors as any phrase containing it, and paraphrases of one fact share words far more
+       often than word sequences;
+    3. then closest in meaning to the pattern (``centrality``: cosine of the phrase's embedding to
+       the pattern's mean embedding; Grootendorst's KeyBERT): paraphrases of the same meaning, by
+       different users, then agree on the same word, where an arbitrary order (alphabetical) would
+       split them over different words;
+    4. then alphabetically, for determinism.
+
+    ``centrality`` is called once, for the candidates that can reach the first ``max_phrases``
+    (:func:`phrase_candidates`)."""
+    df = _phrase_frequencies(statements)
+    head = phrase_candidates(statements, max_phrases, df)
+    if centrality is None or len(head) <= 1:
+        return head[:max_phrases]
+    score = dict(zip(head, (float(c) for c in centrality(head))))
+    return sorted(head, key=lambda g: (_group(df, g), -score[g], g))[:max_phrases]
+
+
+def _phrase_frequencies(statements: Sequence[str]) -> dict[str, int]:
+    """How many of the statements contain each candidate n-gram."""
     df: dict[str, int] = {}
     for st in statements:
         seen: set[str] = set()
@@ -145,8 +174,23 @@ def key_phrases(statements: Sequence[str], max_phrases: int) -> list[str]:
                     seen.add(" ".join(gram))
         for g in seen:
             df[g] = df.get(g, 0) + 1
-    ranked = sorted(df, key=lambda g: (-(df[g] * (1 + 0.3 * g.count(" "))), -g.count(" "), g))
-    return ranked[:max_phrases]
+    return df
+
+
+def _group(df: dict[str, int], g: str) -> tuple[int, int]:
+    return -df[g], g.count(" ")
+
+
+def phrase_candidates(statements: Sequence[str], max_phrases: int, df: dict[str, int] | None = None) -> list[str]:
+    """The candidates of :func:`key_phrases` that can reach its first ``max_phrases`` (every
+    phrase of each (frequency, length) group up to the one the cut falls in), in rank order
+    without centrality: the only ones a centrality must score."""
+    df = _phrase_frequencies(statements) if df is None else df
+    ranked = sorted(df, key=lambda g: (_group(df, g), g))
+    if len(ranked) <= max_phrases:
+        return ranked
+    cut = _group(df, ranked[max_phrases - 1])
+    return [g for g in ranked if _group(df, g) <= cut]
 
 
 class Generalizer:
@@ -182,7 +226,11 @@ class Generalizer:
             return []
         vecs = np.asarray(self.embedder.encode(stmts), dtype=np.float32)
         clusters = self._cluster(vecs)
-        patterns = [self._pattern(members, ids, stmts, vecs) for members in clusters]
+        # one embedding call for every cluster's candidate phrases (the centrality of key_phrases)
+        cands = sorted({g for members in clusters
+                        for g in phrase_candidates([stmts[i] for i in members], self.max_phrases)})
+        phrase_vecs = dict(zip(cands, np.asarray(self.embedder.encode(cands), dtype=np.float32))) if cands else {}
+        patterns = [self._pattern(members, ids, stmts, vecs, phrase_vecs) for members in clusters]
         patterns.sort(key=lambda p: (-p.confidence, -p.support, p.source_memory_ids[0]))
         return patterns
 
@@ -214,7 +262,19 @@ class Generalizer:
             final.setdefault(tgt, []).append(i)
         return [sorted(m) for _, m in sorted(final.items(), key=lambda kv: min(kv[1]))]
 
-    def _pattern(self, members: list[int], ids: list[int], stmts: list[str], vecs: np.ndarray) -> Pattern:
+    @staticmethod
+    def _centrality(mean: np.ndarray, phrase_vecs: dict[str, np.ndarray]) -> Centrality:
+        """Cosine of each phrase's embedding to the pattern's mean direction ``mean``."""
+        def score(phrases: Sequence[str]) -> list[float]:
+            out = []
+            for p in phrases:
+                v = phrase_vecs[p]
+                out.append(float(v @ mean) / max(float(np.linalg.norm(v)), 1e-12))
+            return out
+        return score
+
+    def _pattern(self, members: list[int], ids: list[int], stmts: list[str], vecs: np.ndarray,
+                 phrase_vecs: dict[str, np.ndarray]) -> Pattern:
         sub = vecs[members]
         sim = sub @ sub.T
         if len(members) == 1:
@@ -225,7 +285,10 @@ class Generalizer:
             cohesion = float(np.clip(others.mean(), 0.0, 1.0))
         medoid = members[medoid_local]
         statement = stmts[medoid]
-        phrases = key_phrases([stmts[i] for i in members], self.max_phrases)
+        mean = sub.sum(axis=0)
+        mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        phrases = key_phrases([stmts[i] for i in members], self.max_phrases,
+                              centrality=self._centrality(mean, phrase_vecs))
         pid = hashlib.sha256(("\x1f".join([statement, *phrases])).encode("utf-8")).hexdigest()[:24]
         return Pattern(
             pattern_id=pid, statement=statement, phrases=phrases,

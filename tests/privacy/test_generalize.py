@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import numpy as np
@@ -182,9 +183,22 @@ def test_normalisation_and_phrases() -> None:
     assert normalize_statement("I'm REALLY into <PERSON>'s jazz, basically!!") == "user is into <PERSON>'s jazz!"
     assert normalize_statement("You should call me at <PHONE>") == "user should call user at <PHONE>"
     assert normalize_statement("My <ORG> account") == "user's <ORG> account"
-    phrases = key_phrases(["user uses dark mode in the code editor", "dark mode in user's code editor"], 4)
-    assert set(phrases[:2]) == {"dark mode", "code editor"}
+    both = ["user uses dark mode in the code editor", "dark mode in user's code editor"]
+    phrases = key_phrases(both, 7)
+    # shared by both statements first ("uses" is last), shorter first (each word of a phrase is
+    # held by everyone who holds the phrase), alphabetical without a centrality
+    assert phrases == ["code", "dark", "editor", "mode", "code editor", "dark mode", "uses"]
     assert all(not any(w in {"in", "the", "user", "user's"} for w in p.split()) for p in phrases)
+    # with a centrality, the words closest in meaning to the pattern lead within a group, and only
+    # the candidates that can reach the cut are scored
+    asked: list[str] = []
+
+    def centrality(cands: Sequence[str]) -> list[float]:
+        asked.extend(cands)
+        return [{"dark": 0.9, "mode": 0.8}.get(c, 0.1) for c in cands]
+
+    assert key_phrases(both, 3, centrality=centrality) == ["dark", "mode", "code"]
+    assert sorted(asked) == ["code", "dark", "editor", "mode"]
 
 
 def test_confidence_formula_and_selection() -> None:
