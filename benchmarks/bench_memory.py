@@ -239,7 +239,7 @@ def bench_throughput(store: Any, texts: Iterator[str], single: int, batched: int
     t0 = time.perf_counter()
     for _ in range(single):
         created += store.remember(next(texts), tags=["bench"], source="bench").status in ("created", "updated")
-    single_rate = single / (time.perf_counter() - t0)
+    single_rate = single / (time.perf_counter() - t0) if single else float("nan")
     single_created = created
     created = 0
     t0 = time.perf_counter()
@@ -249,7 +249,7 @@ def bench_throughput(store: Any, texts: Iterator[str], single: int, batched: int
         items = [MemoryInput(text=next(texts), tags=["bench"], source="bench") for _ in range(n)]
         created += sum(r.status in ("created", "updated") for r in store.remember_many(items))
         done += n
-    batch_rate = batched / (time.perf_counter() - t0)
+    batch_rate = batched / (time.perf_counter() - t0) if batched else float("nan")
     return {"single": single, "single_rate": single_rate, "single_created": single_created,
             "batched": batched, "batch": batch, "batch_rate": batch_rate, "batch_created": created}
 
@@ -404,7 +404,9 @@ def bench_million(embedder: Any, turns: list[str], queries: list[str], args: Any
         t0 = time.perf_counter()
         index = store._vectors()
         opened = time.perf_counter() - t0
-        pos = json.loads(state.read_text())["pos"] if state.is_file() else 0
+        # Where the text stream stands: saved after each run; after an interrupted build, the
+        # count (the stream never repeats a text and the build folds nothing else).
+        pos = max(json.loads(state.read_text())["pos"] if state.is_file() else 0, store.stats().count)
         texts = Texts(text_stream(turns), pos)
         built = store.stats().count < size
         # Built without the near-duplicate probe (exact repeats still fold): the 1M run measures
@@ -468,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fill", choices=("embed", "precomputed", "synthetic"), default="embed",
                     help="how to fill the big stores (see the module docstring)")
     ap.add_argument("--no-startup", action="store_true", help="skip the start-up measurement (section 1)")
+    ap.add_argument("--no-throughput", action="store_true", help="skip the remember throughput (section 2)")
     ap.add_argument("--million", action="store_true",
                     help="only the 1,000,000-memory run (store built once under $CONTINUUM_BENCH_CACHE, reused)")
     ap.add_argument("--million-size", type=int, default=1_000_000, help="size of the --million store")
@@ -510,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         store = MemoryStore(Settings(data_dir=Path(tmp)), embedder)
         try:
             # 2. Throughput on a fresh store.
-            tp = bench_throughput(store, texts, single, batched, args.batch)
+            tp = bench_throughput(store, texts, 0 if args.no_throughput else single,
+                                  0 if args.no_throughput else batched, args.batch)
             print(f"remember: one by one {tp['single_rate']:.0f}/s ({tp['single']} calls), remember_many "
                   f"{tp['batch_rate']:.0f}/s ({tp['batched']} in batches of {tp['batch']}); "
                   f"model load {load_s:.1f} s", flush=True)

@@ -123,7 +123,7 @@ class VectorIndex:
             raise ValueError("an IVF index under an id map (ids shift on removal): rebuilt")
         if index.d != self.dim or index.ntotal != manifest.count:
             raise ValueError("index does not match its manifest")
-        self.index = faiss.downcast_index(index) if isinstance(faiss.downcast_index(index), faiss.IndexIVF) else index
+        self.index = index  # read_index gives the concrete class (and owns it: a downcast proxy would not)
         self._probe = None
         self._note_ids()
         self.seq = self.saved_seq = manifest.seq
