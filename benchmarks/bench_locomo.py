@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from continuum_mcp.config import Settings
 from continuum_mcp.memory.models import SearchMode
@@ -195,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if limit is not None:
         samples = samples[:limit]
 
+    load_start = f"{os.getloadavg()[0]:.2f}"
     embedder = SentenceTransformerEmbedder()
     embedder.wait()
     results: dict[str, dict[int, Scores]] = {m: defaultdict(Scores) for m in modes}
@@ -210,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
           f"not in the conversation dropped).")
     print(f"Model {embedder.model_id}; store dedup_threshold=1.0; fill {counts['fill_s']:.1f} s, "
           f"queries {counts['query_s']:.1f} s ({len(modes)} mode(s)).")
+    print(f"Machine: {machine()}; 1-min load average {load_start} at start, {os.getloadavg()[0]:.2f} at end.")
     print("Published reference: plain all-MiniLM-L6-v2 dense retrieval, MTEB LoCoMo task.\n")
     print(table(results, modes))
     return 0

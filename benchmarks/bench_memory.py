@@ -239,7 +239,7 @@ def bench_throughput(store: Any, texts: Iterator[str], single: int, batched: int
     t0 = time.perf_counter()
     for _ in range(single):
         created += store.remember(next(texts), tags=["bench"], source="bench").status in ("created", "updated")
-    single_rate = single / (time.perf_counter() - t0)
+    single_rate = single / (time.perf_counter() - t0) if single else float("nan")
     single_created = created
     created = 0
     t0 = time.perf_counter()
@@ -249,35 +249,94 @@ def bench_throughput(store: Any, texts: Iterator[str], single: int, batched: int
         items = [MemoryInput(text=next(texts), tags=["bench"], source="bench") for _ in range(n)]
         created += sum(r.status in ("created", "updated") for r in store.remember_many(items))
         done += n
-    batch_rate = batched / (time.perf_counter() - t0)
+    batch_rate = batched / (time.perf_counter() - t0) if batched else float("nan")
     return {"single": single, "single_rate": single_rate, "single_created": single_created,
             "batched": batched, "batch": batch, "batch_rate": batch_rate, "batch_created": created}
 
 
-def fill(store: Any, embedder: Any, texts: Iterator[str], target: int, batch: int, precomputed: bool) -> dict[str, Any]:
-    """Grow the store to ``target`` memories; returns the rate and how many texts were folded as duplicates."""
+class Texts:
+    """The text stream, counting how many texts it has handed out (the position of the next one)."""
+
+    def __init__(self, stream: Iterator[str], pos: int = 0) -> None:
+        self.stream, self.pos = stream, 0
+        for _ in range(pos):
+            next(self)
+
+    def __iter__(self) -> "Texts":
+        return self
+
+    def __next__(self) -> str:
+        self.pos += 1
+        return next(self.stream)
+
+
+CACHE = Path(os.environ.get("CONTINUUM_BENCH_CACHE", "/tmp/continuum-bench-cache"))
+SYNTHETIC_NOISE = 0.05  # per dimension: a synthetic vector sits at cosine ~0.7 of the real one it comes from
+
+
+class Vectors:
+    """Pre-computed vectors for the fill: the real embedding of each LoCoMo turn (computed once and
+    cached under ``CACHE``), then, past the turns, synthetic ones: a real turn vector chosen by the
+    text's position plus Gaussian noise, normalised. Synthetic vectors keep the clustering of real
+    ones (an IVF index sees realistic cells) without embedding hundreds of thousands of texts on a
+    shared CPU; their texts are real (templated) sentences, so FTS5 indexes real text."""
+
+    def __init__(self, embedder: Any, turns: list[str]) -> None:
+        import hashlib
+
+        key = hashlib.sha256((embedder.model_id + "\n" + "\n".join(turns)).encode()).hexdigest()[:16]
+        path = CACHE / f"turn-vectors-{key}.npy"
+        if path.is_file():
+            self.real = np.load(path)
+        else:
+            self.real = np.concatenate([embedder.encode(turns[i:i + 512]) for i in range(0, len(turns), 512)]) \
+                if turns else np.zeros((0, embedder.dim), dtype=np.float32)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(path, self.real)
+        self.embedder = embedder
+
+    def __call__(self, texts: list[str], pos: int) -> np.ndarray:
+        """Vectors of ``texts``, the texts at positions ``pos``, ``pos + 1``, ... of the stream."""
+        n_real, dim = self.real.shape
+        real = max(0, min(len(texts), n_real - pos))
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        out[:real] = self.real[pos:pos + real]
+        m = len(texts) - real
+        if m:  # seeded by position: the same stream gives the same vectors
+            rng = np.random.default_rng(pos + real)
+            v = self.real[rng.integers(n_real, size=m)] + rng.normal(0, SYNTHETIC_NOISE, (m, dim)).astype(np.float32)
+            out[real:] = v / np.linalg.norm(v, axis=1, keepdims=True)
+        return out
+
+
+def fill(store: Any, texts: Texts, target: int, batch: int, vectors: Any | None, near: bool = True) -> dict[str, Any]:
+    """Grow the store to ``target`` memories; returns the rate (wall and per CPU second of this
+    process, which a busy machine slows less) and how many texts were folded as duplicates."""
     from continuum_mcp.memory.store import MemoryInput
 
     count = store.stats().count
     offered = folded = 0
-    spent = 0.0
+    spent = cpu = 0.0
     last_report = time.perf_counter()
     while count < target:
         n = min(batch, target - count)
+        pos = texts.pos
         chunk = [next(texts) for _ in range(n)]
         items = [MemoryInput(text=t, tags=[f"t{(count + i) % 20}"], source="bench") for i, t in enumerate(chunk)]
-        vectors = embedder.encode(chunk) if precomputed else None
-        t0 = time.perf_counter()
-        results = store.remember_many(items, vectors=vectors)
+        vecs = vectors(chunk, pos) if vectors is not None else None
+        t0, c0 = time.perf_counter(), time.process_time()
+        results = store.remember_many(items, vectors=vecs, near=near)
         spent += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         made = sum(r.status in ("created", "updated") for r in results)
         count += made
         offered += n
         folded += n - made
         if time.perf_counter() - last_report > 30:
-            print(f"  filling: {count}/{target} ({offered / spent:.0f}/s)", file=sys.stderr, flush=True)
+            print(f"  filling: {count}/{target} ({offered / spent:.0f}/s; load {load()})", file=sys.stderr, flush=True)
             last_report = time.perf_counter()
-    return {"count": count, "offered": offered, "folded": folded, "rate": offered / spent if spent else float("nan")}
+    return {"count": count, "offered": offered, "folded": folded, "rate": offered / spent if spent else float("nan"),
+            "cpu_rate": offered / cpu if cpu else float("nan"), "seconds": spent}
 
 
 def bench_recall(store: Any, queries: list[str], n: int, k: int) -> dict[str, tuple[float, float, float]]:
@@ -300,6 +359,104 @@ def bench_recall(store: Any, queries: list[str], n: int, k: int) -> dict[str, tu
     return {name: (pct(v, 50), pct(v, 95), statistics.fmean(v)) for name, v in lat.items()}
 
 
+FILL_LABEL = {"embed": "remember_many, real embeddings",
+              "precomputed": "remember_many with pre-computed embeddings of the same texts",
+              "synthetic": "remember_many with pre-computed vectors: real embeddings of the LoCoMo turns, synthetic "
+                           "ones (a turn vector + noise) past them"}
+
+
+def exact_top(store: Any, qvecs: np.ndarray, k: int) -> list[list[int]]:
+    """Exact top-k ids of each query over every stored embedding (read from SQLite in pages)."""
+    best = [np.zeros((0,), dtype=np.float32)] * len(qvecs)
+    ids_best = [np.zeros((0,), dtype=np.int64)] * len(qvecs)
+    last = 0
+    while True:
+        rows = store._conn.execute("SELECT id, embedding FROM memories WHERE id > ? ORDER BY id LIMIT 100000",
+                                   (last,)).fetchall()
+        if not rows:
+            break
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        sims = qvecs @ vecs.T
+        for i in range(len(qvecs)):
+            top = np.argpartition(-sims[i], k - 1)[:k]
+            s_all = np.concatenate([best[i], sims[i][top]])
+            i_all = np.concatenate([ids_best[i], ids[top]])
+            keep = np.argsort(-s_all)[:k]
+            best[i], ids_best[i] = s_all[keep], i_all[keep]
+        last = int(ids[-1])
+    return [list(map(int, x)) for x in ids_best]
+
+
+def bench_million(embedder: Any, turns: list[str], queries: list[str], args: Any, vectors: Vectors) -> int:
+    """The 1,000,000-memory run: built once into ``CACHE`` (reused while its texts stay the same),
+    then recall latency per mode, the approximate index's recall@10 against exact search, a delete,
+    and the peak RSS."""
+    from continuum_mcp.config import Settings
+    from continuum_mcp.memory.store import MemoryStore
+
+    size = args.million_size
+    data = CACHE / f"million-{size}"
+    state = data / "bench-state.json"
+    print(f"Machine: {machine()}; load average {load()}; store {data}", flush=True)
+    store = MemoryStore(Settings(data_dir=data), embedder)
+    try:
+        t0 = time.perf_counter()
+        index = store._vectors()
+        opened = time.perf_counter() - t0
+        # Where the text stream stands: saved after each run; after an interrupted build, the
+        # count (the stream never repeats a text and the build folds nothing else).
+        pos = max(json.loads(state.read_text())["pos"] if state.is_file() else 0, store.stats().count)
+        texts = Texts(text_stream(turns), pos)
+        built = store.stats().count < size
+        # Built without the near-duplicate probe (exact repeats still fold): the 1M run measures
+        # recall; the fill rate with de-duplication on is the 100k figure.
+        fl = fill(store, texts, size, 1000, vectors, near=False) if built else None
+        state.write_text(json.dumps({"pos": texts.pos}))
+        index = store._vectors()
+        if fl:
+            print(f"built {fl['count']:,} memories in {fl['seconds']:.0f} s ({fl['rate']:.0f}/s, "
+                  f"{fl['cpu_rate']:.0f} per CPU-second; load {load()})", flush=True)
+        else:
+            print(f"reused the cached store: opened and index loaded in {opened:.1f} s", flush=True)
+        kind, count = index.kind, index.count
+        print(f"index {kind}, {count:,} vectors" + (f", {index.index.nlist} cells, nprobe {index.index.nprobe}"
+                                                    if kind == "ivf" else ""), flush=True)
+        qvecs = embedder.encode(queries[:200])
+        exact = exact_top(store, qvecs, 10)
+        found = [len(set(h for h, _ in index.search(q, 10)) & set(e)) / 10 for q, e in zip(qvecs, exact)]
+        recall10 = statistics.fmean(found)
+        print(f"approximate index recall@10 against exact search: {recall10:.3f} ({len(found)} LoCoMo questions)",
+              flush=True)
+        lat = bench_recall(store, queries, args.queries, args.k)
+        # Delete: the top hit of a query leaves the index (and every mode's answers).
+        victim = index.search(qvecs[0], 1)[0][0]
+        store.forget([victim])
+        index = store._vectors()
+        gone = victim not in [h for h, _ in index.search(qvecs[0], 50)] and index.count == count - 1 and \
+            all(victim not in [h.memory.id for h in store.recall(queries[0], k=10, mode=m).hits] for m in MODES)
+        print(f"delete of memory {victim}: vector gone from the index and every mode: {gone}", flush=True)
+    finally:
+        store.close()
+    peak = rss_mib()
+    print("\n## 1M results\n")
+    print(f"Machine: {machine()}; load average {load()} at end. {count:,} memories: texts are the LoCoMo turns, then "
+          f"templated sentences (real text in FTS5); vectors {FILL_LABEL['synthetic'].split(': ', 1)[1]}. "
+          f"Index {kind}. k={args.k}, {args.queries} LoCoMo questions per mode, query embedding included.\n")
+    print("| measure at 1M | value |")
+    print("|---|---|")
+    if fl:
+        print(f"| build (remember_many, batches of 1,000, near-duplicate probe off) | {fl['rate']:.0f} memories/s |")
+    print(f"| approximate index recall@10 against exact search | {recall10:.3f} |")
+    for mode in ("floor",) + MODES:
+        p50, p95, _ = lat[mode]
+        name = "encode + search alone" if mode == "floor" else f"recall `{mode}`"
+        print(f"| {name} p50 / p95 | {p50:.1f} / {p95:.1f} ms |")
+    print(f"| delete removes the vector | {'yes' if gone else 'NO'} |")
+    print(f"| peak RSS, benchmark process | {peak:.0f} MiB |")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -310,8 +467,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=300, help="timed recall calls per mode and size")
     ap.add_argument("--k", type=int, default=10, help="results per recall")
     ap.add_argument("--batch", type=int, default=256, help="remember_many batch size")
-    ap.add_argument("--fill", choices=("embed", "precomputed"), default="embed",
+    ap.add_argument("--fill", choices=("embed", "precomputed", "synthetic"), default="embed",
                     help="how to fill the big stores (see the module docstring)")
+    ap.add_argument("--no-startup", action="store_true", help="skip the start-up measurement (section 1)")
+    ap.add_argument("--no-throughput", action="store_true", help="skip the remember throughput (section 2)")
+    ap.add_argument("--million", action="store_true",
+                    help="only the 1,000,000-memory run (store built once under $CONTINUUM_BENCH_CACHE, reused)")
+    ap.add_argument("--million-size", type=int, default=1_000_000, help="size of the --million store")
     args = ap.parse_args(argv)
     if args.quick:
         sizes, args.startup_runs, args.queries, single, batched = [500], 1, 20, 20, 256
@@ -325,8 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     load_start = load()
 
     # 1. First, before this process loads the model, so the server has the CPU to itself.
-    st = bench_startup(args.startup_runs)
-    print_startup(st)
+    st = None if args.no_startup or args.million else bench_startup(args.startup_runs)
+    if st is not None:
+        print_startup(st)
     if args.startup_only:
         return 0
 
@@ -340,24 +503,30 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     turns, questions = locomo()
     queries = questions or [f"What did {n} say about {p}?" for n in NAMES for p in PROJECTS]
-    texts = text_stream(turns)
+    texts = Texts(text_stream(turns))
+    vectors = None if args.fill == "embed" else Vectors(embedder, turns) if args.fill == "synthetic" \
+        else (lambda chunk, pos: embedder.encode(chunk))
+    if args.million:
+        return bench_million(embedder, turns, queries, args, Vectors(embedder, turns))
 
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         store = MemoryStore(Settings(data_dir=Path(tmp)), embedder)
         try:
             # 2. Throughput on a fresh store.
-            tp = bench_throughput(store, texts, single, batched, args.batch)
+            tp = bench_throughput(store, texts, 0 if args.no_throughput else single,
+                                  0 if args.no_throughput else batched, args.batch)
             print(f"remember: one by one {tp['single_rate']:.0f}/s ({tp['single']} calls), remember_many "
                   f"{tp['batch_rate']:.0f}/s ({tp['batched']} in batches of {tp['batch']}); "
                   f"model load {load_s:.1f} s", flush=True)
             # 3. Recall latency at each size.
             rows: list[tuple[int, dict[str, Any], dict[str, tuple[float, float, float]], str]] = []
             for size in sizes:
-                fl = fill(store, embedder, texts, size, args.batch, args.fill == "precomputed")
+                fl = fill(store, texts, size, args.batch, vectors)
                 lat = bench_recall(store, queries, args.queries, args.k)
                 kind = store.stats().index_kind
                 rows.append((size, fl, lat, kind))
-                print(f"size {fl['count']}: fill {fl['rate']:.0f}/s ({fl['folded']} near-/exact duplicates folded), "
+                print(f"size {fl['count']}: fill {fl['rate']:.0f}/s ({fl['cpu_rate']:.0f} per CPU-second; "
+                      f"{fl['folded']} near-/exact duplicates folded; load {load()}), "
                       f"index {kind}; " + "; ".join(f"{m} p50 {v[0]:.1f} ms p95 {v[1]:.1f} ms" for m, v in lat.items())
                       + f"; semantic/floor {lat['semantic'][0] / lat['floor'][0]:.2f}x, hybrid/semantic "
                       f"{lat['hybrid'][0] / lat['semantic'][0]:.2f}x",
@@ -372,21 +541,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {machine()}; 1-min load average {load_start} at start, {load()} at end "
           f"(other work on the machine slows every figure). Model: {embedder.model_id} on CPU, "
           f"{torch.get_num_threads()} torch thread(s). "
-          f"Fill: {'remember_many with pre-computed embeddings of the same texts' if args.fill == 'precomputed' else 'remember_many, real embeddings'}, "
+          f"Fill: {FILL_LABEL[args.fill]}, "
           f"batches of {args.batch}, de-duplication on (threshold 0.95). Recall: k={args.k}, {args.queries} LoCoMo "
           f"questions per mode and size, query embedding included.\n")
     print("| measure | value |")
     print("|---|---|")
-    print(f"| start-up to `tools/list` answer (stdio, median of {st['runs']}) | {st['list_median'] * 1000:.0f} ms |")
-    print(f"| same for a one-tool `MCPServer`, interleaved; ratio (target <= 1.2x) | {st['ref_median'] * 1000:.0f} ms; "
-          f"{st['ratio']:.2f}x |")
-    print(f"| start-up to first `remember` answer (model load included) | {st['remember_median'] * 1000:.0f} ms |")
-    for mod, sec in st["imports"].items():
-        print(f"| for comparison: a fresh interpreter importing `{mod}` | {sec * 1000:.0f} ms |")
+    if st is not None:
+        print(f"| start-up to `tools/list` answer (stdio, median of {st['runs']}) | {st['list_median'] * 1000:.0f} ms |")
+        print(f"| same for a one-tool `MCPServer`, interleaved; ratio (target <= 1.2x) | {st['ref_median'] * 1000:.0f} "
+              f"ms; {st['ratio']:.2f}x |")
+        print(f"| start-up to first `remember` answer (model load included) | {st['remember_median'] * 1000:.0f} ms |")
+        for mod, sec in st["imports"].items():
+            print(f"| for comparison: a fresh interpreter importing `{mod}` | {sec * 1000:.0f} ms |")
     print(f"| `remember` one by one | {tp['single_rate']:.0f} memories/s |")
     print(f"| `remember_many`, batches of {tp['batch']} | {tp['batch_rate']:.0f} memories/s |")
     for size, fl, lat, kind in rows:
-        print(f"| fill rate up to {size:,} memories ({args.fill}) | {fl['rate']:.0f} memories/s |")
+        print(f"| fill rate up to {size:,} memories ({args.fill}) | {fl['rate']:.0f} memories/s "
+              f"({fl['cpu_rate']:.0f} per CPU-second) |")
         for mode in MODES:
             p50, p95, _ = lat[mode]
             print(f"| recall `{mode}` at {size:,} ({kind}) p50 / p95 | {p50:.1f} / {p95:.1f} ms |")
@@ -394,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| at {size:,}: encode + search alone p50; semantic / that; hybrid / semantic | "
               f"{floor:.1f} ms; {sem / floor:.2f}x; {hyb / sem:.2f}x |")
     print(f"| peak RSS, benchmark process (model + {sizes[-1]:,} memories) | {peak:.0f} MiB |")
-    print(f"| peak RSS, `continuum-mcp serve` after first remember | {st['server_peak_rss']:.0f} MiB |")
+    if st is not None:
+        print(f"| peak RSS, `continuum-mcp serve` after first remember | {st['server_peak_rss']:.0f} MiB |")
     return 0
 
 

@@ -43,7 +43,8 @@ def immediate(conn: sqlite3.Connection, lock: threading.Lock | threading.RLock |
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite itself rolls back the whole transaction on some errors (SQLITE_FULL)
+                conn.execute("ROLLBACK")
             raise
         else:
             conn.execute("COMMIT")

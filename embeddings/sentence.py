@@ -9,9 +9,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the model, not when a server answers its handshake
+    import numpy as np
+
 
 from embeddings.base import EmbedderError
 from embeddings.integrity import BUNDLED_MODEL_SHA256, verify_model_files
@@ -131,6 +133,8 @@ class SentenceTransformerEmbedder:
             self._loaded.set()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of strings, not one string")
         self.wait()

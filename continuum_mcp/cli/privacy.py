@@ -12,11 +12,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from continuum_mcp.privacy.modes import default_policy, privacy_table_markdown
 
 
 def table_rows() -> list[dict[str, Any]]:
     """The rows of ``privacy table --json``."""
+    from continuum_mcp.privacy.modes import default_policy  # numpy: not on every CLI start (serve)
+
     return [r.model_dump(mode="json") for r in default_policy().table()]
 
 
@@ -25,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps(table_rows(), indent=2))
     else:
+        from continuum_mcp.privacy.modes import privacy_table_markdown
+
         print(privacy_table_markdown(), end="")
     return 0
 

@@ -18,6 +18,7 @@ from continuum_mcp.memory.models import Filters, MemoryInput
 MAX_TAG_CHARS = 64
 MAX_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY range
 _TAG_RE = re.compile(r"^[\w][\w\-:./+#]*$", re.UNICODE)
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp", "Cn", "Co"}
 
 
@@ -68,7 +69,7 @@ def check_id(memory_id: object) -> int:
 def clean_text(text: object, settings: Settings, what: str = "text") -> str:
     if not isinstance(text, str):
         raise InvalidInput(f"{what} must be a string, got {type(text).__name__}")
-    if any("\ud800" <= ch <= "\udfff" for ch in text):
+    if _SURROGATE_RE.search(text):
         raise InvalidInput(f"{what} contains an unpaired surrogate (broken Unicode); send valid UTF-8 text")
     stripped = text.strip()
     if not stripped:
@@ -106,6 +107,8 @@ def clean_metadata(metadata: object, settings: Settings) -> str:
         metadata = {}
     if not isinstance(metadata, dict):
         raise InvalidInput("metadata must be a JSON object (a dict)")
+    if not metadata:
+        return "{}"
     try:
         blob = json.dumps(metadata, sort_keys=True, ensure_ascii=False, allow_nan=False)
         blob.encode("utf-8")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -18,6 +18,7 @@ from continuum_mcp.errors import NotFound
 from continuum_mcp.memory._validate import content_hash
 from continuum_mcp.memory.facts import same_facts
 from continuum_mcp.memory.models import Progress
+from continuum_mcp.memory._probe import Probe
 from continuum_mcp.memory.vector_index import VectorIndex
 
 if TYPE_CHECKING:
@@ -57,21 +58,36 @@ def _current(conn: sqlite3.Connection, mid: int) -> int:
     return mid
 
 
+@dataclass
+class Plan:
+    """A written batch: one result per input, and what was inserted (for the vector index)."""
+
+    results: list[Planned]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # the inserted memories' columns
+    positions: list[int] = field(default_factory=list)  # their positions in the batch
+    seq: int = 0  # the change-log position after this batch
+    probe: Probe | None = None
+
+
 def plan_batch(conn: sqlite3.Connection, index: VectorIndex, clean: list[dict[str, Any]], vecs: np.ndarray, *,
-               threshold: float, on_duplicate: str, model_id: str, when: float) -> list[Planned]:
+               threshold: float, on_duplicate: str, model_id: str, when: float) -> Plan:
     merge = on_duplicate == "merge"
     hashes = [content_hash(c["text"]) for c in clean]
     existing = _existing_hashes(conn, hashes) if merge else {}
     probe = [i for i, h in enumerate(hashes) if h not in existing] if threshold < 1.0 else []
     stored: dict[int, tuple[int, float] | None] = {}
+    found: Probe | None = None
+    within = close = None
     if probe:
-        stored = dict(zip(probe, index.nearest_batch(vecs[probe])))
+        found = index.nearest_batch(vecs[probe])
+        stored = dict(zip(probe, found.nearest))
+        within = found.earlier(vecs[probe])  # cosines inside the batch, to earlier rows only
+        close = within.max(axis=1) >= threshold  # rows with an earlier batch row that close
     texts: dict[int, str] = {}
     want = list({n[0] for n in stored.values() if n is not None and n[1] >= threshold})
     if want:
         q = ",".join("?" * len(want))
         texts = dict(conn.execute(f"SELECT id, text FROM memories WHERE id IN ({q})", want).fetchall())
-    within = vecs[probe] @ vecs.T if probe else None  # cosines inside the batch, one product
     row_of = {i: r for r, i in enumerate(probe)}
     out: list[Planned] = []
     batch_rows: list[int] = []  # positions in this batch that were inserted
@@ -85,8 +101,8 @@ def plan_batch(conn: sqlite3.Connection, index: VectorIndex, clean: list[dict[st
             out.append(Planned("duplicate", existing[h], 1.0, duplicate_of=existing[h]))
             continue
         near = stored.get(i)
-        if within is not None and batch_rows and i in row_of:
-            sims = within[row_of[i], batch_rows]
+        if within is not None and close is not None and batch_rows and i in row_of and close[row_of[i]]:
+            sims = within[row_of[i], [row_of[b] for b in batch_rows]]
             j = int(np.argmax(sims))
             if near is None or sims[j] > near[1]:
                 near = (batch_ids[j], float(sims[j]))
@@ -113,10 +129,16 @@ def plan_batch(conn: sqlite3.Connection, index: VectorIndex, clean: list[dict[st
         out.append(Planned("updated" if updates is not None else "created", mid, sim, updates=updates))
     conn.executemany("INSERT INTO memories(id, text, tags, metadata, source, created_at, updated_at, content_hash,"
                      " embedding, model_id, supersedes) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+    if rows:  # one statement for the batch's keyword entries (ids are consecutive): see _schema
+        conn.execute("INSERT INTO memories_fts(rowid, text, tags) SELECT id, text, tags FROM memories "
+                     "WHERE id BETWEEN ? AND ?", (rows[0][0], rows[-1][0]))
     conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)",
                      [(r[0], t) for r, i in zip(rows, batch_rows) for t in clean[i]["tags"]])
     conn.executemany("INSERT INTO changes(memory_id) VALUES (?)", [(r[0],) for r in rows])
-    return out
+    seq = conn.execute("SELECT COALESCE((SELECT MAX(seq) FROM changes), 0)").fetchone()[0] if rows else index.seq
+    if found is not None and found.home is not None:
+        found.home = found.home[[row_of[i] for i in batch_rows]]  # the inserted rows' cells, in order
+    return Plan(out, rows, batch_rows, seq, found)
 
 
 def reembed_all(store: "MemoryStore", *, progress: Progress | None, batch_size: int) -> int:

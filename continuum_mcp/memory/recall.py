@@ -68,8 +68,7 @@ def recall(store: "MemoryStore", query: str, *, k: int = 5, mode: SearchMode = "
             cos = dict(semantic)
         keyword: search.Ranked = []
         if mode != "semantic":
-            match = search.fts_query(q, max_terms=search.MAX_QUERY_TERMS if mode == "hybrid" else 64,
-                                     drop_stop_words=mode == "hybrid")
+            match = search.fts_query(q, max_terms=search.MAX_QUERY_TERMS, drop_stop_words=True)
             keyword = search.keyword_search(conn, match, pool, where, args)
         if mode == "hybrid":
             cos.update(search.cosines(conn, qvec, [mid for mid, _ in keyword if mid not in cos]))

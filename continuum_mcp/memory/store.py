@@ -19,27 +19,26 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import IO, Any
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Any
 
 from continuum_mcp import _sqlite as durable
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import InvalidInput, ModelMismatch, NotFound, StoreReadOnly
-from continuum_mcp.memory import io as jsonl
-from continuum_mcp.memory import search
 from continuum_mcp.memory._schema import SCHEMA_VERSION, open_database, storage_error
 from continuum_mcp.memory._validate import (
     check_id, clean_filters, clean_input, clean_metadata, clean_tags, clean_text, content_hash, dt, make_input,
     normalize_text, now,
 )
-from continuum_mcp.memory._write import plan_batch, reembed_all
 from continuum_mcp.memory.models import (
     Filters, ForgetResult, ImportResult, Memory, MemoryInput, MemoryPage, OnDuplicate, Progress, RecallHit,
     RecallResult, RememberResult, SearchMode, StoreStats,
 )
-from continuum_mcp.memory.vector_index import VectorIndex, manifest_info, single_threaded
-from embeddings import Embedder
+if TYPE_CHECKING:  # numpy and FAISS load on the first write or search, not when a server starts
+    import numpy as np
+
+    from embeddings import Embedder
+
+    from continuum_mcp.memory.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,15 @@ _COLS = ("m.id, m.text, m.tags, m.metadata, m.source, m.created_at, m.updated_at
 def _row(r: Sequence[Any]) -> Memory:
     return Memory(id=r[0], text=r[1], tags=json.loads(r[2]), metadata=json.loads(r[3]), source=r[4],
                   created_at=dt(r[5]), updated_at=dt(r[6]), content_hash=r[7], supersedes=r[8], superseded_by=r[9])
+
+
+def _inserted(rows: Sequence[Sequence[Any]]) -> dict[int, Memory]:
+    """The memories a batch has just inserted, built from the columns it wrote (already validated,
+    so not read back); a row updated by a later row of the same batch names it."""
+    newer = {r[10]: r[0] for r in rows if r[10] is not None}
+    return {r[0]: Memory(
+        id=r[0], text=r[1], tags=json.loads(r[2]), metadata=json.loads(r[3]), source=r[4], created_at=dt(r[5]),
+        updated_at=dt(r[6]), content_hash=r[7], supersedes=r[10], superseded_by=newer.get(r[0])) for r in rows}
 
 
 class MemoryStore:
@@ -137,6 +145,8 @@ class MemoryStore:
         if problem:
             raise ModelMismatch(problem)
         if self._index is None:
+            from continuum_mcp.memory.vector_index import VectorIndex
+
             self._index = VectorIndex(self.data_dir, self.store_model_id, self.store_dim,
                                       ivf_threshold=self.settings.ivf_threshold)
             log.debug("vector index %s", self._index.load_or_rebuild(self._conn))
@@ -193,6 +203,11 @@ class MemoryStore:
         clean = [clean_input(i, self.settings) for i in items]
         if not clean:
             return []
+        import numpy as np
+
+        from continuum_mcp.memory._write import plan_batch
+        from continuum_mcp.memory.vector_index import single_threaded
+
         with self._lock:
             # Embedding is the slow part: done before the write lock is taken.
             vecs = vectors if vectors is not None and vectors.shape == (len(clean), self.store_dim) \
@@ -202,13 +217,17 @@ class MemoryStore:
             with self._tx() as conn, single_threaded():
                 index.sync(conn)  # see writes that committed while we were embedding
                 threshold = self.settings.dedup_threshold if near else 1.0
-                planned = plan_batch(conn, index, clean, vecs, threshold=threshold, on_duplicate=on_duplicate,
-                                     model_id=self.store_model_id, when=now())
-            index.sync(self._conn)
+                plan = plan_batch(conn, index, clean, vecs, threshold=threshold, on_duplicate=on_duplicate,
+                                  model_id=self.store_model_id, when=now())
+            # Committed: only now does the index learn of the batch (a rolled-back one never reaches it).
+            with single_threaded():
+                index.add_committed(np.fromiter((r[0] for r in plan.rows), dtype=np.int64, count=len(plan.rows)),
+                                    vecs[plan.positions], plan.seq, plan.probe)
             self._maybe_save_index()
-            mems = self._fetch([p.memory_id for p in planned])
+            mems = _inserted(plan.rows)
+            mems.update(self._fetch([p.memory_id for p in plan.results if p.memory_id not in mems]))
         return [RememberResult(status=p.status, memory=mems[p.memory_id], similarity=p.similarity,
-                               duplicate_of=p.duplicate_of, updates=p.updates) for p in planned]
+                               duplicate_of=p.duplicate_of, updates=p.updates) for p in plan.results]
 
     def get(self, memory_id: int) -> Memory:
         mid = check_id(memory_id)
@@ -227,6 +246,8 @@ class MemoryStore:
         new_text = clean_text(text, self.settings) if text is not None else None
         new_tags = clean_tags(tags, self.settings) if tags is not None else None
         new_meta = clean_metadata(metadata, self.settings) if metadata is not None else None
+        import numpy as np
+
         with self._lock:
             self.get(mid)
             vec = self._embed([new_text])[0] if new_text is not None else None
@@ -278,7 +299,9 @@ class MemoryStore:
             raise InvalidInput("offset must be a non-negative integer")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidInput("limit must be an integer from 1 to 1000")
-        where, args = search.filter_sql(f)
+        from continuum_mcp.memory.search import filter_sql
+
+        where, args = filter_sql(f)
         order = "DESC" if newest_first else "ASC"
         with self._lock:
             total = self._conn.execute(f"SELECT COUNT(*) FROM memories WHERE {where}", args).fetchone()[0]
@@ -302,6 +325,8 @@ class MemoryStore:
             sources = dict(c.execute("SELECT COALESCE(source, ''), COUNT(*) n FROM memories GROUP BY 1 ORDER BY n DESC LIMIT 20").fetchall())
             page_count = c.execute("PRAGMA page_count").fetchone()[0]
             page_size = c.execute("PRAGMA page_size").fetchone()[0]
+        from continuum_mcp.memory.vector_index import manifest_info
+
         manifest = manifest_info(self.data_dir)
         kind = self._index.kind if self._index is not None else str((manifest or {}).get("kind", "flat"))
         loaded = bool(getattr(self.embedder, "loaded", True))
@@ -329,16 +354,22 @@ class MemoryStore:
 
     # ----- export / import / re-embed -------------------------------------------------------
     def export_jsonl(self, out: IO[str]) -> int:
+        from continuum_mcp.memory import io as jsonl
+
         return jsonl.export_jsonl(self, out)
 
     def import_jsonl(self, lines: Iterable[str], *, progress: Progress | None = None,
                      batch_size: int = 256) -> ImportResult:
         """Import an export. The whole file is validated before anything is written."""
+        from continuum_mcp.memory import io as jsonl
+
         return jsonl.import_jsonl(self, lines, progress=progress, batch_size=batch_size)
 
     def reembed(self, *, progress: Progress | None = None, batch_size: int = 128) -> int:
         """Re-embed every memory with the configured model and adopt it as the store's model."""
         with self._lock:
+            from continuum_mcp.memory._write import reembed_all
+
             done = reembed_all(self, progress=progress, batch_size=batch_size)
             self.store_model_id, self.store_dim = self.embedder.model_id, self.embedder.dim
             self._index = None

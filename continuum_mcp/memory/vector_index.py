@@ -5,6 +5,14 @@ knows the last change it reflects (``seq``); before a search it replays newer ch
 processes on one data directory each keep an up-to-date index without talking to each other. The
 index is persisted atomically (temp file, fsync, rename) with a manifest (model id, dimension,
 count, seq, checksum) and rebuilt from SQLite whenever the file is missing, stale or corrupt.
+
+Up to ``Settings.ivf_threshold`` vectors the index is exact (``IndexIDMap2`` over a flat index).
+Past it, an ``IndexIVFFlat`` of sqrt(n) cells holding the memory ids itself: ``IndexIDMap2`` over
+IVF maps results to the wrong ids after a removal (it compacts its id table as if the inner index
+renumbered, which IVF does not), so a forgotten or updated memory would shift every later id.
+The IVF is trained on a sample and retrained (rebuilt from SQLite) each time it has grown
+``IVF_REGROW`` times, so its cells stay about sqrt(n) long. A search scans ``nprobe(nlist)``
+cells: recall@10 against exact search is measured by ``benchmarks/bench_memory.py --million``.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import sqlite3
 import functools
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
@@ -24,17 +33,21 @@ from pydantic import BaseModel
 from threadpoolctl import ThreadpoolController
 
 from continuum_mcp._sqlite import atomic_write
+from continuum_mcp.memory._probe import (
+    PROBE_MIN, PROBE_NPROBE, PROBE_REGROW, Probe, add_to_cells, nearest_exact, nearest_ivf, side_index,
+)
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "vectors.faiss"
-#: From this many vectors on, a flat index answers near-duplicate probes through an IVF side index
-#: (not persisted: rebuilt from the flat vectors in memory on first need, and again each time the
-#: index has grown 4x, so its cells stay small: a probe costs O(sqrt(n)), not O(n)).
-PROBE_MIN = 4_096
-PROBE_NPROBE = 4
-PROBE_REGROW = 4
 MANIFEST_FILE = "vectors.manifest.json"
+IVF_REGROW = 4
+IVF_TRAIN_PER_CELL = 40
+
+
+def nprobe(nlist: int) -> int:
+    """Cells a search scans: at least 32, and a sixteenth of them on big indexes."""
+    return min(nlist, max(32, nlist // 16))
 
 
 class Manifest(BaseModel):
@@ -65,18 +78,19 @@ class VectorIndex:
     def _new_flat(self) -> faiss.Index:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
 
-    def _new_ivf(self, train: np.ndarray) -> faiss.Index:
-        nlist = max(16, int(4 * math.sqrt(len(train))))
-        quantizer = faiss.IndexFlatIP(self.dim)
-        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = train if len(train) <= 64 * nlist else train[np.random.default_rng(0).choice(len(train), 64 * nlist, replace=False)]
-        ivf.train(sample)
-        ivf.nprobe = min(nlist, 32)
-        return faiss.IndexIDMap2(ivf)
+    def _new_ivf(self, train: np.ndarray) -> faiss.IndexIVFFlat:
+        nlist = max(16, int(math.sqrt(len(train))))
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        want = IVF_TRAIN_PER_CELL * nlist
+        sample = train if len(train) <= want else train[np.random.default_rng(0).choice(len(train), want, replace=False)]
+        ivf.cp.niter = 10
+        ivf.train(np.ascontiguousarray(sample))
+        ivf.nprobe = nprobe(nlist)
+        return ivf
 
     @property
     def kind(self) -> str:
-        return "ivf" if isinstance(faiss.downcast_index(self.index.index), faiss.IndexIVF) else "flat"
+        return "ivf" if isinstance(self.index, faiss.IndexIVF) else "flat"
 
     @property
     def count(self) -> int:
@@ -101,13 +115,15 @@ class VectorIndex:
         manifest = Manifest.model_validate_json(mpath.read_bytes())
         if manifest.model_id != self.model_id or manifest.dim != self.dim:
             raise ValueError("saved index belongs to another model")
-        data = ipath.read_bytes()
+        data = np.fromfile(ipath, dtype=np.uint8)
         if hashlib.sha256(data).hexdigest() != manifest.sha256:
             raise ValueError("index checksum mismatch")
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        index = faiss.deserialize_index(data)
+        if isinstance(index, faiss.IndexIDMap2) and isinstance(faiss.downcast_index(index.index), faiss.IndexIVF):
+            raise ValueError("an IVF index under an id map (ids shift on removal): rebuilt")
         if index.d != self.dim or index.ntotal != manifest.count:
             raise ValueError("index does not match its manifest")
-        self.index = index
+        self.index = index  # read_index gives the concrete class (and owns it: a downcast proxy would not)
         self._probe = None
         self._note_ids()
         self.seq = self.saved_seq = manifest.seq
@@ -116,10 +132,10 @@ class VectorIndex:
         """Persist atomically: index first, then the manifest that vouches for it."""
         if self.saved_seq == self.seq:
             return
-        data = faiss.serialize_index(self.index).tobytes()
+        data = faiss.serialize_index(self.index)
         manifest = Manifest(model_id=self.model_id, dim=self.dim, count=self.count, seq=self.seq,
                             kind=self.kind, sha256=hashlib.sha256(data).hexdigest())
-        atomic_write(self.directory / INDEX_FILE, data)
+        atomic_write(self.directory / INDEX_FILE, cast(bytes, memoryview(data)))  # a buffer: no 1.5 GB copy at 1M
         atomic_write(self.directory / MANIFEST_FILE, manifest.model_dump_json().encode())
         self.saved_seq = self.seq
 
@@ -127,18 +143,25 @@ class VectorIndex:
     def rebuild(self, conn: sqlite3.Connection) -> None:
         """Rebuild from the embeddings in SQLite (the source of truth)."""
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
-        rows = conn.execute("SELECT id, embedding FROM memories WHERE model_id = ? ORDER BY id",
-                            (self.model_id,)).fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim) \
-            if rows else np.zeros((0, self.dim), dtype=np.float32)
-        self.index = self._new_ivf(vecs) if len(rows) > self.ivf_threshold else self._new_flat()
+        n = conn.execute("SELECT COUNT(*) FROM memories WHERE model_id = ?", (self.model_id,)).fetchone()[0]
+        ids = np.zeros(n, dtype=np.int64)
+        vecs = np.zeros((n, self.dim), dtype=np.float32)
+        got = 0
+        for mid, blob in conn.execute("SELECT id, embedding FROM memories WHERE model_id = ? ORDER BY id",
+                                      (self.model_id,)):
+            if got == n:
+                break
+            ids[got] = mid
+            vecs[got] = np.frombuffer(blob, dtype=np.float32)
+            got += 1
+        ids, vecs = ids[:got], vecs[:got]
+        self.index = self._new_ivf(vecs) if got > self.ivf_threshold else self._new_flat()
         self._probe = None
-        if len(rows):
+        if got:
             self.index.add_with_ids(vecs, ids)
         self._note_ids()
         self.seq = seq
-        log.debug("vector index rebuilt: %d vectors (%s)", len(rows), self.kind)
+        log.debug("vector index rebuilt: %d vectors (%s)", got, self.kind)
 
     def sync(self, conn: sqlite3.Connection) -> int:
         """Replay changes newer than ``seq``; rebuild if the log no longer reaches back that far."""
@@ -146,6 +169,7 @@ class VectorIndex:
         head = conn.execute("SELECT COALESCE((SELECT MAX(seq) FROM changes), 0), (SELECT MIN(seq) FROM changes)").fetchone()
         latest, oldest = head[0], head[1]
         if latest == self.seq:
+            self._maybe_reshape(conn)
             return 0
         if latest < self.seq or (oldest is not None and oldest > self.seq + 1 and self.seq > 0) or \
                 (oldest is not None and self.seq == 0 and oldest > 1):
@@ -155,9 +179,34 @@ class VectorIndex:
             "SELECT DISTINCT memory_id FROM changes WHERE seq > ? AND seq <= ?", (self.seq, latest))]
         self.apply(conn, changed)
         self.seq = latest
-        if self.kind == "flat" and self.count > self.ivf_threshold:
-            self.rebuild(conn)
+        self._maybe_reshape(conn)
         return len(changed)
+
+    def _maybe_reshape(self, conn: sqlite3.Connection) -> None:
+        """Flat -> IVF past the threshold; IVF retrained once it has outgrown its cells."""
+        if self.kind == "flat":
+            if self.count > self.ivf_threshold:
+                self.rebuild(conn)
+        elif self.count > IVF_REGROW * max(self.index.nlist, 1) ** 2 and self.count > self.ivf_threshold:
+            self.rebuild(conn)
+
+    def add_committed(self, ids: np.ndarray, vecs: np.ndarray, seq: int, probe: Probe | None = None) -> None:
+        """Add the vectors of a batch this process has just committed as changes up to ``seq``.
+
+        The write transaction began with the index synced, so the batch's changes are the only
+        ones between ``self.seq`` and ``seq``: the vectors are added from memory instead of being
+        read back from SQLite, and the side index files them in the cells the probe already
+        found (``probe.home``) instead of assigning them again."""
+        if len(ids):
+            vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            with single_threaded(len(ids)):
+                self.index.add_with_ids(vecs, ids)
+                if self._probe is not None:
+                    known = probe is not None and probe.side is self._probe
+                    add_to_cells(self._probe, vecs, ids, probe.home if known and probe is not None else None)
+            self._max_id = max(self._max_id, int(ids.max()))
+        self.seq = seq
 
     def apply(self, conn: sqlite3.Connection, memory_ids: list[int]) -> None:
         """Make the index agree with SQLite for these ids (added, updated or deleted)."""
@@ -196,45 +245,25 @@ class VectorIndex:
             if len(allowed) == 0:
                 return []
             sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=self._nprobe()) if self.kind == "ivf" \
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=self.index.nprobe) if self.kind == "ivf" \
                 else faiss.SearchParameters(sel=sel)
         scores, ids = self.index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
-    def nearest_batch(self, queries: np.ndarray) -> list[tuple[int, float] | None]:
-        """The nearest (id, cosine) of each query row, for a whole batch at once (write-path probes).
-
-        Small flat index: exact, one blocked matrix product over the stored vectors read in place
-        (FAISS's k=1 flat search is some 30x slower than BLAS for a batch). Past ``PROBE_MIN``
-        vectors: an IVF side index (the main one, once it is IVF), so filling a store is not
-        quadratic. A neighbour that close (cosine >= 0.95) lies in one of the query's
-        ``PROBE_NPROBE`` nearest cells (2000 of 2000 in a check on perturbed LoCoMo vectors); a
-        missed one costs a kept restatement or an unlinked update, never a lost memory."""
+    def nearest_batch(self, queries: np.ndarray) -> Probe:
+        """The nearest (id, cosine) of each query row, for a whole batch at once (write-path probes):
+        exact below ``PROBE_MIN`` vectors, through IVF cells past it (see :mod:`._probe`)."""
         if self.count == 0 or len(queries) == 0:
-            return [None] * len(queries)
+            return Probe([None] * len(queries))
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.kind == "flat" and self.count < PROBE_MIN:
-            return self._nearest_exact(q)
-        if self.kind == "flat":
-            ivf, id_map = self._probe_index(), None
-        else:
-            ivf, id_map = faiss.downcast_index(self.index.index), faiss.vector_to_array(self.index.id_map)
-        # The coarse step as one product in numpy's BLAS (FAISS's bundled one is a generic build,
-        # several times slower), then FAISS scans only the chosen cells.
-        cent = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * self.dim)
-        near = q @ cent.reshape(ivf.nlist, self.dim).T
-        nprobe = min(PROBE_NPROBE, ivf.nlist)
-        cells = np.argpartition(-near, nprobe - 1, axis=1)[:, :nprobe] if nprobe < ivf.nlist \
-            else np.tile(np.arange(ivf.nlist), (len(q), 1))
-        saved, ivf.nprobe = ivf.nprobe, nprobe
-        try:
-            with single_threaded(len(q)):
-                scores, ids = ivf.search_preassigned(q, 1, cells, np.take_along_axis(near, cells, axis=1))
-        finally:
-            ivf.nprobe = saved
-        if id_map is not None:
-            ids = np.where(ids >= 0, id_map[np.maximum(ids, 0)], -1)
-        return [(int(i), float(sc)) if i >= 0 else None for i, sc in zip(ids[:, 0], scores[:, 0])]
+        if self.kind == "ivf":
+            return nearest_ivf(self.index, q, side=False)
+        xb, id_map = self._flat_vectors()
+        if self.count < PROBE_MIN:
+            return Probe(nearest_exact(q, xb, id_map))
+        if self._probe is None or self.count >= PROBE_REGROW * self._probe_size:
+            self._probe, self._probe_size = side_index(xb, id_map), len(xb)
+        return nearest_ivf(self._probe, q, side=True)
 
     def _flat_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """The flat index's vectors (a view, no copy) and their ids."""
@@ -242,38 +271,15 @@ class VectorIndex:
         xb = faiss.rev_swig_ptr(flat.get_xb(), self.count * self.dim).reshape(self.count, self.dim)
         return xb, faiss.vector_to_array(self.index.id_map)
 
-    def _nearest_exact(self, q: np.ndarray) -> list[tuple[int, float] | None]:
-        xb, id_map = self._flat_vectors()
-        best = np.full(len(q), -np.inf, dtype=np.float32)
-        arg = np.zeros(len(q), dtype=np.int64)
-        for start in range(0, len(xb), 32768):
-            sims = q @ xb[start:start + 32768].T
-            j = sims.argmax(axis=1)
-            top = sims[np.arange(len(q)), j]
-            better = top > best
-            best[better], arg[better] = top[better], j[better] + start
-        return [(int(id_map[a]), float(b)) for a, b in zip(arg, best)]
-
-    def _probe_index(self) -> faiss.Index:
-        """The side index, 2*sqrt(n) cells trained on the vectors it holds; retrained once the index
-        has grown ``PROBE_REGROW`` times (a fixed partition would make each probe O(n) again)."""
-        if self._probe is None or self.count >= PROBE_REGROW * self._probe_size:
-            xb, id_map = self._flat_vectors()
-            nlist = max(16, int(2 * math.sqrt(len(xb))))
-            sample = xb if len(xb) <= 24 * nlist else xb[np.random.default_rng(0).choice(len(xb), 24 * nlist, replace=False)]
-            probe = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            probe.cp.niter, probe.cp.min_points_per_centroid = 10, 16
-            probe.train(np.ascontiguousarray(sample))
-            probe.add_with_ids(np.ascontiguousarray(xb), id_map)
-            self._probe, self._probe_size = probe, len(xb)
-        return self._probe
-
     def _note_ids(self) -> None:
-        ids = faiss.vector_to_array(self.index.id_map) if self.count else np.zeros(0, dtype=np.int64)
-        self._max_id = int(ids.max()) if len(ids) else 0
-
-    def _nprobe(self) -> int:
-        return int(faiss.downcast_index(self.index.index).nprobe)
+        if self.count == 0:
+            self._max_id = 0
+        elif self.kind == "flat":
+            self._max_id = int(faiss.vector_to_array(self.index.id_map).max())
+        else:
+            lists = self.index.invlists
+            self._max_id = max((int(faiss.rev_swig_ptr(lists.get_ids(c), lists.list_size(c)).max())
+                                for c in range(self.index.nlist) if lists.list_size(c)), default=0)
 
 
 @functools.cache

@@ -77,3 +77,29 @@ def test_near_duplicate_probe_past_side_index_threshold_still_links_updates(
         update = s.remember("Alice moved the dentist appointment to Friday at 11am.")
         assert s._vectors().count > vector_index.PROBE_MIN
         assert update.status == "updated" and update.updates == target.memory.id
+
+
+@pytest.mark.slow
+def test_approximate_index_keeps_every_id_right_after_deletes_and_updates(
+        tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    """A forget or an update removes vectors from the IVF index: every other memory must still come
+    back under its own id (an id map over IVF shifted later ids after a removal), before and after
+    the index is saved and loaded again."""
+    settings = Settings(data_dir=tmp_path / "m", ivf_threshold=300, dedup_threshold=1.0)
+    texts = _texts()
+    with MemoryStore(settings, embedder) as s:
+        made = [r.memory.id for r in s.remember_many([MemoryInput(text=t) for t in texts])]
+        assert s._vectors().kind == "ivf"
+        s.forget(made[10:20])
+        s.update(made[30], text="Hiro repainted the garden shed a bright green.")
+        vecs = embedder.encode([texts[i] for i in range(100, 140)])
+        for i, v in zip(range(100, 140), vecs):
+            assert s._vectors().search(v, 1)[0][0] == made[i]
+        assert s.recall("who repainted the shed green", k=1, mode="semantic").hits[0].memory.id == made[30]
+        gone = embedder.encode([texts[12]])[0]
+        assert not set(h for h, _ in s._vectors().search(gone, 10)) & set(made[10:20])
+    with MemoryStore(settings, embedder) as s:  # loaded from the saved file: same answers
+        index = s._vectors()
+        assert index.kind == "ivf" and index.count == 440
+        for i, v in zip(range(100, 140), vecs):
+            assert index.search(v, 1)[0][0] == made[i]

@@ -12,6 +12,7 @@ import pytest
 from continuum_mcp.config import Settings
 from continuum_mcp.errors import DiskFull, InvalidInput, ModelMismatch, StoreReadOnly
 from continuum_mcp.memory import DB_FILE, MemoryStore
+from continuum_mcp.memory._schema import SCHEMA_VERSION
 from embeddings import SentenceTransformerEmbedder
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1.db"  # written by the schema-1 release
@@ -43,14 +44,18 @@ def test_a_schema_1_store_opens_and_migrates_in_place_keeping_everything(
         assert s.recall("peanuts", k=1, mode="keyword").hits[0].memory.id == 5
         r = s.remember("Dana's phone number is +44 7700 900988")  # the new column works
         assert r.status == "updated" and r.updates == 3
+        # v3 fills the keyword index per batch (no insert trigger): a new memory is found by keyword
+        assert [h.memory.id for h in s.recall("900988", k=3, mode="keyword").hits] == [r.memory.id]
     after = rows(data / DB_FILE)
     assert after[:4] == before  # every row, tag, time and vector byte-identical
     conn = sqlite3.connect(data / DB_FILE)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'memories_ai'").fetchone()
+    assert conn.execute("INSERT INTO memories_fts(memories_fts, rank) VALUES ('integrity-check', 1)") is not None
     assert conn.execute("SELECT memory_id, tag FROM memory_tags WHERE memory_id <= 5 ORDER BY 1, 2").fetchall() == tags_before
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
-    with MemoryStore(Settings(data_dir=data), embedder) as s:  # and opens again as v2, unchanged
+    with MemoryStore(Settings(data_dir=data), embedder) as s:  # and opens again as v3, unchanged
         assert s.stats().count == 5
 
 
