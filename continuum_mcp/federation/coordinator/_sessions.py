@@ -19,24 +19,23 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from continuum_mcp.crypto.identity import Verifier
 from continuum_mcp.errors import (
-    AggregationAborted, CryptoError, Forbidden, InvalidInput, NotFound, PrivacyBudgetExceeded, WrongPhase,
+    Forbidden, InvalidInput, NotFound, PrivacyBudgetExceeded, WrongPhase,
 )
 from continuum_mcp.federation.coordinator._attempt import Attempt
-from continuum_mcp.federation.coordinator.engine import masked_senders
-from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore
+from continuum_mcp.federation.coordinator._round_privacy import RoundPrivacy
+from continuum_mcp.federation.coordinator.store import CoordinatorStore
 from continuum_mcp.federation.learning import SessionParams, session_round_params
 from continuum_mcp.federation.protocol import RoundState
 from continuum_mcp.privacy.dp import gdp_epsilon
 from continuum_mcp.privacy.ledger import PrivacyLedger
-from continuum_mcp.privacy.modes import PrivacyMode
-from continuum_mcp.secagg import AggregateResult, SecAggServer, SignedMessage
+from continuum_mcp.secagg import SignedMessage
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +64,9 @@ class _Running:
 class SessionRounds:
     """Secure aggregation of session rounds, one attempt per running session."""
 
-    def __init__(self, store: CoordinatorStore, verifier: Verifier, mode: PrivacyMode, window_days: float,
-                 phase_timeout: float, now: Callable[[], float]) -> None:
-        self.store, self._verifier, self._mode = store, verifier, mode
-        self._window = timedelta(days=window_days)
+    def __init__(self, store: CoordinatorStore, verifier: Verifier, privacy: RoundPrivacy, phase_timeout: float,
+                 now: Callable[[], float]) -> None:
+        self.store, self._verifier, self._privacy = store, verifier, privacy
         self._timeout, self.now = phase_timeout, now
         self._running: dict[str, _Running] = {}
         self.lock = threading.RLock()
@@ -76,10 +74,7 @@ class SessionRounds:
     # ------------------------------------------------------------------------------ ledger
     def _ledger(self, instance_id: str) -> PrivacyLedger:
         """The same per-identity ledger the round engine charges (one budget for everything released)."""
-        return PrivacyLedger(self.store.dir / LEDGER_DB_NAME, identity=instance_id,
-                             budget_epsilon=self._mode.budget_epsilon, delta=self._mode.delta, window=self._window,
-                             lifetime=self._mode.lifetime_budget(),
-                             clock=lambda: datetime.fromtimestamp(self.now(), tz=timezone.utc))
+        return self._privacy.ledger(instance_id)
 
     def affordable(self, members: list[str], params: SessionParams) -> list[str]:
         out = []
@@ -110,8 +105,8 @@ class SessionRounds:
         open its ``advertise`` step."""
         with self.lock:
             sp = session_round_params(label, round_no, 0, roster, kind.layout(context).dim, params)
-            server = SecAggServer(sp, self._verifier, self.store.member_keys(sp.roster))
-            a = Attempt(round_no, 0, sp, server, "advertise", set(sp.roster), self.now() + self._timeout)
+            now = self.now()
+            a = Attempt(round_no, 0, sp, self.store.member_keys(sp.roster), now + self._timeout, opened_at=now)
             self._running[proposal_id] = _Running(proposal_id, params, a, kind, context)
 
     def forget(self, proposal_id: str) -> None:
@@ -132,19 +127,20 @@ class SessionRounds:
                 ) -> RoundDone | None:
         with self.lock:
             run = self._attempt_of(proposal_id, round_no)
-            run.attempt.accept(kind, caller, message)
+            run.attempt.accept(kind, caller, message, self._verifier, self.now())
             if run.attempt.complete:
                 return self._advance(run)
             return None
 
     def _advance(self, run: _Running) -> RoundDone | None:
         a = run.attempt
-        try:
-            step = a.close_phase()
-        except (AggregationAborted, CryptoError, InvalidInput) as exc:
-            logger.warning("session %s round %d aborted in %s: %s", run.proposal_id, a.round_id, a.phase, exc)
-            return self._end(run, "aborted", None, masked_senders(a))
-        if isinstance(step, AggregateResult):
+        closed, _record = a.close(self.now() + self._timeout, self.now())
+        if closed.error is not None:
+            logger.warning("session %s round %d aborted in %s: %s", run.proposal_id, a.round_id, closed.phase,
+                           closed.error)
+            return self._end(run, "aborted", None, a.masked_senders())
+        step = closed.result
+        if step is not None:
             try:  # post-processing of the DP sum: costs no privacy
                 result = run.kind.postprocess(np.asarray(step.float_sum, dtype=np.float64), step.noise_sigma,
                                               run.context, run.params)
@@ -154,8 +150,6 @@ class SessionRounds:
             out = self._end(run, "released", result, set(step.contributors))
             out.noisy_participants = float(result.noisy_participants)
             return out
-        a.phase, a.expected, a.posted = step[0], step[1], set()
-        a.deadline = self.now() + self._timeout
         return None
 
     def _end(self, run: _Running, outcome: str, result: Any, senders: set[str]) -> RoundDone:

@@ -348,7 +348,7 @@ def governance_service(config: CoordinatorConfig, store: CoordinatorStore, verif
                                         else Codebook.load(config.codebook_version))
         return SessionContext(codebook=cb)
 
-    rounds = SessionRounds(store, verifier, engine.mode, config.window_days, config.phase_timeout_seconds, now)
+    rounds = SessionRounds(store, verifier, engine.privacy, config.phase_timeout_seconds, now)
     gov = GovernanceService(config, store, rounds, SESSION_KINDS, initial, now)
     return gov
 
