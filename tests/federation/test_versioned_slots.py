@@ -19,7 +19,8 @@ from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg import SecAggClient
 
 SLOTS, DIM, FED = 4, 8, "fed-versions"
-LEARNED = "c-" + "5e" * 12  # a learned codebook version's id
+pytestmark = pytest.mark.usefixtures("backend")  # SQLite file and PostgreSQL (slot ids above 2^31)
+LEARNED = "c-" + "5f" * 12  # a learned codebook version's id (its slot ids are above 2^31)
 
 
 def request(slot: int, round_id: int = 0) -> ContributionRequest:
@@ -38,7 +39,7 @@ def test_a_learned_version_s_round_takes_releases_and_serves_only_its_tagged_ids
     service = CoordinatorService(config, store, engine, engine.policy)
     engine.codebook_version = lambda: service.codebook_in_use()[0]  # as the coordinator node wires it
     sid = slot_id(LEARNED, 2)
-    assert split_slot_id(sid) == (version_tag(LEARNED), 2) and sid >= 1 << 12
+    assert split_slot_id(sid) == (version_tag(LEARNED), 2) and sid >= 1 << 31
     who = [Identity.generate() for _ in range(12)]  # open mode releases a phrase above tau = 7
     stale = Identity.generate()
     for m in (*who, stale):
