@@ -76,6 +76,12 @@ def slot_id(version: str, index: int) -> int:
     return version_tag(version) << SLOT_INDEX_BITS | int(index)
 
 
+def version_slot_ids(version: str, slots: int) -> list[int]:
+    """Every slot id of a ``slots``-slot codebook ``version``, in index order: what the
+    coordinator accepts, lists and serves while that version is in use."""
+    return [slot_id(version, i) for i in range(slots)]
+
+
 def split_slot_id(sid: int) -> tuple[int, int]:
     """(version tag, slot index) of a slot id."""
     if isinstance(sid, bool) or not 0 <= int(sid) < 1 << (SLOT_INDEX_BITS + VERSION_TAG_BITS):
@@ -141,6 +147,11 @@ class Codebook:
     @property
     def tag(self) -> int:
         return version_tag(self.version)
+
+    @property
+    def ids(self) -> list[int]:
+        """Every slot id of this version, in index order."""
+        return version_slot_ids(self.version, self.slots)
 
     def slot_ids(self, embeddings: np.ndarray) -> np.ndarray:
         """The versioned slot id of the nearest slot of each embedding (int64, shape (n,))."""

@@ -44,10 +44,10 @@ class Kit:
 
     def __init__(self, tmp: Path, **options: Any) -> None:
         self.tmp = tmp
-        self.codebook = Codebook(Codebook.load("v0").vectors[:SLOTS], "v0-16")
+        self.codebook = Codebook(Codebook.load("v0").vectors[:SLOTS], "v0")
         opts: dict[str, Any] = dict(storage_path=tmp / "coord", privacy_mode="open", min_contributors=3,
                                     federation_id=FED, admin_token=ADMIN, slots=SLOTS, dim=self.codebook.dim,
-                                    codebook_version="v0-16", phase_timeout_seconds=30, require_contribution=False)
+                                    codebook_version="v0", phase_timeout_seconds=30, require_contribution=False)
         opts.update(options)
         self.coord = FederationCoordinator(**opts)
         self.key = generate_federation_key()

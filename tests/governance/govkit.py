@@ -55,19 +55,39 @@ class GovMember:
             return ledger.spent()
 
 
+class RoundRobin:
+    """Each request of one member to the next coordinator node, as a load balancer may send them."""
+
+    def __init__(self, apis: Sequence[CoordinatorAPI]) -> None:
+        self.apis, self.sent = list(apis), [0] * len(apis)
+        self._k = 0
+
+    def call(self, name: str, body: Any = None, **path: Any) -> Any:
+        self._k = (self._k + 1) % len(self.apis)
+        self.sent[self._k] += 1
+        return self.apis[self._k].call(name, body, **path)
+
+
 class GovKit:
+    """``nodes`` > 1: that many coordinator processes on one store, every member's governance
+    requests alternating between them (``GovMember.api`` stays on the first)."""
+
     def __init__(self, tmp: Path, *, phase_timeout: float = 4.0, client_rules: GovernanceRules | None = None,
-                 centres: int = 4, budget_epsilon: float | None = None, **rules: Any) -> None:
+                 centres: int = 4, budget_epsilon: float | None = None, nodes: int = 1, **rules: Any) -> None:
         self.tmp, self.client_rules, self.centres = tmp, client_rules, centres
         self.codebook = small_codebook()
-        self.coord = FederationCoordinator(
+        self.nodes = [FederationCoordinator(
             storage_path=tmp / "coord", privacy_mode="open", federation_id=FED, min_contributors=3, slots=SLOTS,
             dim=self.codebook.dim, codebook=np.asarray(self.codebook.vectors), codebook_version="v0",
             phase_timeout_seconds=phase_timeout, tick_seconds=0.1, require_contribution=False,
             governance=GovernanceRules(min_discussion_seconds=1, **rules),
             policy=default_policy().with_mode("open", budget_epsilon=budget_epsilon) if budget_epsilon else None)
-        self.coord.start()
+            for _ in range(nodes)]
+        self.coord = self.nodes[0]
+        for node in self.nodes:
+            node.start()
         self.members: list[GovMember] = []
+        self.balancers: list[RoundRobin] = []
 
     def admit(self, n: int, rng: np.random.Generator | None = None) -> list[GovMember]:
         rng = rng or np.random.default_rng(7)
@@ -83,8 +103,13 @@ class GovKit:
             emb = centre + 0.3 * rng.standard_normal(centre.shape)
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
             member = GovMember(ident, api, None, path, emb.tolist())  # type: ignore[arg-type]
+            route: Any = api
+            if len(self.nodes) > 1:
+                route = RoundRobin([api, *(CoordinatorAPI(n.url, ident, timeout_seconds=60, max_retries=2,
+                                                          backoff_seconds=0.05) for n in self.nodes[1:])])
+                self.balancers.append(route)
             member.gov = Governance(
-                lambda api=api: api, ident, FED,
+                lambda route=route: route, ident, FED,
                 lambda path=path, ident=ident, mode=mode: PrivacyLedger(
                     path, identity=ident.instance_id, budget_epsilon=mode.budget_epsilon, delta=mode.delta,
                     window=timedelta(days=mode.window_days), lifetime=mode.lifetime_budget()),
@@ -145,4 +170,8 @@ class GovKit:
     def close(self) -> None:
         for m in self.members:
             m.api.close()
-        self.coord.stop()
+        for b in self.balancers:
+            for api in b.apis[1:]:
+                api.close()
+        for node in self.nodes:
+            node.stop()

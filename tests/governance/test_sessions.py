@@ -24,7 +24,7 @@ from continuum_mcp.federation.learning import SessionParams, session_guarantee
 from continuum_mcp.privacy.accounting import compose_gdp, gdp_epsilon
 from continuum_mcp.federation.client import FederationClient
 from continuum_mcp.memory.store import MemoryStore
-from continuum_mcp.privacy.codebook import Codebook
+from continuum_mcp.privacy.codebook import Codebook, slot_id, split_slot_id, version_tag
 from fedkit import Member, pattern, run_full_round
 from govkit import DISCUSSION, FED, GovKit
 
@@ -76,8 +76,25 @@ def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vot
             assert kit.coord.info().codebook_version == version  # the coordinator follows the vote ...
             reader.sync(timeout_seconds=2)  # ... and so does the client, after counting the votes itself
             assert reader.codebook.version == version
+            # releases under two versions never mix: v0's release is not served under the new one
+            new_ids = reader.codebook.ids
+            assert [s.slot for s in reader.api().slots().slots] == new_ids and new_ids[0] == slot_id(version, 0)
+            assert not reader.query("when do we deploy on friday", min_confidence=0.0)
+            with pytest.raises(InvalidInput, match="slot id of the codebook in use"):
+                sharers[0].contribute(kit.coord.engine.state(None).round_id, FederationCipher(key, FED), mode="open")
+            # members re-slot the shared fact under the adopted version, and its next release is found
+            sid = int(reader.codebook.slot_ids(fact[None, :].astype(np.float32))[0])
+            assert split_slot_id(sid) == (version_tag(version), reader.codebook.index_of(sid)) and sid >= 1 << 12
+            later = [Member(api=m.api, patterns=[pattern(sid, ["friday deploys"], fact)], policy=kit.coord.policy)
+                     for m in kit.admit(3)]
+            rid = kit.coord.engine.state(None).round_id
+            for m in later:
+                assert m.contribute(rid, FederationCipher(key, FED), mode="open").accepted_patterns == 1
+            kit.coord.close_round()
+            assert run_full_round(later).phase == "released"
             hits = reader.query("when do we deploy on friday", min_confidence=0.0)
-            assert any("friday deploys" in p.phrases for p in hits)  # the shared facts are still found
+            assert any("friday deploys" in p.phrases and p.slot == sid for p in hits)
+            assert {s.slot for s in reader.api().slots().slots if s.released_at_round >= 0} == {sid}
     finally:
         kit.close()
 

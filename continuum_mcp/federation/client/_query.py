@@ -69,8 +69,11 @@ def decoy_secret(identity: Identity) -> bytes:
     return hashlib.blake2b(env.signature.encode("ascii"), digest_size=32, person=b"continuum/decoys").digest()
 
 
-def pad_with_decoys(wanted: Sequence[int], released: Sequence[int], slots: int, secret: bytes) -> list[int]:
-    """Wanted slots plus decoys, QUERY_PADDED_SLOTS in all, sorted. Decoys are fixed per interest:
+def pad_with_decoys(wanted: Sequence[int], released: Sequence[int], slots: int | Sequence[int],
+                    secret: bytes) -> list[int]:
+    """Wanted slots plus decoys, QUERY_PADDED_SLOTS in all, sorted; ``slots``: every slot id of the
+    codebook version in use (``Codebook.ids``; an int n: ids 0..n-1, codebook v0's), so decoys are
+    ids of that version only, like the wanted ones. Decoys are fixed per interest:
     every candidate slot is ranked by a PRF of (local ``secret``, the wanted set, slot), so asking
     the same thing again asks for the identical set (fresh decoys per query would let repeated
     queries be intersected down to the wanted slots). Decoys come first from the other *released*
@@ -88,7 +91,8 @@ def pad_with_decoys(wanted: Sequence[int], released: Sequence[int], slots: int, 
     rel_others = sorted((s for s in set(released) if s not in taken), key=rank)
     decoys = rel_others[:need]
     taken.update(decoys)
-    rest = sorted((s for s in range(slots) if s not in taken), key=rank)
+    candidates = range(slots) if isinstance(slots, int) else slots
+    rest = sorted((s for s in candidates if s not in taken), key=rank)
     decoys += rest[: need - len(decoys)]
     return sorted(want + decoys)
 
@@ -150,15 +154,21 @@ class FederatedQuery:
     decoy_secret: bytes
 
     def released_slots(self) -> dict[int, np.ndarray]:
-        """Released slot -> unit vector (its DP centroid, or the codebook vector if that is unusable)."""
+        """Released slot id -> unit vector (its DP centroid, or the codebook vector if that is
+        unusable), for the slot ids of this client's codebook version only: what was released
+        under another version is another slot space and never mixes in."""
         out: dict[int, np.ndarray] = {}
         cb = self.codebook
         for s in self.api.slots().slots:
-            if s.released_at_round < 0 or not 0 <= s.slot < cb.slots:
+            try:
+                index = cb.index_of(s.slot)
+            except InvalidInput:
                 continue
-            v = np.asarray(s.vector, dtype=np.float32) if s.vector else cb.vectors[s.slot]
+            if s.released_at_round < 0:
+                continue
+            v = np.asarray(s.vector, dtype=np.float32) if s.vector else cb.vectors[index]
             if v.shape != (cb.dim,) or not np.all(np.isfinite(v)) or np.linalg.norm(v) == 0:
-                v = cb.vectors[s.slot]
+                v = cb.vectors[index]
             out[s.slot] = v / np.linalg.norm(v)
         return out
 
@@ -215,12 +225,12 @@ class FederatedQuery:
         ids = sorted(released)
         # a DP centroid of few contributors is mostly noise; the public codebook vector of the
         # slot is the better guide then, so a slot scores the better of the two
-        cb = self.codebook.vectors
-        sims = np.asarray([max(float(np.dot(qvec, released[s])), float(np.dot(qvec, cb[s]))) for s in ids])
+        cb = self.codebook
+        sims = np.asarray([max(float(np.dot(qvec, released[s])), float(np.dot(qvec, cb.vectors[cb.index_of(s)])))
+                           for s in ids])
         # few releases: ask for all of them (the interest is then not in the request at all)
         wanted = ids if len(ids) <= QUERY_ALL_RELEASED_MAX else [ids[i] for i in np.argsort(-sims)[:QUERY_TOP_SLOTS]]
-        resp = self.api.query(QueryRequest(slots=pad_with_decoys(wanted, ids, self.codebook.slots,
-                                                                 self.decoy_secret)))
+        resp = self.api.query(QueryRequest(slots=pad_with_decoys(wanted, ids, cb.ids, self.decoy_secret)))
         out = [p for p in (self.to_federated(qvec, r) for r in self.fetch(resp.patterns))
                if p.confidence >= min_confidence]
         out.sort(key=lambda p: (-p.confidence, -p.similarity))

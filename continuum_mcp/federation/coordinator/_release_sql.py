@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from continuum_mcp.federation.coordinator.release import PhraseDecision
+from continuum_mcp.privacy.codebook import SLOT_INDEX_BITS
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,28 @@ def remaining_counts(conn: Connection, tokens: Sequence[str]) -> dict[str, int]:
     return out
 
 
-def _token_source(conn: Connection, token: str, slot: int | None = None) -> tuple[int, str, int] | None:
-    """(slot, ciphertext, ct_round) to serve for a token: its slot is the one most of its
-    contributors put it in (ties: the lower slot), or ``slot`` while that still holds it."""
+#: every slot id (no codebook version's range in particular)
+ALL_SLOTS = (0, 1 << 32)
+
+
+def version_range(slot: int) -> tuple[int, int]:
+    """The slot ids of the codebook version ``slot`` belongs to (its tag's 2^12 ids)."""
+    first = slot >> SLOT_INDEX_BITS << SLOT_INDEX_BITS
+    return first, first + (1 << SLOT_INDEX_BITS)
+
+
+def _token_source(conn: Connection, token: str, slot: int | None = None,
+                  within: tuple[int, int] = ALL_SLOTS) -> tuple[int, str, int] | None:
+    """(slot, ciphertext, ct_round) to serve for a token: its slot (among the slot ids in
+    [``within``), one codebook version's) is the one most of its contributors put it in (ties: the
+    lower slot), or ``slot`` while that still holds it."""
     if slot is None or conn.execute(
             "SELECT 1 FROM submissions s JOIN phrases p ON p.submission_id = s.id WHERE p.token=? AND s.slot=? "
             "AND s.status='released' LIMIT 1", (token, slot)).fetchone() is None:
         row = conn.execute(
             "SELECT s.slot FROM submissions s JOIN phrases p ON p.submission_id = s.id WHERE p.token=? "
-            "AND s.status='released' GROUP BY s.slot ORDER BY COUNT(DISTINCT s.instance_id) DESC, s.slot LIMIT 1",
-            (token,)).fetchone()
+            "AND s.status='released' AND s.slot>=? AND s.slot<? GROUP BY s.slot "
+            "ORDER BY COUNT(DISTINCT s.instance_id) DESC, s.slot LIMIT 1", (token, *within)).fetchone()
         if row is None:
             return None
         slot = int(row[0])
@@ -124,9 +137,11 @@ def released_slots(conn: Connection) -> dict[int, ReleasedSlot]:
             for r in rows}
 
 
-def released_phrases(conn: Connection) -> dict[str, ReleasedPhraseRow]:
+def released_phrases(conn: Connection, within: tuple[int, int] = ALL_SLOTS) -> dict[str, ReleasedPhraseRow]:
+    """Released phrases by token, of the slot ids in [``within``) (one codebook version's: a
+    phrase token is slot-free, so the same phrase is released once per version it was sent under)."""
     rows = conn.execute("SELECT token, slot, ciphertext, true_count, noisy_count, released_at_round "
-                        "FROM released_phrases").fetchall()
+                        "FROM released_phrases WHERE slot>=? AND slot<?", within).fetchall()
     return {str(r[0]): ReleasedPhraseRow(int(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows}
 
 
@@ -137,8 +152,11 @@ def pattern_slots(conn: Connection) -> set[int]:
 
 
 def write_window(conn: Connection, *, round_id: int, decisions: Mapping[str, PhraseDecision],
-                 withdrawn: set[str], centroids: dict[int, np.ndarray] | None, statements: bool) -> set[int]:
-    """Write one window's release; return the pattern slots it withdrew.
+                 withdrawn: set[str], centroids: dict[int, np.ndarray] | None, statements: bool,
+                 within: tuple[int, int] = ALL_SLOTS) -> set[int]:
+    """Write one window's release; return the pattern slots it withdrew. New phrases go to slot
+    ids in [``within``) (the round's codebook version); withdrawals and the ciphertext upkeep
+    apply to every version's releases.
 
     Withdrawn tokens go; every other released token keeps its noisy count (sticky) but is served
     from a ciphertext that a remaining contributor sent (a deleted member's copy is dropped here, at
@@ -148,20 +166,20 @@ def write_window(conn: Connection, *, round_id: int, decisions: Mapping[str, Phr
     Statements (open mode only): candidates are the scrubbed statements of slots with a released
     phrase; the caller then applies the per-statement floor."""
     before = pattern_slots(conn)
-    for token in sorted(withdrawn):
+    for token in sorted(withdrawn):  # under every version it was released under
         conn.execute("DELETE FROM released_phrases WHERE token=?", (token,))
-    for token, row in released_phrases(conn).items():
+    for token, slot, ciphertext in conn.execute("SELECT token, slot, ciphertext FROM released_phrases").fetchall():
         if conn.execute("SELECT 1 FROM phrases WHERE token=? AND ciphertext=? LIMIT 1",
-                        (token, row.ciphertext)).fetchone() is not None:
+                        (token, ciphertext)).fetchone() is not None:
             continue
-        src = _token_source(conn, token, row.slot)
+        src = _token_source(conn, token, int(slot), version_range(int(slot)))
         if src is None:
-            conn.execute("DELETE FROM released_phrases WHERE token=?", (token,))
+            conn.execute("DELETE FROM released_phrases WHERE token=? AND slot=?", (token, slot))
         else:
-            conn.execute("UPDATE released_phrases SET slot=?, ciphertext=?, ct_round=? WHERE token=?",
-                         (src[0], src[1], src[2], token))
+            conn.execute("UPDATE released_phrases SET slot=?, ciphertext=?, ct_round=? WHERE token=? AND slot=?",
+                         (src[0], src[1], src[2], token, slot))
     for token, d in sorted(decisions.items()):
-        src = _token_source(conn, token) if d.keep else None
+        src = _token_source(conn, token, within=within) if d.keep else None
         if src is None:
             continue
         conn.execute("INSERT INTO released_phrases (slot, token, ciphertext, ct_round, true_count,"

@@ -4,38 +4,47 @@ Why a module of its own beside the round engine: a session round is a release ro
 aggregation (the same :class:`Attempt` over a ``SecAggServer``, the same four steps, the same
 calibration of clip and distributed discrete Gaussian noise) but with another roster (the members
 opted in by the tally, minus those who opted out since), another vector layout (the session
-kind's), no phrases and no credits, and a post-processing step of the kind. Composing
-``Attempt`` keeps the round engine untouched.
+kind's), no phrases and no credits, and a post-processing step of the kind.
+
+Durable as release rounds are, with the same pieces: the attempt is its append-only log in the
+store (:mod:`._attempt_sql`, keyed by the session round's secagg session id
+``<federation>/<proposal>/r<round>/a0``), which round of a proposal runs is the proposal row's
+``in_round``, and a process keeps only an :class:`AttemptCache` per proposal, caught up from the
+log at the start of every request. So several coordinator processes on one database serve one
+session round message by message, and a restarted one continues it. Every accepted message, the
+phase close it completes and (after the last phase) the round's record commit in one transaction.
 
 Rounds are not retried: an aborted round (too few survivors) counts as one of the R rounds, and
-what its masked inputs could have revealed is charged. A restart mid-round loses the in-memory
-attempt; the round is recorded as aborted and the next one starts (``SecAggServer`` holds no
-secrets worth keeping). Every transition holds one lock.
+what its masked inputs could have revealed is charged. Only a round without a log (opened by an
+older coordinator that kept it in memory) cannot continue and is recorded as aborted.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from continuum_mcp.crypto.identity import Verifier
-from continuum_mcp.errors import (
-    AggregationAborted, CryptoError, Forbidden, InvalidInput, NotFound, PrivacyBudgetExceeded, WrongPhase,
-)
-from continuum_mcp.federation.coordinator._attempt import Attempt
-from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, CoordinatorStore
+from continuum_mcp.errors import Forbidden, InvalidInput, NotFound, PrivacyBudgetExceeded, WrongPhase
+from continuum_mcp.federation.coordinator import _attempt_sql as asql
+from continuum_mcp.federation.coordinator import _governance_sql as gsql
+from continuum_mcp.federation.coordinator._attempt import Attempt, Closed
+from continuum_mcp.federation.coordinator._attempt_cache import AttemptCache
+from continuum_mcp.federation.coordinator._round_privacy import RoundPrivacy
+from continuum_mcp.federation.coordinator.store import CoordinatorStore
+from continuum_mcp.federation.governance import SignedStatement, open_statement
+from continuum_mcp.federation.governance.guarantee import proposal_params, session_label
 from continuum_mcp.federation.learning import SessionParams, session_round_params
 from continuum_mcp.federation.protocol import RoundState
 from continuum_mcp.privacy.dp import gdp_epsilon
-from continuum_mcp.privacy.ledger import PrivacyLedger
-from continuum_mcp.privacy.modes import PrivacyMode
-from continuum_mcp.secagg import AggregateResult, SecAggServer, SignedMessage
+from continuum_mcp.secagg import SignedMessage
 
 logger = logging.getLogger(__name__)
 
@@ -52,158 +61,183 @@ class RoundDone:
     epsilon: float
 
 
-@dataclass
-class _Running:
+@dataclass(frozen=True)
+class SessionRound:
+    """The round of a proposal the store says is running (``gov_proposals.in_round``)."""
+
     proposal_id: str
+    round: int
+    label: str  #: the session's secagg label; the attempt's session id is ``<label>/r<round>/a0``
     params: SessionParams
-    attempt: Attempt
-    kind: Any  # learning.SessionKind
-    context: Any  # learning.SessionContext
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.proposal_id, self.round
+
+    @property
+    def session_id(self) -> str:
+        return f"{self.label}/r{self.round}/a0"
 
 
 class SessionRounds:
-    """Secure aggregation of session rounds, one attempt per running session."""
+    """Secure aggregation of session rounds: one durable attempt per running session."""
 
-    def __init__(self, store: CoordinatorStore, verifier: Verifier, mode: PrivacyMode, window_days: float,
-                 phase_timeout: float, now: Callable[[], float]) -> None:
-        self.store, self._verifier, self._mode = store, verifier, mode
-        self._window = timedelta(days=window_days)
-        self._timeout, self.now = phase_timeout, now
-        self._running: dict[str, _Running] = {}
-        self.lock = threading.RLock()
+    def __init__(self, store: CoordinatorStore, verifier: Verifier, privacy: RoundPrivacy, phase_timeout: float,
+                 now: Callable[[], float], federation_id: str) -> None:
+        self.store, self._verifier, self._privacy = store, verifier, privacy
+        self._timeout, self.now, self._fed = phase_timeout, now, federation_id
+        self.lock = threading.RLock()  #: serialises this process's threads around its caches
+        self._caches: dict[str, AttemptCache] = {}
+        self._params: dict[str, SessionParams] = {}  # a proposal's signed parameters never change
 
     # ------------------------------------------------------------------------------ ledger
-    def _ledger(self, instance_id: str) -> PrivacyLedger:
-        """The same per-identity ledger the round engine charges (one budget for everything released)."""
-        return PrivacyLedger(self.store.dir / LEDGER_DB_NAME, identity=instance_id,
-                             budget_epsilon=self._mode.budget_epsilon, delta=self._mode.delta, window=self._window,
-                             lifetime=self._mode.lifetime_budget(),
-                             clock=lambda: datetime.fromtimestamp(self.now(), tz=timezone.utc))
-
     def affordable(self, members: list[str], params: SessionParams) -> list[str]:
+        """Opted-in members whose ledger (the one the round engine charges) affords a round."""
         out = []
         for m in members:
-            with self._ledger(m) as ledger:
+            with self._privacy.ledger(m) as ledger:
                 if ledger.check(params.round_spend()).allowed:
                     out.append(m)
         return out
 
     def _charge(self, params: SessionParams, session_id: str, members: set[str] | list[str]) -> list[str]:
+        """Idempotent per (member, session id): a transaction retried elsewhere charges once."""
         charged = []
         for m in sorted(members):
             try:
-                with self._ledger(m) as ledger:
+                with self._privacy.ledger(m) as ledger:
                     ledger.spend(params.round_spend(), round_id=session_id)
                 charged.append(m)
             except PrivacyBudgetExceeded:
                 logger.warning("member %s is past its privacy budget; session spend not recorded", m)
         return charged
 
-    # ------------------------------------------------------------------------------ life cycle
-    def running(self, proposal_id: str) -> bool:
-        return proposal_id in self._running
+    # ------------------------------------------------------------------------------ the store's running round
+    def _cache(self, pid: str) -> AttemptCache:
+        if pid not in self._caches:
+            self._caches[pid] = AttemptCache(self.store.transaction, self.lock)
+        return self._caches[pid]
 
-    def start(self, proposal_id: str, label: str, round_no: int, roster: list[str], params: SessionParams,
-              kind: Any, context: Any) -> None:
-        """Fix round ``round_no``'s roster and parameters (the kind's layout in ``context``) and
-        open its ``advertise`` step."""
-        with self.lock:
-            sp = session_round_params(label, round_no, 0, roster, kind.layout(context).dim, params)
-            server = SecAggServer(sp, self._verifier, self.store.member_keys(sp.roster))
-            a = Attempt(round_no, 0, sp, server, "advertise", set(sp.roster), self.now() + self._timeout)
-            self._running[proposal_id] = _Running(proposal_id, params, a, kind, context)
+    def writing(self, pid: str) -> Any:
+        """A store write transaction for proposal ``pid``'s round (its cache dropped if it fails)."""
+        return self._cache(pid).writing()
 
-    def forget(self, proposal_id: str) -> None:
-        self._running.pop(proposal_id, None)
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        with self.lock, self.store.reading() as conn:
+            yield conn
 
-    def tick(self) -> list[tuple[str, RoundDone]]:
-        """Advance every attempt whose step deadline passed; returns the rounds that finished."""
-        done = []
-        with self.lock:
-            for pid, run in list(self._running.items()):
-                if self.now() >= run.attempt.deadline:
-                    out = self._advance(run)
-                    if out is not None:
-                        done.append((pid, out))
-        return done
-
-    def receive(self, proposal_id: str, round_no: int, kind: str, caller: str, message: SignedMessage
-                ) -> RoundDone | None:
-        with self.lock:
-            run = self._attempt_of(proposal_id, round_no)
-            run.attempt.accept(kind, caller, message)
-            if run.attempt.complete:
-                return self._advance(run)
+    def current(self, row: gsql.ProposalRow) -> SessionRound | None:
+        """The round ``row`` says is running, or None between rounds."""
+        if not row.in_round:
             return None
+        params = self._params.get(row.proposal_id)
+        if params is None:
+            prop = open_statement(SignedStatement.model_validate_json(row.signed_json), self._fed)
+            params = self._params[row.proposal_id] = proposal_params(prop)  # type: ignore[arg-type]
+        return SessionRound(row.proposal_id, row.finished_rounds + 1, session_label(self._fed, row.proposal_id),
+                            params)
 
-    def _advance(self, run: _Running) -> RoundDone | None:
-        a = run.attempt
-        try:
-            step = a.close_phase()
-        except (AggregationAborted, CryptoError, InvalidInput) as exc:
-            logger.warning("session %s round %d aborted in %s: %s", run.proposal_id, a.round_id, a.phase, exc)
+    def attempt(self, conn: Any, pid: str, run: SessionRound | None) -> Attempt | None:
+        """The running round's attempt, this process's copy caught up with the log (under the lock);
+        None between rounds, or when the round has no log to continue from."""
+        if run is None:
+            return self._cache(pid).sync(conn, None, str)
+        return self._cache(pid).sync(conn, run.key, lambda: run.session_id)
+
+    def _running(self, conn: Any, pid: str, round_no: int) -> Attempt:
+        rows = gsql.proposals(conn, pid)
+        run = self.current(rows[0]) if rows else None
+        a = self.attempt(conn, pid, run)
+        if run is None or a is None or run.round != round_no:
+            raise WrongPhase(f"session round {round_no} of {pid} is not aggregating")
+        return a
+
+    # ------------------------------------------------------------------------------ transitions
+    def open(self, conn: Any, run: SessionRound, roster: list[str], dim: int) -> None:
+        """Fix ``run``'s roster and parameters (``dim``: the kind's layout) and open its
+        ``advertise`` step: the attempt's opening record, in the caller's transaction."""
+        sp = session_round_params(run.label, run.round, 0, roster, dim, run.params)
+        now = self.now()
+        a = Attempt(run.round, 0, sp, self.store.member_keys(sp.roster, conn), now + self._timeout, opened_at=now)
+        asql.append(conn, a.session_id, a.opening())
+        self._cache(run.proposal_id).opened(run.key, a)
+
+    def receive(self, conn: Any, pid: str, round_no: int, kind: str, caller: str, message: SignedMessage
+                ) -> tuple[Attempt, Closed] | None:
+        """Accept one member's message (in the caller's transaction); the attempt and how it ended
+        when this message completed its last phase."""
+        a = self._running(conn, pid, round_no)
+        now = self.now()
+        asql.append(conn, a.session_id, a.accept(kind, caller, message, self._verifier, now))
+        return self.advance(conn, a) if a.complete else None
+
+    def advance(self, conn: Any, a: Attempt) -> tuple[Attempt, Closed] | None:
+        """Close the current phase (all posted, or its deadline passed); the end, if it was the last."""
+        closed, record = a.close(self.now() + self._timeout, self.now())
+        asql.append(conn, a.session_id, record)
+        return None if closed.next_phase is not None else (a, closed)
+
+    def finish(self, run: SessionRound, a: Attempt | None, closed: Closed | None, kind: Any, context: Any,
+               conn: Any) -> RoundDone:
+        """The ended round's record: the kind's post-processing of the DP sum (costs no privacy) and
+        every member whose masked input was received charged. ``a`` None: the round had no log."""
+        self._cache(run.proposal_id).clear()
+        if a is None or closed is None:
+            senders = asql.senders(conn, run.session_id, "masked_input")
+            return self._end(run, "aborted", None, senders)
+        if closed.error is not None or closed.result is None:
+            logger.warning("session %s round %d aborted in %s: %s", run.proposal_id, run.round, closed.phase,
+                           closed.error)
             return self._end(run, "aborted", None, a.masked_senders())
-        if isinstance(step, AggregateResult):
-            try:  # post-processing of the DP sum: costs no privacy
-                result = run.kind.postprocess(np.asarray(step.float_sum, dtype=np.float64), step.noise_sigma,
-                                              run.context, run.params)
-            except (InvalidInput, ValueError) as exc:
-                logger.warning("session %s round %d: post-processing failed: %s", run.proposal_id, a.round_id, exc)
-                return self._end(run, "aborted", None, set(step.contributors))
-            out = self._end(run, "released", result, set(step.contributors))
-            out.noisy_participants = float(result.noisy_participants)
-            return out
-        a.phase, a.expected, a.posted = step[0], step[1], set()
-        a.deadline = self.now() + self._timeout
-        return None
+        step = closed.result
+        try:
+            result = kind.postprocess(np.asarray(step.float_sum, dtype=np.float64), step.noise_sigma, context,
+                                      run.params)
+        except (InvalidInput, ValueError) as exc:
+            logger.warning("session %s round %d: post-processing failed: %s", run.proposal_id, run.round, exc)
+            return self._end(run, "aborted", None, set(step.contributors))
+        out = self._end(run, "released", result, set(step.contributors))
+        out.noisy_participants = float(result.noisy_participants)
+        return out
 
-    def _end(self, run: _Running, outcome: str, result: Any, senders: set[str]) -> RoundDone:
-        charged = self._charge(run.params, run.attempt.params.session_id, senders)
-        self._running.pop(run.proposal_id, None)
+    def _end(self, run: SessionRound, outcome: str, result: Any, senders: set[str]) -> RoundDone:
+        charged = self._charge(run.params, run.session_id, senders)
         eps = gdp_epsilon(run.params.mu_per_round, run.params.delta) if senders else 0.0
-        return RoundDone(run.attempt.round_id, outcome, result, None, charged, eps)
+        return RoundDone(run.round, outcome, result, None, charged, eps)
 
     # ------------------------------------------------------------------------------ views
-    def _attempt_of(self, proposal_id: str, round_no: int) -> _Running:
-        run = self._running.get(proposal_id)
-        if run is None or run.attempt.round_id != round_no:
-            raise WrongPhase(f"session round {round_no} of {proposal_id} is not aggregating")
-        return run
-
-    def view(self, proposal_id: str, caller: str, round_no: int | None, finished: dict[int, str]) -> RoundState:
+    def view(self, a: Attempt | None, caller: str, round_no: int | None, finished: dict[int, str],
+             pid: str) -> RoundState:
         """A session round as ``caller`` may see it: the running one (params only to its roster),
         a finished one (``released``/``aborted``), or, between rounds, the next one as
         ``collecting`` (nothing to do yet)."""
-        with self.lock:
-            run = self._running.get(proposal_id)
-            if run is not None and round_no in (None, run.attempt.round_id):
-                a = run.attempt
-                mine = caller in a.params.roster
-                pending = a.pending_for(caller)
-                return RoundState(round_id=a.round_id, attempt=0, phase=a.phase,  # type: ignore[arg-type]
-                                  phase_deadline=datetime.fromtimestamp(a.deadline, tz=timezone.utc),
-                                  you_submitted=mine, you_in_roster=mine, you_pending=pending,  # type: ignore[arg-type]
-                                  params=a.params.model_dump(mode="json") if mine else None)
+        if a is not None and round_no in (None, a.round_id):
+            mine = caller in a.params.roster
+            return RoundState(round_id=a.round_id, attempt=0, phase=a.phase,  # type: ignore[arg-type]
+                              phase_deadline=datetime.fromtimestamp(a.deadline, tz=timezone.utc),
+                              you_submitted=mine, you_in_roster=mine,
+                              you_pending=a.pending_for(caller),  # type: ignore[arg-type]
+                              params=a.params.model_dump(mode="json") if mine else None)
         if round_no is None:
             return RoundState(round_id=max(finished, default=0) + 1, attempt=0, phase="collecting", phase_deadline=None,
                               you_submitted=False, you_in_roster=False, you_pending=None, params=None)
         if round_no not in finished:
-            raise NotFound(f"session {proposal_id} has no finished round {round_no}")
-        phase = finished[round_no]
-        return RoundState(round_id=round_no, attempt=0, phase=phase, phase_deadline=None,  # type: ignore[arg-type]
-                          you_submitted=False, you_in_roster=False, you_pending=None, params=None)
+            raise NotFound(f"session {pid} has no finished round {round_no}")
+        return RoundState(round_id=round_no, attempt=0, phase=finished[round_no],  # type: ignore[arg-type]
+                          phase_deadline=None, you_submitted=False, you_in_roster=False, you_pending=None, params=None)
 
     def key_roster(self, pid: str, r: int, caller: str) -> Any:
-        with self.lock:
-            return self._attempt_of(pid, r).attempt.roster_for(caller)
+        with self.reading() as conn:
+            return self._running(conn, pid, r).roster_for(caller)
 
     def inbox(self, pid: str, r: int, caller: str) -> Any:
-        with self.lock:
-            return self._attempt_of(pid, r).attempt.inbox_for(caller)
+        with self.reading() as conn:
+            return self._running(conn, pid, r).inbox_for(caller)
 
     def survivors(self, pid: str, r: int, caller: str) -> Any:
-        with self.lock:
-            return self._attempt_of(pid, r).attempt.survivors_for(caller)
+        with self.reading() as conn:
+            return self._running(conn, pid, r).survivors_for(caller)
 
 
 def forbid_other(caller: str, signer: str) -> None:
@@ -211,4 +245,4 @@ def forbid_other(caller: str, signer: str) -> None:
         raise Forbidden("the statement is signed by another identity than the request")
 
 
-__all__ = ["RoundDone", "SessionRounds", "forbid_other"]
+__all__ = ["RoundDone", "SessionRound", "SessionRounds", "forbid_other"]

@@ -50,6 +50,7 @@ from continuum_mcp.federation.coordinator.store import LEDGER_DB_NAME, Coordinat
 from continuum_mcp.federation.coordinator._bounds import refuse_poisoned_blocks
 from continuum_mcp.federation.participant import round_params
 from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState
+from continuum_mcp.privacy.codebook import SLOT_INDEX_BITS, slot_id, split_slot_id, version_tag
 from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, LEDGER_SCHEMA_VERSION, PrivacySpend
 from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.secagg import AggregateResult, KeyRoster, SecAggParams, ShareInbox, SignedMessage, SurvivorList
@@ -74,6 +75,9 @@ class RoundEngine:
         self._verifier = verifier
         self._lock = threading.RLock()
         self._cache = AttemptCache(store.transaction, self._lock)  # this process's copy of the running attempt
+        #: the codebook version in use (the node points it at the one adopted by vote): a round
+        #: aggregates only that version's slot ids
+        self.codebook_version: Callable[[], str] = lambda: config.codebook_version
         # every member's ledger, beside the store (ledger.db, or the store's PostgreSQL database)
         self.privacy = RoundPrivacy(store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION,
                                                     what="privacy ledger"), config, self.mode, now)
@@ -149,6 +153,10 @@ class RoundEngine:
                                  next_close_at=now + self.config.round_interval_seconds)
 
     def _fix_roster(self, conn: Any, round_id: int, attempt: int, now: float) -> bool:
+        first = slot_id(self.codebook_version(), 0)
+        stale = self.store.drop_other_versions(conn, round_id, first, first + self.config.slots)
+        if stale:
+            logger.info("round %d: %d submission(s) under a superseded codebook dropped", round_id, stale)
         roster = self.privacy.eligible(sorted(self.store.pending_submitters(conn, round_id)))
         if len(roster) < max(3, self.config.min_contributors):
             return False
@@ -276,14 +284,19 @@ class RoundEngine:
         self.store.open_round(conn, r + 1, now, self.config.round_interval_seconds)
         self.store.carry_over(conn, r, r + 1, dropped)
         counts = self.store.pending_submitters(conn, r)
+        # the secure sum is laid out by slot index; the round's slot ids are one version's
+        submitters = isql.slot_submitters(conn, r)
+        tag = _round_tag(submitters, self.codebook_version())
         float_sum, refused = refuse_poisoned_blocks(result, a.params, self.config.slots, self.config.dim,
-                                                    isql.slot_submitters(conn, r))
+                                                    _by_index(submitters, tag))
         if refused:  # a block above what its contributors' clipped inputs plus the noise can give
             logger.warning("round %d: centroids of %d slot(s) refused", r, len(refused))
         self.store.mark_released(conn, r, survivors, now)
         # only slots some survivor contributed to this round get a new centroid
-        vectors = release.centroids(float_sum, self.config.slots, self.config.dim, rsql.slots_released_in(conn, r))
-        self._release_window(conn, r, vectors)  # then credit: no credit for a substituted phrase
+        vectors = release.centroids(float_sum, self.config.slots, self.config.dim,
+                                    set(_by_index(dict.fromkeys(rsql.slots_released_in(conn, r), 0), tag)))
+        vectors = {tag << SLOT_INDEX_BITS | index: v for index, v in vectors.items()}
+        self._release_window(conn, r, vectors, tag)  # then credit: no credit for a substituted phrase
         self.credits.earn_round(conn, r, isql.without_substitutions(conn, r, counts), survivors, now)
         # a member still in the carried-over round keeps its other pending rows too
         self.store.carry_over(conn, r, r + 1)
@@ -292,17 +305,19 @@ class RoundEngine:
         logger.info("round %d released with %d contributors (%d dropped)", r, len(survivors), len(dropped))
         self._cache.clear()
 
-    def _release_window(self, conn: Any, round_id: int, vectors: dict[int, Any] | None) -> set[int]:
+    def _release_window(self, conn: Any, round_id: int, vectors: dict[int, Any] | None, tag: int) -> set[int]:
         """The window's one release: scheduled withdrawals, then one noisy selection of the new
-        candidates (pure decisions, written by the store). Returns withdrawn pattern slots."""
+        candidates (pure decisions, written by the store), among the slot ids of the round's
+        codebook version (``tag``). Returns withdrawn pattern slots."""
+        within = (tag << SLOT_INDEX_BITS, (tag + 1) << SLOT_INDEX_BITS)
         cal = self.mode.calibration
-        prior = rsql.released_phrases(conn)
-        withdrawn = release.withdrawals(rsql.remaining_counts(conn, sorted(prior)), prior, self.config.min_contributors)
+        every = rsql.released_phrases(conn)  # deletions take effect under every version
+        withdrawn = release.withdrawals(rsql.remaining_counts(conn, sorted(every)), every, self.config.min_contributors)
         counts = release.window_counts(rsql.window_member_tokens(conn, round_id), self.mode.phrases_per_window)
-        decisions = release.select_phrases(counts, prior, sigma=cal.sigma, tau=cal.tau,
+        decisions = release.select_phrases(counts, rsql.released_phrases(conn, within), sigma=cal.sigma, tau=cal.tau,
                                            floor=self.config.min_contributors, noise=self._noise)
         out = rsql.write_window(conn, round_id=round_id, decisions=decisions, withdrawn=withdrawn,
-                                centroids=vectors, statements=self.mode.name == "open")
+                                centroids=vectors, statements=self.mode.name == "open", within=within)
         # open mode: a statement itself needs min_contributors contributors (not just its slot)
         return out | isql.enforce_statement_floor(conn, self.config.min_contributors)
 
@@ -366,6 +381,18 @@ def _due(cur: RoundRow, now: float) -> bool:
     if cur.phase == "collecting":
         return now >= cur.next_close_at
     return cur.phase in SECAGG_PHASES and (cur.phase_deadline is None or now >= cur.phase_deadline)
+
+
+def _round_tag(slot_counts: dict[int, int], version: str) -> int:
+    """The codebook version tag of a round's slot ids (all one version's since its roster was
+    fixed; ``version``'s when it has none)."""
+    tags = {split_slot_id(s)[0] for s in slot_counts}
+    return tags.pop() if len(tags) == 1 else version_tag(version)
+
+
+def _by_index(slot_counts: dict[int, int], tag: int) -> dict[int, int]:
+    """Slot id -> count re-keyed by slot index, for the slot ids of version ``tag`` only."""
+    return {index: n for t, index, n in ((*split_slot_id(s), n) for s, n in slot_counts.items()) if t == tag}
 
 
 def _without_centroids(contributors: list[str], dim: int) -> AggregateResult:

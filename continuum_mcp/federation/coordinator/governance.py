@@ -51,7 +51,7 @@ from continuum_mcp.federation.governance._wire import (
     SessionRoundReport,
     StatementPost,
 )
-from continuum_mcp.federation.governance.guarantee import context_after, proposal_guarantee, proposal_params, session_label
+from continuum_mcp.federation.governance.guarantee import context_after, proposal_guarantee, proposal_params
 from continuum_mcp.federation.protocol import ActionReceipt, RoundState
 from continuum_mcp.privacy.accounting import compose_gdp, gdp_epsilon
 from continuum_mcp.secagg import SignedMessage
@@ -214,33 +214,60 @@ class GovernanceService:
         return None
 
     # ------------------------------------------------------------------------------ rounds
-    def _finished(self, pid: str) -> dict[int, str]:
-        with self.store.reading() as conn:
-            return {r.round: r.outcome for r in gsql.rounds(conn, pid)}
-
     def round_state(self, caller: str, pid: str, round_no: int | None = None) -> RoundState:
-        self._row(pid)
-        with self.rounds.lock:  # a round ends and is recorded under this lock: never seen half-way
-            return self.rounds.view(pid, caller, round_no, self._finished(pid))
+        with self.rounds.reading() as conn:  # a round ends and is recorded in one transaction
+            row = self._row(pid, conn)
+            a = self.rounds.attempt(conn, pid, self.rounds.current(row))
+            finished = {r.round: r.outcome for r in gsql.rounds(conn, pid)}
+            return self.rounds.view(a, caller, round_no, finished, pid)
 
     def secagg_post(self, caller: str, pid: str, round_no: int, kind: str, message: SignedMessage) -> ActionReceipt:
+        """The message, the phase close it completes and the round's record commit together."""
         self._row(pid)
-        with self.rounds.lock:
-            done = self.rounds.receive(pid, round_no, kind, caller, message)
-            if done is not None:
-                self._record(pid, done)
+        with self.rounds.writing(pid) as conn:
+            row = self._row(pid, conn)
+            ended = self.rounds.receive(conn, pid, round_no, kind, caller, message)
+            if ended is not None:
+                self._finish(conn, row, *ended)
         return ActionReceipt(detail=f"{kind} accepted")
 
     def tick(self) -> None:
-        """Decide proposals whose discussion ended, start and advance session rounds."""
-        with self.rounds.lock:
-            for pid, done in self.rounds.tick():
-                self._record(pid, done)
-            with self.store.reading() as conn:
-                rows = [r for r in gsql.proposals(conn) if r.phase not in FINAL_PHASES]
-            for row in rows:
-                if not self.rounds.running(row.proposal_id):
-                    self._step(row)
+        """Decide proposals whose discussion ended, start session rounds and advance them on their
+        deadlines (every process ticks; the first to find a transition due under the write lock takes it)."""
+        with self.store.reading() as conn:
+            rows = [r for r in gsql.proposals(conn) if r.phase not in FINAL_PHASES]
+        for row in rows:
+            if row.in_round:
+                self._tick_round(row.proposal_id)
+            else:
+                self._step(row)
+
+    def _tick_round(self, pid: str) -> None:
+        with self.rounds.reading() as conn:
+            run = self.rounds.current(self._row(pid, conn))
+            a = self.rounds.attempt(conn, pid, run)
+            if run is None or (a is not None and self.now() < a.deadline):
+                return
+        with self.rounds.writing(pid) as conn:
+            row = self._row(pid, conn)
+            run = self.rounds.current(row)
+            if run is None:
+                return
+            a = self.rounds.attempt(conn, pid, run)
+            if a is None:  # opened by a coordinator that kept it in memory: nothing to continue from
+                self._finish(conn, row, None, None)
+            elif self.now() >= a.deadline:
+                logger.info("session %s round %d %s deadline: %d of %d posted", pid, a.round_id, a.phase,
+                            len(a.posted), len(a.expected))
+                ended = self.rounds.advance(conn, a)
+                if ended is not None:
+                    self._finish(conn, row, *ended)
+
+    def _finish(self, conn: Any, row: gsql.ProposalRow, a: Any, closed: Any) -> None:
+        run = self.rounds.current(row)
+        assert run is not None
+        done = self.rounds.finish(run, a, closed, self.kinds[row.kind], self._context(row, conn), conn)
+        self._record(conn, row, done)
 
     def _state(self, row: gsql.ProposalRow) -> SessionState:
         return SessionState(phase=row.phase, round=row.finished_rounds, rounds=row.rounds)  # type: ignore[arg-type]
@@ -255,10 +282,6 @@ class GovernanceService:
                 self._set(row.proposal_id, phase=new.phase, reason="; ".join(t.reasons))
                 logger.info("proposal %s: %s %s", row.proposal_id, new.phase, "; ".join(t.reasons))
             return
-        if row.in_round:
-            # a round was in progress when the coordinator stopped: it counts as aborted
-            self._record(row.proposal_id, RoundDone(row.finished_rounds + 1, "aborted", None, None, [], 0.0))
-            return
         new = start_round(state, t)
         if new.phase in FINAL_PHASES:
             self._set(row.proposal_id, phase=new.phase,
@@ -267,22 +290,29 @@ class GovernanceService:
         self._start(row, new, t)
 
     def _start(self, row: gsql.ProposalRow, new: SessionState, t: Tally) -> None:
+        """Open the next round in one write transaction that first re-reads the proposal, so of
+        several processes ticking at once only one opens it."""
+        pid = row.proposal_id
         prop = open_statement(SignedStatement.model_validate_json(row.signed_json), self.config.federation_id)
         params = proposal_params(prop)
-        with self.store.reading() as conn:
-            members = set(self.store.member_keys(t.participants, conn))
-        roster = self.rounds.affordable(sorted(m for m in t.participants if m in members), params)
-        if len(roster) < params.min_participants:
-            self._set(row.proposal_id, phase="halted",
-                      reason=f"round {new.running_round}: {len(roster)} of {len(t.participants)} opted-in members "
-                             f"can take part (member, privacy budget left), fewer than {params.min_participants}")
-            return
         kind = self.kinds[row.kind]
-        context = self._context(row)
-        self.rounds.start(row.proposal_id, session_label(self.config.federation_id, row.proposal_id),
-                          int(new.running_round or 1), roster, params, kind, context)
-        self._set(row.proposal_id, phase="running", in_round=1)
-        logger.info("session %s round %s of %d started with %d participants", row.proposal_id, new.running_round,
+        dim = kind.layout(self._context(row)).dim
+        with self.rounds.writing(pid) as conn:
+            again = self._row(pid, conn)
+            if again.in_round or again.phase != row.phase or again.finished_rounds != row.finished_rounds:
+                return  # another process took this step
+            members = set(self.store.member_keys(t.participants, conn))
+            roster = self.rounds.affordable(sorted(m for m in t.participants if m in members), params)
+            if len(roster) < params.min_participants:
+                gsql.set_proposal(conn, pid, phase="halted", reason=(
+                    f"round {new.running_round}: {len(roster)} of {len(t.participants)} opted-in members can take "
+                    f"part (member, privacy budget left), fewer than {params.min_participants}"))
+                return
+            gsql.set_proposal(conn, pid, phase="running", in_round=1)
+            run = self.rounds.current(self._row(pid, conn))
+            assert run is not None and run.round == int(new.running_round or 1)
+            self.rounds.open(conn, run, roster, dim)
+        logger.info("session %s round %s of %d started with %d participants", pid, new.running_round,
                     row.rounds, len(roster))
 
     def _results(self, row: gsql.ProposalRow, conn: Any = None) -> list[Any]:
@@ -298,20 +328,19 @@ class GovernanceService:
     def _context(self, row: gsql.ProposalRow, conn: Any = None) -> Any:
         return context_after(self.kinds[row.kind], self._initial_context(row.kind), self._results(row, conn))
 
-    def _record(self, pid: str, done: RoundDone) -> None:
-        """Record a finished round (under the rounds lock) and, after the last, the session's result
-        (computed first: the initial context may read the store)."""
-        row = self._row(pid)
+    def _record(self, conn: Any, row: gsql.ProposalRow, done: RoundDone) -> None:
+        """Record a finished round (in the transaction that ended it) and, after the last, the
+        session's result."""
+        pid = row.proposal_id
         state = finish_round(self._state(row).model_copy(update={"running_round": done.round}))
         fields: dict[str, Any] = {"phase": state.phase, "finished_rounds": state.round, "in_round": 0}
         if state.phase == "completed":
-            results = self._results(row) + ([done.result] if done.result is not None else [])
+            results = self._results(row, conn) + ([done.result] if done.result is not None else [])
             fields["result_json"] = json.dumps(self._final(row, results))
-        with self.store.transaction() as conn:
-            gsql.record_round(conn, pid, gsql.RoundRecord(
-                done.round, done.outcome, done.noisy_participants, done.epsilon, done.charged, self.now(),
-                None if done.result is None else done.result.model_dump_json()))
-            gsql.set_proposal(conn, pid, **fields)
+        gsql.record_round(conn, pid, gsql.RoundRecord(
+            done.round, done.outcome, done.noisy_participants, done.epsilon, done.charged, self.now(),
+            None if done.result is None else done.result.model_dump_json()))
+        gsql.set_proposal(conn, pid, **fields)
         logger.info("session %s round %d %s", pid, done.round, done.outcome)
 
     def _final(self, row: gsql.ProposalRow, results: list[Any]) -> dict[str, Any] | None:
@@ -348,7 +377,7 @@ def governance_service(config: CoordinatorConfig, store: CoordinatorStore, verif
                                         else Codebook.load(config.codebook_version))
         return SessionContext(codebook=cb)
 
-    rounds = SessionRounds(store, verifier, engine.mode, config.window_days, config.phase_timeout_seconds, now)
+    rounds = SessionRounds(store, verifier, engine.privacy, config.phase_timeout_seconds, now, config.federation_id)
     gov = GovernanceService(config, store, rounds, SESSION_KINDS, initial, now)
     return gov
 

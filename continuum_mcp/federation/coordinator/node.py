@@ -118,6 +118,7 @@ class FederationCoordinator:
         self.engine.recover()
         cb = None if codebook is None else np.asarray(codebook, dtype=np.float32)
         self.service = CoordinatorService(config, self.store, self.engine, self.policy, cb)
+        self.engine.codebook_version = lambda: self.service.codebook_in_use()[0]
         self.service.governance = governance_service(config, self.store, self.verifier, self.engine, cb, now)
         self.http = HttpAdapter(self.service, self.verifier, strangers, self.replay_guard,
                                 admin_token=config.admin_token, identity_rate=config.rate_limit_per_minute,

@@ -24,12 +24,13 @@ from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.engine import RoundEngine
 from continuum_mcp.federation.coordinator.store import CoordinatorStore
 from continuum_mcp.federation import protocol as wire
+from continuum_mcp.privacy.codebook import SLOT_INDEX_BITS, VERSION_TAG_BITS, slot_id, split_slot_id, version_slot_ids
 from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.secagg import SignedMessage
 
 logger = logging.getLogger(__name__)
 
-_PATTERN_ID = re.compile(r"^p-(\d{1,9})$")
+_PATTERN_ID = re.compile(r"^p-(\d{1,10})$")
 _MODE_STRICTNESS = {"open": 0, "balanced": 1, "high": 2}
 
 
@@ -39,8 +40,11 @@ def mode_allows(federation_mode: str, member_mode: str) -> bool:
 
 
 def parse_pattern_id(pattern_id: str, slots: int) -> int:
+    """The slot id of a pattern id ``p-<slot id>`` (of any codebook version: a pattern released
+    under an earlier version can still be verified and voted on)."""
     m = _PATTERN_ID.match(pattern_id)
-    if m is None or int(m.group(1)) >= slots:
+    if m is None or int(m.group(1)) >= 1 << (SLOT_INDEX_BITS + VERSION_TAG_BITS) \
+            or split_slot_id(int(m.group(1)))[1] >= slots:
         raise NotFound(f"no released pattern {pattern_id!r}")
     return int(m.group(1))
 
@@ -70,7 +74,7 @@ class CoordinatorService:
     def health(self) -> wire.Health:
         return wire.Health(version=__version__, federation_id=self.config.federation_id)
 
-    def _codebook(self) -> tuple[str, np.ndarray | None]:
+    def codebook_in_use(self) -> tuple[str, np.ndarray | None]:
         """The codebook in use: the one adopted by governance vote last, else the configured one."""
         adopted = None if self.governance is None else self.governance.adopted_codebook()
         if adopted is not None and adopted.vectors.shape == (self.config.slots, self.config.dim):
@@ -82,7 +86,7 @@ class CoordinatorService:
         return wire.FederationInfo(
             federation_id=c.federation_id, private=c.private, privacy_mode=c.privacy_mode,
             min_contributors=c.min_contributors, require_contribution=c.require_contribution,
-            codebook_version=self._codebook()[0], slots=c.slots, dim=c.dim,
+            codebook_version=self.codebook_in_use()[0], slots=c.slots, dim=c.dim,
             round_interval_seconds=int(c.round_interval_seconds),
             phase_timeout_seconds=max(1, int(c.phase_timeout_seconds)), credit_rules=c.credit_rules,
             sybil_fraction=c.sybil_fraction)
@@ -121,9 +125,13 @@ class CoordinatorService:
     def contribute(self, caller: str, request: wire.ContributionRequest) -> wire.ContributionReceipt:
         level = self._member_level(caller)
         slots = [p.slot for p in request.patterns]
-        if max(slots) >= self.config.slots:
-            raise InvalidInput(f"patterns.slot must be below {self.config.slots} "
-                               f"(the codebook has {self.config.slots} slots)")
+        version = self.codebook_in_use()[0]
+        ids = set(version_slot_ids(version, self.config.slots))
+        if not set(slots) <= ids:
+            first = slot_id(version, 0)
+            raise InvalidInput(f"patterns.slot must be a slot id of the codebook in use, {version} "
+                               f"(ids {first} to {first + self.config.slots - 1}: its {self.config.slots} slots); "
+                               "re-slot the patterns under it")
         if len(set(slots)) != len(slots):
             raise InvalidInput("patterns.slot: at most one pattern per slot per round")
         cap = self.policy.level(level).max_slots
@@ -173,17 +181,18 @@ class CoordinatorService:
 
     def slots(self) -> wire.SlotsResponse:
         """Released DP centroids; with a codebook, every slot (unreleased ones as codebook vectors)."""
+        version, codebook = self.codebook_in_use()
+        ids = version_slot_ids(version, self.config.slots)  # only this version's: releases never mix
         with self.store.reading() as conn:
-            released = {v.slot: v for v in rsql.slot_vectors(conn)}
-        version, codebook = self._codebook()
+            released = {v.slot: v for v in rsql.slot_vectors(conn) if v.slot in set(ids)}
         infos: list[wire.SlotInfo] = []
-        for s in range(self.config.slots) if codebook is not None else sorted(released):
+        for index, s in enumerate(ids):
             v = released.get(s)
             if v is not None:
                 infos.append(wire.SlotInfo(slot=s, vector=v.vector, noisy_contributors=v.noisy_count,
                                       released_at_round=v.released_at_round))
             elif codebook is not None:
-                infos.append(wire.SlotInfo(slot=s, vector=codebook[s].astype(float).tolist(),
+                infos.append(wire.SlotInfo(slot=s, vector=codebook[index].astype(float).tolist(),
                                       noisy_contributors=0.0, released_at_round=-1))
         return wire.SlotsResponse(codebook_version=version, slots=infos)
 
@@ -196,7 +205,8 @@ class CoordinatorService:
             now = self.engine.now()
             charged, free = self.credits.charge_query(conn, caller, priority=request.priority, level=level,
                                                       ref=secrets.token_hex(12), now=now)
-            patterns = rsql.released_patterns(conn, [s for s in request.slots if 0 <= s < self.config.slots])
+            ids = set(version_slot_ids(self.codebook_in_use()[0], self.config.slots))
+            patterns = rsql.released_patterns(conn, [s for s in request.slots if s in ids])
             balance = self.credits.balance(conn, caller, now)
         return wire.QueryResponse(patterns=[wire.ReleasedPattern.model_validate(p) for p in patterns], charged=charged,
                              free_tier=free, credits=balance)

@@ -398,6 +398,15 @@ class CoordinatorStore(_Storage):
         conn.execute("DELETE FROM submissions WHERE instance_id=?", (instance_id,))
         return len(rows), {int(r[1]) for r in rows}
 
+    @staticmethod
+    def drop_other_versions(conn: Connection, round_id: int, first: int, end: int) -> int:
+        """Delete ``round_id``'s pending submissions whose slot id is outside [first, end) (another
+        codebook version's: a round aggregates one version's slots, so releases never mix; their
+        members re-slot under the adopted version and contribute again). Returns how many."""
+        cur = conn.execute("DELETE FROM submissions WHERE round_id=? AND status='pending' AND (slot<? OR slot>=?)",
+                           (round_id, first, end))
+        return int(cur.rowcount)
+
     # ----------------------------------------------------------------------------- misc
 
     @staticmethod
