@@ -585,7 +585,8 @@ def test_schemathesis_fuzz_finds_no_server_errors(make_coord: Any, cipher: Feder
             except Unsatisfiable:  # e.g. a negative mode for an operation with nothing to violate
                 assert mode is schemathesis.GenerationMode.NEGATIVE
     client.close()
-    assert time.monotonic() - start < 60
+    # a guard against a handler that hangs, not a speed target (the route table grew with governance)
+    assert time.monotonic() - start < 300
     assert seen.get(200, 0) + seen.get(202, 0) > 10, seen  # the fuzzer reached the handlers
     assert not any(code >= 500 for code in seen), seen
 
