@@ -74,8 +74,8 @@ def register_governance_tool(mcp: ContinuumServer, run: Any, annotations: Any) -
                     raise InvalidInput("action vote needs choice")
                 return app.vote_proposal(pid, choice, concern or "")
             if action == "adopt":
-                if choice == "abstain":
-                    raise InvalidInput("adopt takes approve or reject")
+                if choice not in ("approve", "reject"):  # a vote is never implied
+                    raise InvalidInput("action adopt needs choice approve or reject")
                 return app.adopt(pid, approve=choice != "reject")
             return {"opt_in": app.opt_in, "opt_out": app.opt_out, "halt": app.halt,
                     "report": app.session_report}[action](pid)

@@ -119,5 +119,5 @@ def add_parsers(fs: Any, common: list[argparse.ArgumentParser]) -> None:
         s.set_defaults(func=func)
     s = add_command(fs, "adopt", "vote on adopting a session's result (a new codebook version)", common)
     s.add_argument("proposal_id", help="e.g. prop-0123456789abcdef0123")
-    s.add_argument("choice", nargs="?", choices=["approve", "reject"], default="approve", help="your vote")
+    s.add_argument("choice", choices=["approve", "reject"], help="your vote (no default: a vote is explicit)")
     s.set_defaults(func=cmd_adopt)

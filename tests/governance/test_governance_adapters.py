@@ -1,5 +1,5 @@
-"""The governance adapters: the CLI commands (exit codes from the taxonomy) and the MCP tool's
-strict arguments, on an instance that has not joined."""
+"""The governance CLI commands on an instance that has not joined: exit codes from the taxonomy,
+strict arguments, and no vote implied."""
 
 from __future__ import annotations
 
@@ -34,3 +34,5 @@ def test_kinds_prints_the_computed_guarantee_and_member_commands_need_a_membersh
     assert r.returncode == InvalidInput.exit_code and "--params" in r.stderr
     r = cli("federation", "vote-proposal", "prop-x", "maybe", data=tmp_path)
     assert r.returncode == 2  # argparse refuses a choice outside approve/reject/abstain
+    r = cli("federation", "adopt", "prop-0123456789abcdef0123", data=tmp_path)
+    assert r.returncode == 2 and "choice" in r.stderr  # an adoption vote is never implied: approve or reject
