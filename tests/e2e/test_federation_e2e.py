@@ -1,9 +1,11 @@
 """The federation end to end, as users run it.
 
 A real coordinator *process* on 127.0.0.1 (started with `continuum-mcp coordinator`, killed with
-SIGKILL and restarted mid-round), 13 instances each with its own data dir, identity and client:
-3 are separate `continuum-mcp serve` processes driven through the `mcp` client over stdio, 10 are
-FederationClients over real MemoryStores in this process. Nothing of our own is mocked.
+SIGKILL and restarted mid-round), 23 instances each with its own data dir, identity and client:
+3 are separate `continuum-mcp serve` processes driven through the `mcp` client over stdio, 20 are
+FederationClients over real MemoryStores in this process. Release in `open` is DP-selected, so the
+test first computes, from the members' own previews and the mode's calibration, that the shared fact
+is released with probability above 1 - 1e-9; fewer holders would make it a coin toss, not a test. Nothing of our own is mocked.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -33,16 +36,20 @@ from continuum_mcp.errors import CoordinatorUnavailable, Forbidden, Insufficient
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.client import FederationClient
 from continuum_mcp.memory.store import MemoryStore
+from continuum_mcp.privacy.modes import default_policy
 from embeddings import SentenceTransformerEmbedder
 
 pytestmark = pytest.mark.slow  # real processes and a full round with a restart: minutes, not seconds
 
 FED = "e2e-federation"
 N_MCP = 3          # instances 0-2: separate server processes over stdio
-N_MEMBERS = 12     # instances 0-11 contribute; instance 12 only consumes
-DROPOUTS = {8, 9, 10, 11}  # a third of the round's 12 participants never take part in aggregation
+N_MEMBERS = 22     # instances 0-21 contribute; instance 22 only consumes
+CONSUMER = N_MEMBERS
+N_INSTANCES = N_MEMBERS + 1
+DROPOUTS = {18, 19, 20, 21}  # a fifth of the round's 22 participants never take part in aggregation
+N_FACT_A = 18      # instances 0-17 hold the shared fact: all of them are in the aggregation
 
-FACT_A = [  # one fact, in ten users' own words; three wrote the same sentence, which open mode
+FACT_A = [  # one fact, in ten users' own words; the first sentence recurs, which open mode
     # releases as a statement (a statement needs min_contributors contributors of its own)
     "Always run the database migrations before deploying the backend service",
     "Always run the database migrations before deploying the backend service",
@@ -69,6 +76,16 @@ PEOPLE = [("Dana Whitfield", "+44 20 7946 0958", "dana.whitfield@example.com"),
           ("Noah Thompson", "+1 212 555 0187", "noah.t@example.com"),
           ("Priya Natarajan", "+91 98765 43210", "priya.n@example.in"),
           ("Oliver Smith", "+44 161 496 0321", "oliver.smith@example.co.uk"),
+          ("Ana Pereira", "+351 21 123 4567", "ana.pereira@example.pt"),
+          ("Jakub Nowak", "+48 22 555 0143", "jakub.nowak@example.pl"),
+          ("Fatima Zahra", "+212 522 555 018", "fatima.zahra@example.ma"),
+          ("Liam O'Connor", "+353 1 555 0167", "liam.oconnor@example.ie"),
+          ("Mei Chen", "+86 10 5555 0123", "mei.chen@example.cn"),
+          ("Erik Lindqvist", "+46 8 555 012 34", "erik.lindqvist@example.se"),
+          ("Zanele Dlamini", "+27 21 555 0198", "zanele.dlamini@example.za"),
+          ("Tomas Novak", "+420 2 5555 0176", "tomas.novak@example.cz"),
+          ("Hana Suzuki", "+81 6 5555 0134", "hana.suzuki@example.jp"),
+          ("Diego Fernandez", "+54 11 5555 0112", "diego.fernandez@example.ar"),
           ("Yara Haddad", "+961 1 123 456", "yara.haddad@example.lb")]
 
 
@@ -77,11 +94,11 @@ def memories_for(i: int) -> list[tuple[str, list[str]]]:
     out = [(f"Call {name} at {phone} about the contract renewal", ["work"]),
            (f"{name.split()[0]}'s email address is {email}", ["contacts"]),
            (f"My therapist appointment is every Tuesday, booked under {name}", ["health", "private"])]
-    if i < len(FACT_A):
-        out.append((FACT_A[i], ["work"]))
+    if i < N_FACT_A:
+        out.append((FACT_A[i % len(FACT_A)], ["work"]))
     if i in (6, 7):
         out.append((FACT_B[i - 6], ["team"]))
-    if i == 12:  # the consumer knows the fact too (and can verify it), but never contributed
+    if i == CONSUMER:  # the consumer knows the fact too (and can verify it), but never contributed
         out.append(("Before a backend deploy the database migrations have to run", ["work"]))
     return out
 
@@ -136,9 +153,10 @@ def coordinator(tmp_path: Path) -> Iterator[CoordinatorProcess]:
         c.proc.wait(timeout=30)
 
 
-def sync_until_released(client: FederationClient, stop: threading.Event) -> None:
-    """A member that keeps taking part, riding out a coordinator that is down for a while."""
-    while not stop.is_set():
+def sync_until_released(client: FederationClient, deadline: float) -> None:
+    """A member that keeps taking part, riding out a coordinator that is down for a while, until
+    ``deadline`` (a thread cannot be cancelled: without it a round that never completes hangs)."""
+    while time.monotonic() < deadline:
         try:
             if client.sync(timeout_seconds=20).released:
                 return
@@ -151,12 +169,12 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
                                embedder: SentenceTransformerEmbedder) -> None:
     key = generate_federation_key()
     with coordinator.admin() as admin:
-        tokens = admin.admin_invites(13).admission_tokens
+        tokens = admin.admin_invites(N_INSTANCES).admission_tokens
     invites = [Invite.build(coordinator.url, FED, t, key).format() for t in tokens]
 
     stores: dict[int, MemoryStore] = {}
     clients: dict[int, FederationClient] = {}
-    for i in range(N_MCP, 13):
+    for i in range(N_MCP, N_INSTANCES):
         settings = Settings(data_dir=tmp_path / f"instance-{i}")
         stores[i] = MemoryStore(settings, embedder)
         clients[i] = FederationClient(stores[i], settings)
@@ -170,20 +188,20 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
                 mcp[i] = await stack.enter_async_context(Client(params, read_timeout_seconds=300))
 
             # --- remember, join, contribute -------------------------------------------------------
-            for i in range(13):
+            for i in range(N_INSTANCES):
                 for text, tags in memories_for(i):
                     if i in mcp:
                         await call(mcp[i], "remember", {"text": text, "tags": tags})
                     else:
                         stores[i].remember(text, tags=tags)
             ids: dict[int, str] = {}
-            for i in range(13):
+            for i in range(N_INSTANCES):
                 if i in mcp:
                     ids[i] = (await call(mcp[i], "federation_join", {
                         "invite": invites[i], "contribution_level": "minimal", "privacy_mode": "open"}))["instance_id"]
                 else:
                     ids[i] = clients[i].join(invites[i], "minimal", "open").instance_id
-            assert len(set(ids.values())) == 13
+            assert len(set(ids.values())) == N_INSTANCES
 
             preview = await call(mcp[0], "federation_contribute", {"dry_run": True, "min_confidence": 0.0})
             assert preview["status"] == "dry_run"
@@ -191,6 +209,24 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
                 " ".join(p["phrases"]) for p in preview["preview"])
             assert "Dana" not in sent_text and "7946" not in sent_text and "therapist" not in sent_text
             assert "<PERSON>" in sent_text and "<PHONE>" in sent_text
+
+            # The release is DP-selected: compute, from what the aggregated members would send,
+            # how surely the shared fact crosses the threshold (one (slot, phrase) is enough).
+            holders: Counter[tuple[int, str]] = Counter()
+            for i in range(N_MEMBERS):
+                if i in DROPOUTS:
+                    continue
+                if i in mcp:
+                    outgoing = (await call(mcp[i], "federation_contribute", {
+                        "dry_run": True, "min_confidence": 0.0}))["preview"]
+                    keys = {(p["slot"], ph) for p in outgoing for ph in p["phrases"]}
+                else:
+                    keys = {(p.slot, ph) for p in clients[i].contribute(min_confidence=0.0, dry_run=True).preview
+                            for ph in p.phrases}
+                holders.update(keys)
+            best = max(n for (_, ph), n in holders.items() if "migration" in ph.lower())
+            p_release = default_policy().mode("open").calibration.release_probability(best)
+            assert p_release > 1 - 1e-9, f"only {best} holders of one phrase: released with p = {p_release}"
 
             contributed: dict[int, int] = {}
             for i in range(N_MEMBERS):
@@ -208,7 +244,8 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             with coordinator.admin() as admin:
                 state = admin.admin_close_round()
             assert state.phase == "advertise" and state.submissions == N_MEMBERS
-            stop = threading.Event()
+            round_seconds = 240
+            deadline = time.monotonic() + round_seconds
             participants = [i for i in range(N_MCP, N_MEMBERS) if i not in DROPOUTS]
 
             async def mcp_sync(i: int) -> None:
@@ -224,14 +261,13 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
                 await anyio.sleep(1.0)
                 await anyio.to_thread.run_sync(coordinator.start)
 
-            with anyio.fail_after(240):
+            with anyio.fail_after(round_seconds + 30):
                 async with anyio.create_task_group() as tg:
                     for i in range(N_MCP):
                         tg.start_soon(mcp_sync, i)
                     for i in participants:
-                        tg.start_soon(anyio.to_thread.run_sync, sync_until_released, clients[i], stop)
+                        tg.start_soon(anyio.to_thread.run_sync, sync_until_released, clients[i], deadline)
                     tg.start_soon(kill_and_restart)
-            stop.set()
 
             # No acknowledged contribution was lost: every survivor earned a credit per pattern.
             for i in range(N_MEMBERS):
@@ -246,7 +282,7 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             assert status["privacy_spent_epsilon"] <= status["privacy_budget_epsilon"]
 
             # --- query: useful patterns come back, sub-threshold facts never do --------------------
-            consumer = clients[12]
+            consumer = clients[CONSUMER]
             found = consumer.query("what must happen before deploying the backend?", min_confidence=0.3)
             assert found, "the shared fact should be released and found"
             top = found[0]
@@ -295,12 +331,13 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
             assert results.count("ok") + results.count("refused") == 10
 
             # --- the network goes away: the outbox keeps the contribution until it is back ----------
+            # (a dropout of the round: its window budget is unspent)
             coordinator.kill()
-            stores[11].remember("Deploy the backend only after the database migrations ran green", tags=["work"])
-            queued = clients[11].contribute(min_confidence=0.0)
+            stores[21].remember("Deploy the backend only after the database migrations ran green", tags=["work"])
+            queued = clients[21].contribute(min_confidence=0.0)
             assert queued.status == "queued" and queued.patterns >= 1
             coordinator.start()
-            drained = clients[11].sync(timeout_seconds=5)
+            drained = clients[21].sync(timeout_seconds=5)
             assert drained.outbox_sent >= 1 and drained.outbox_waiting == 0
 
             # --- deletion and leaving -------------------------------------------------------------
@@ -324,7 +361,7 @@ def test_federation_end_to_end(tmp_path: Path, coordinator: CoordinatorProcess,
     assert sum(len(b) for b in blobs) > 0
     # Whole values only: a 4-letter first name turns up by chance in megabytes of base64 ciphertext.
     needles = {v for person in PEOPLE for v in person}
-    needles |= {text for i in range(13) for text, _ in memories_for(i)}
+    needles |= {text for i in range(N_INSTANCES) for text, _ in memories_for(i)}
     needles |= {"therapist", "Moraine"}
     leaked = [n for n in needles if any(n.encode() in b or n.lower().encode() in b for b in blobs)]
     assert leaked == []
