@@ -51,8 +51,9 @@ class GovMember:
         return self.identity.instance_id
 
     def spent(self) -> float:
+        """Every purpose's spends of the window composed (the member's whole disclosure)."""
         with PrivacyLedger(self.ledger_path, identity=self.id, budget_epsilon=1000.0) as ledger:
-            return ledger.spent()
+            return ledger.status().total_epsilon
 
 
 class RoundRobin:

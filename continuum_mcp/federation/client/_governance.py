@@ -182,6 +182,13 @@ class Governance:
         raise CryptoError(f"the federation announces codebook {version}, which this client's own count of the "
                           "adoption votes did not adopt: not re-slotting to it")
 
+    def learning_ledger(self, rules: GovernanceRules | None = None) -> PrivacyLedger:
+        """The own privacy ledger spending under the ``learning`` purpose: its window budget is the
+        per-session cap times the sessions allowed per window (of the rules this client counts
+        with); releases keep theirs, and the lifetime bound covers both."""
+        ledger = self._ledger()
+        return ledger.for_purpose("learning", (rules or self.rules()).learning_budget(ledger.window, ledger.delta))
+
     # ------------------------------------------------------------------------------ checking
     def verified(self, proposal_id: str, rules: GovernanceRules | None = None) -> VerifiedSession:
         """The report with this client's own tally; ``CryptoError`` if the coordinator's claims
@@ -241,7 +248,7 @@ class Governance:
             expect = session_expectations(label, kind.layout(ctx).dim, params)
             inputs = self._inputs(prop.kind, ctx)
             part = RoundParticipant(self.identity, expect, lambda _p: kind.local_vector(inputs, ctx, params))
-            charge = LedgerCharge(self._ledger, params.round_spend(), self.federation_id)
+            charge = LedgerCharge(lambda: self.learning_ledger(rules), params.round_spend(), self.federation_id)
             out = run_round(SessionAPI(self._api(), proposal_id), part,  # type: ignore[arg-type]
                             timeout_seconds=max(1.0, deadline - time.monotonic()), poll_seconds=self._poll,
                             before_post=charge)

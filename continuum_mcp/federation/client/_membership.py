@@ -109,6 +109,7 @@ def member_status(m: Membership, ledger: LedgerStatus, api: CoordinatorAPI, *, a
         contribution_level=m.contribution_level, privacy_mode=m.privacy_mode,
         federation_mode=m.federation.privacy_mode, privacy_budget_epsilon=ledger.budget_epsilon,
         privacy_spent_epsilon=round(ledger.spent_epsilon, 4), privacy_budget_left=round(ledger.remaining_epsilon, 4),
+        privacy_total_epsilon=round(ledger.total_epsilon, 4),
         auto_sync=m.auto_sync, auto_sync_running=auto_sync_running, last_round=m.last_round,
         outbox_waiting=outbox_waiting, cached_patterns=cached_patterns, message=ledger.message)
     try:

@@ -39,11 +39,12 @@ from continuum_mcp.federation.coordinator._attempt import Attempt, Closed
 from continuum_mcp.federation.coordinator._attempt_cache import AttemptCache
 from continuum_mcp.federation.coordinator._round_privacy import RoundPrivacy
 from continuum_mcp.federation.coordinator.store import CoordinatorStore
-from continuum_mcp.federation.governance import SignedStatement, open_statement
+from continuum_mcp.federation.governance import GovernanceRules, SignedStatement, open_statement
 from continuum_mcp.federation.governance.guarantee import proposal_params, session_label
 from continuum_mcp.federation.learning import SessionParams, session_round_params
 from continuum_mcp.federation.protocol import RoundState
 from continuum_mcp.privacy.dp import gdp_epsilon
+from continuum_mcp.privacy.ledger import PrivacyLedger
 from continuum_mcp.secagg import SignedMessage
 
 logger = logging.getLogger(__name__)
@@ -83,19 +84,27 @@ class SessionRounds:
     """Secure aggregation of session rounds: one durable attempt per running session."""
 
     def __init__(self, store: CoordinatorStore, verifier: Verifier, privacy: RoundPrivacy, phase_timeout: float,
-                 now: Callable[[], float], federation_id: str) -> None:
+                 now: Callable[[], float], federation_id: str, rules: GovernanceRules | None = None) -> None:
         self.store, self._verifier, self._privacy = store, verifier, privacy
+        self._rules = rules or GovernanceRules()
         self._timeout, self.now, self._fed = phase_timeout, now, federation_id
         self.lock = threading.RLock()  #: serialises this process's threads around its caches
         self._caches: dict[str, AttemptCache] = {}
         self._params: dict[str, SessionParams] = {}  # a proposal's signed parameters never change
 
     # ------------------------------------------------------------------------------ ledger
+    def ledger(self, member: str) -> PrivacyLedger:
+        """The member's coordinator-side ledger (the one the round engine charges releases to),
+        spending under the ``learning`` purpose with its own window budget (the federation's
+        per-session cap times the sessions allowed per window); the lifetime bound is shared."""
+        ledger = self._privacy.ledger(member)
+        return ledger.for_purpose("learning", self._rules.learning_budget(ledger.window, ledger.delta))
+
     def affordable(self, members: list[str], params: SessionParams) -> list[str]:
-        """Opted-in members whose ledger (the one the round engine charges) affords a round."""
+        """Opted-in members whose learning budget (and lifetime bound) affords a round."""
         out = []
         for m in members:
-            with self._privacy.ledger(m) as ledger:
+            with self.ledger(m) as ledger:
                 if ledger.check(params.round_spend()).allowed:
                     out.append(m)
         return out
@@ -105,7 +114,7 @@ class SessionRounds:
         charged = []
         for m in sorted(members):
             try:
-                with self._privacy.ledger(m) as ledger:
+                with self.ledger(m) as ledger:
                     ledger.spend(params.round_spend(), round_id=session_id)
                 charged.append(m)
             except PrivacyBudgetExceeded:

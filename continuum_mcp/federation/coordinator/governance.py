@@ -377,7 +377,8 @@ def governance_service(config: CoordinatorConfig, store: CoordinatorStore, verif
                                         else Codebook.load(config.codebook_version))
         return SessionContext(codebook=cb)
 
-    rounds = SessionRounds(store, verifier, engine.privacy, config.phase_timeout_seconds, now, config.federation_id)
+    rounds = SessionRounds(store, verifier, engine.privacy, config.phase_timeout_seconds, now, config.federation_id,
+                           config.governance)
     gov = GovernanceService(config, store, rounds, SESSION_KINDS, initial, now)
     return gov
 
