@@ -313,6 +313,20 @@ def follow_adopted(client: Any, current: Any, outbox: Any) -> Any:
     return cb
 
 
+def join_adopted(client: Any, result: Any) -> Any:
+    """Right after joining: follow the codebook version the federation adopted by vote before this
+    member joined (counted by this client itself, as at every sync). A count that does not confirm
+    it leaves the member joined but not slotting (``result.note`` says why; every sync refuses
+    until it does)."""
+    try:
+        with client._sync_lock:
+            client._codebook = follow_adopted(client, client.codebook, client._outbox)
+    except CryptoError as exc:
+        result.note = "; ".join(n for n in (result.note, f"not following the federation's codebook: {exc.message}")
+                                if n)
+    return result
+
+
 def member_governance(client: Any) -> Governance:
     """The :class:`Governance` of a :class:`FederationClient`'s membership: its identity, API and
     ledger; the codebook it slots with as a codebook session's first context; its own pattern
@@ -337,4 +351,4 @@ def member_governance(client: Any) -> Governance:
                       initial, poll_seconds=client._poll, consent_dir=client.dir,
                       rules=client.governance_rules or CLIENT_RULES)
 __all__ = ["ADOPTED_FILE", "CLIENT_RULES", "CODEBOOKS_DIR", "Governance", "SessionAPI", "SessionTurn", "VerifiedSession",
-           "follow_adopted", "load_adopted", "member_governance", "save_adopted"]
+           "follow_adopted", "join_adopted", "load_adopted", "member_governance", "save_adopted"]

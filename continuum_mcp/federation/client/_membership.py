@@ -82,7 +82,10 @@ def join_federation(api: CoordinatorAPI, invite: Invite, identity: Identity, cod
                         f"{invite.federation_id}")
     if MODE_ORDER[info.privacy_mode] > MODE_ORDER[mode]:
         raise InvalidInput(f"this federation releases in {info.privacy_mode} mode; your mode {mode} forbids it")
-    if (info.slots, info.dim, info.codebook_version) != (cb.slots, cb.dim, cb.version):
+    # a learned version (``c-...``, adopted by vote) is followed right after joining, once this
+    # client's own count of the adoption votes confirms it (``FederationClient.join``)
+    follows = info.codebook_version.startswith("c-") and info.codebook_version != cb.version
+    if (info.slots, info.dim) != (cb.slots, cb.dim) or (info.codebook_version != cb.version and not follows):
         raise InvalidInput(f"the federation uses codebook {info.codebook_version} ({info.slots} x {info.dim}); "
                            f"this client has {cb.version} ({cb.slots} x {cb.dim})")
     resp = api.join(JoinRequest(admission_token=invite.admission_token, contribution_level=level, privacy_mode=mode))

@@ -78,6 +78,8 @@ class GovernanceService:
         self.config, self.store, self.rounds, self.kinds, self.now = config, store, rounds, kinds, now
         self.rules = config.governance
         self._initial_context = initial_context
+        self._adoption: tuple[tuple[Any, ...], Any] | None = None  # (gsql.adoption_key, adopted codebook)
+        self.adoption_recounts = 0  #: how often the adoption votes were counted (the cache's misses)
         with store.transaction() as conn:
             gsql.ensure_schema(conn)
 
@@ -201,16 +203,31 @@ class GovernanceService:
 
     def adopted_codebook(self) -> Any:
         """The codebook the federation adopted by vote last (its coordinator-side count), or None:
-        what the coordinator then announces and serves for unreleased slots."""
+        what the coordinator then announces and serves for unreleased slots.
+
+        Asked on every contribute, slots and query request, so the count is cached under
+        :func:`gsql.adoption_key`, read from the database in the same snapshot: any new statement
+        (or session completed, or member admitted or gone), through any coordinator process on the
+        database, makes the next request count again."""
+        with self.store.reading() as conn:
+            key = gsql.adoption_key(conn)
+            cached = self._adoption
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            codebook = self._count_adoption(conn)
+        self._adoption = (key, codebook)
+        return codebook
+
+    def _count_adoption(self, conn: Any) -> Any:
         from continuum_mcp.privacy.codebook import Codebook
 
-        with self.store.reading() as conn:
-            rows = [r for r in gsql.proposals(conn) if r.kind == "codebook_refinement" and r.phase == "completed"
-                    and r.result_json]
-            for row in reversed(rows):
-                res = json.loads(row.result_json or "{}")
-                if "digest" in res and self._tally(conn, row)[0].adopted(res["version"], res["digest"]):
-                    return Codebook.from_b64(res["vectors_b64"], res["slots"], res["dim"], parent=None)
+        self.adoption_recounts += 1
+        rows = [r for r in gsql.proposals(conn) if r.kind == "codebook_refinement" and r.phase == "completed"
+                and r.result_json]
+        for row in reversed(rows):
+            res = json.loads(row.result_json or "{}")
+            if "digest" in res and self._tally(conn, row)[0].adopted(res["version"], res["digest"]):
+                return Codebook.from_b64(res["vectors_b64"], res["slots"], res["dim"], parent=None)
         return None
 
     # ------------------------------------------------------------------------------ rounds
