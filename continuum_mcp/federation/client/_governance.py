@@ -24,6 +24,7 @@ from continuum_mcp._governance_app import set_consent as _set_consent
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.errors import CryptoError, InvalidInput, WrongPhase
 from continuum_mcp.federation.api import CoordinatorAPI
+from continuum_mcp.federation.client._governance_log import OwnStatements
 from continuum_mcp.federation.client._rounds import LedgerCharge, run_round
 from continuum_mcp.federation.governance import (
     AdoptionStatement,
@@ -95,10 +96,20 @@ class Governance:
         self._api, self.identity, self.federation_id, self._consent_dir = api, identity, federation_id, consent_dir
         self._ledger, self._inputs, self._initial = ledger, inputs, initial_context
         self.own_rules, self.now, self._poll = rules, now, poll_seconds
+        self.own = OwnStatements(consent_dir)  #: what this member signed and the coordinator accepted
 
     # ------------------------------------------------------------------------------ statements
     def _sign(self, statement: BaseModel) -> StatementPost:
         return StatementPost(statement=sign_statement(self.identity, statement, timestamp=int(self.now())))
+
+    def _publish(self, route: str, statement: BaseModel, proposal_id: str) -> Any:
+        """Sign and post ``statement``, keep it among this member's own, and check at once that the
+        coordinator publishes it (and every earlier one): ``StatementDropped`` otherwise."""
+        post = self._sign(statement)
+        receipt = self._api().call(route, post, proposal_id=proposal_id)
+        self.own.add(proposal_id, post.statement)
+        self.verified(proposal_id)
+        return receipt
 
     def rules(self) -> GovernanceRules:
         """The rules this client counts with: its own, made stricter by the federation's."""
@@ -119,15 +130,18 @@ class Governance:
                                  params_json=sp.model_dump_json(),
                                  data_description=data_description or SESSION_KINDS[kind].data_touched,
                                  expected_benefit=expected_benefit, discussion_deadline=int(self.now()) + period)
-        return self._api().call("gov_propose", self._sign(prop))
+        post = self._sign(prop)
+        summary = self._api().call("gov_propose", post)
+        self.own.add(summary.proposal_id, post.statement)
+        self.verified(summary.proposal_id)
+        return summary
 
     def proposals(self) -> list[Any]:
         return list(self._api().call("gov_proposals").proposals)
 
     def vote(self, proposal_id: str, choice: str, concern: str = "") -> Any:
-        return self._api().call("gov_ballot", self._sign(BallotStatement(
-            federation_id=self.federation_id, proposal_id=proposal_id, choice=choice, concern=concern)),
-            proposal_id=proposal_id)
+        return self._publish("gov_ballot", BallotStatement(
+            federation_id=self.federation_id, proposal_id=proposal_id, choice=choice, concern=concern), proposal_id)
 
     def opt_in(self, proposal_id: str) -> VerifiedSession:
         """Opt in, after checking the proposal (signature, guarantee within the cap); returns what
@@ -135,8 +149,8 @@ class Governance:
         v = self.verified(proposal_id)
         if v.tally.decision == "refused":
             raise InvalidInput(f"not opting in: {'; '.join(v.tally.reasons)}")
-        self._api().call("gov_opt_in", self._sign(ConsentStatement(
-            federation_id=self.federation_id, proposal_id=proposal_id, type="opt_in")), proposal_id=proposal_id)
+        self._publish("gov_opt_in", ConsentStatement(
+            federation_id=self.federation_id, proposal_id=proposal_id, type="opt_in"), proposal_id)
         _set_consent(self._consent_dir, proposal_id, v.report.summary.kind)
         return v
 
@@ -144,12 +158,12 @@ class Governance:
         """Opt out: from the next round on (what was aggregated stays); local recording for the
         session stops at once."""
         _set_consent(self._consent_dir, proposal_id, None)
-        return self._api().call("gov_opt_out", self._sign(ConsentStatement(
-            federation_id=self.federation_id, proposal_id=proposal_id, type="opt_out")), proposal_id=proposal_id)
+        return self._publish("gov_opt_out", ConsentStatement(
+            federation_id=self.federation_id, proposal_id=proposal_id, type="opt_out"), proposal_id)
 
     def halt(self, proposal_id: str) -> Any:
-        return self._api().call("gov_halt", self._sign(HaltStatement(
-            federation_id=self.federation_id, proposal_id=proposal_id)), proposal_id=proposal_id)
+        return self._publish("gov_halt", HaltStatement(federation_id=self.federation_id, proposal_id=proposal_id),
+                             proposal_id)
 
     def adopt(self, proposal_id: str, approve: bool = True) -> Any:
         """Vote on adopting the session's result, named by its version and digest, after checking
@@ -158,9 +172,9 @@ class Governance:
         res = v.report.result or {}
         if v.tally.decision != "approved" or "digest" not in res:
             raise WrongPhase(f"session {proposal_id} has no result to adopt ({v.report.summary.phase})")
-        return self._api().call("gov_adopt", self._sign(AdoptionStatement(
+        return self._publish("gov_adopt", AdoptionStatement(
             federation_id=self.federation_id, proposal_id=proposal_id, version=res["version"], digest=res["digest"],
-            choice="approve" if approve else "reject")), proposal_id=proposal_id)
+            choice="approve" if approve else "reject"), proposal_id)
 
     def adopted_codebook(self, version: str) -> Any:
         """The codebook ``version`` the federation announces, once this client's own count of the
@@ -192,7 +206,8 @@ class Governance:
     # ------------------------------------------------------------------------------ checking
     def verified(self, proposal_id: str, rules: GovernanceRules | None = None) -> VerifiedSession:
         """The report with this client's own tally; ``CryptoError`` if the coordinator's claims
-        (phase, halting) contradict it."""
+        (phase, halting) contradict it, ``StatementDropped`` if it does not publish a statement this
+        member signed."""
         report: SessionReport = self._api().call("gov_report", proposal_id=proposal_id)
         prop = open_proposal(report.proposal, self.federation_id)
         g = proposal_guarantee(prop)
@@ -206,6 +221,7 @@ class Governance:
                               f"of the signed statements says {t.decision}: {'; '.join(t.reasons) or 'not approved'}")
         if phase == "running" and t.halted and report.summary.round > _halt_round(report, t):
             raise CryptoError(f"session {proposal_id} was halted by vote but the coordinator keeps running it")
+        self.own.check_listed(proposal_id, [report.proposal, *report.statements])  # none of ours dropped
         ct = report.summary.coordinator_tally
         agrees = ct is not None and (ct.decision, ct.approve, ct.reject, ct.abstain, ct.opt_ins_at_deadline) == (
             t.decision, t.approve, t.reject, t.abstain, t.opt_ins_at_deadline)
