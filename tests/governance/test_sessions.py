@@ -17,16 +17,18 @@ import numpy as np
 from continuum_mcp.config import Settings
 from continuum_mcp.crypto.cipher import FederationCipher, Invite, generate_federation_key
 from continuum_mcp.errors import CryptoError, Forbidden, InvalidInput, WrongPhase
+from continuum_mcp.federation.coordinator import _attempt_sql as asql
 from continuum_mcp.federation.coordinator import _governance_sql as gsql
 from continuum_mcp.federation.governance import BallotStatement, GovernanceRules, SignedStatement, sign_statement, tally
 from continuum_mcp.federation.governance._wire import StatementPost
+from continuum_mcp.federation.governance.guarantee import session_label
 from continuum_mcp.federation.learning import SessionParams, session_guarantee
 from continuum_mcp.privacy.accounting import compose_gdp, gdp_epsilon
 from continuum_mcp.federation.client import FederationClient
 from continuum_mcp.memory.store import MemoryStore
 from continuum_mcp.privacy.codebook import Codebook, slot_id, split_slot_id, version_tag
 from fedkit import Member, pattern, run_full_round
-from govkit import DISCUSSION, FED, GovKit
+from govkit import DISCUSSION, FED, WEAK, GovKit
 
 
 @pytest.fixture
@@ -40,11 +42,6 @@ def rounds_eps(n: int, params: SessionParams) -> float:
     return gdp_epsilon(compose_gdp([params.mu_per_round] * n), params.delta) if n else 0.0
 
 
-#: twelve members cannot move a 384-dimensional codeword through noise multiplier 1.1 (the kind
-#: moves a codeword only when its noisy count promises a mean within cosine 0.9; see the Utility
-#: section of docs/governance.md). This federation and its members accept a
-#: far weaker guarantee so that twelve can: the mechanics are the same, only the noise is smaller.
-WEAK = {"max_session_epsilon": 1e4}
 
 
 @pytest.mark.slow
@@ -251,3 +248,33 @@ def test_openapi_lists_the_governance_routes(kit: GovKit) -> None:
     doc = httpx.get(kit.coord.url + "/openapi.json").json()
     assert {"/v1/governance/proposals", "/v1/governance/proposals/{proposal_id}/ballot",
             "/v1/governance/proposals/{proposal_id}/halt"} <= set(doc["paths"])
+
+
+@pytest.mark.slow
+def test_a_round_goes_on_with_the_members_that_sync_when_others_opted_in_but_never_come(tmp_path: Path) -> None:
+    """Sixteen opt in, ten sync: the first attempt (needing ceil(2 x 16 / 3) = 11 keys) fails at its
+    advertise deadline having spent nothing, and the round is tried again with the ten."""
+    kit = GovKit(tmp_path, phase_timeout=3.0)
+    try:
+        members = kit.admit(16)
+        pid = members[0].gov.propose("usage_statistics", title="hours", expected_benefit="know the federation",
+                                     discussion_seconds=20).proposal_id  # sixteen post two statements each
+        kit.vote_and_consent(pid, approve=members, opt_in=members)
+        kit.wait_phase(pid, {"running"}, timeout=40)
+        syncing, away = members[:10], members[10:]
+        turns = kit.take_part(syncing, pid, timeout=60)
+        report = members[0].gov.verified(pid).report
+        assert report.summary.phase == "completed", (report.rounds, turns)
+        assert [r.outcome for r in report.rounds] == ["released"]
+        with kit.coord.store.reading() as conn:
+            charged = set(gsql.rounds(conn, pid)[0].participants)
+            first = asql.records_after(conn, f"{session_label(FED, pid)}/r1/a0", -1)
+        assert charged == {m.id for m in syncing}
+        assert json.loads(first[-1].body) == {"closed": "advertise", "deadline": None, "expected": [], "next": None,
+                                               "outcome": "failed"}
+        params = SessionParams.build(kind="usage_statistics")
+        assert all(m.spent() == pytest.approx(rounds_eps(1, params)) and turns[m.id].rounds_taken == [1]
+                   for m in syncing)
+        assert all(m.spent() == 0.0 for m in away)
+    finally:
+        kit.close()

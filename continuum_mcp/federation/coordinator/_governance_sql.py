@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS gov_proposals (
     rounds INTEGER NOT NULL,
     phase TEXT NOT NULL,
     finished_rounds INTEGER NOT NULL DEFAULT 0,
-    in_round INTEGER NOT NULL DEFAULT 0,
+    in_round INTEGER NOT NULL DEFAULT 0,  -- 0 between rounds, else the running attempt + 1
     signed_json TEXT NOT NULL,
     created_at REAL NOT NULL,
     result_json TEXT,

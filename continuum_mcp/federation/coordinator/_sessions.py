@@ -14,9 +14,13 @@ log at the start of every request. So several coordinator processes on one datab
 session round message by message, and a restarted one continues it. Every accepted message, the
 phase close it completes and (after the last phase) the round's record commit in one transaction.
 
-Rounds are not retried: an aborted round (too few survivors) counts as one of the R rounds, and
-what its masked inputs could have revealed is charged. Only a round without a log (opened by an
-older coordinator that kept it in memory) cannot continue and is recorded as aborted.
+A round whose attempt fails before any masked input was sent (too few of its roster advertised
+keys or shared them by the phase deadline: members opted in but not syncing) spent nothing, so it
+is tried again at once, as attempt ``a1``, ``a2``, with exactly the members who did post, while
+they are at least the session's minimum (:data:`MAX_SESSION_ATTEMPTS` attempts in all). Otherwise
+an aborted round counts as one of the R rounds, and what its masked inputs could have revealed is
+charged. A round without a log (opened by an older coordinator that kept it in memory) cannot
+continue and is recorded as aborted.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ from continuum_mcp.secagg import SignedMessage
 
 logger = logging.getLogger(__name__)
 
+#: attempts of one session round (each after the last failed before masked inputs were sent)
+MAX_SESSION_ATTEMPTS = 3
+
 
 @dataclass
 class RoundDone:
@@ -68,16 +75,17 @@ class SessionRound:
 
     proposal_id: str
     round: int
-    label: str  #: the session's secagg label; the attempt's session id is ``<label>/r<round>/a0``
+    label: str  #: the session's secagg label; the attempt's session id is ``<label>/r<round>/a<attempt>``
     params: SessionParams
+    attempt: int = 0  #: ``gov_proposals.in_round`` - 1
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.proposal_id, self.round
+    def key(self) -> tuple[str, int, int]:
+        return self.proposal_id, self.round, self.attempt
 
     @property
     def session_id(self) -> str:
-        return f"{self.label}/r{self.round}/a0"
+        return f"{self.label}/r{self.round}/a{self.attempt}"
 
 
 class SessionRounds:
@@ -145,7 +153,7 @@ class SessionRounds:
             prop = open_statement(SignedStatement.model_validate_json(row.signed_json), self._fed)
             params = self._params[row.proposal_id] = proposal_params(prop)  # type: ignore[arg-type]
         return SessionRound(row.proposal_id, row.finished_rounds + 1, session_label(self._fed, row.proposal_id),
-                            params)
+                            params, row.in_round - 1)
 
     def attempt(self, conn: Any, pid: str, run: SessionRound | None) -> Attempt | None:
         """The running round's attempt, this process's copy caught up with the log (under the lock);
@@ -166,9 +174,9 @@ class SessionRounds:
     def open(self, conn: Any, run: SessionRound, roster: list[str], dim: int) -> None:
         """Fix ``run``'s roster and parameters (``dim``: the kind's layout) and open its
         ``advertise`` step: the attempt's opening record, in the caller's transaction."""
-        sp = session_round_params(run.label, run.round, 0, roster, dim, run.params)
+        sp = session_round_params(run.label, run.round, run.attempt, roster, dim, run.params)
         now = self.now()
-        a = Attempt(run.round, 0, sp, self.store.member_keys(sp.roster, conn), now + self._timeout, opened_at=now)
+        a = Attempt(run.round, run.attempt, sp, self.store.member_keys(sp.roster, conn), now + self._timeout, opened_at=now)
         asql.append(conn, a.session_id, a.opening())
         self._cache(run.proposal_id).opened(run.key, a)
 
@@ -186,6 +194,19 @@ class SessionRounds:
         closed, record = a.close(self.now() + self._timeout, self.now())
         asql.append(conn, a.session_id, record)
         return None if closed.next_phase is not None else (a, closed)
+
+    def retry_roster(self, run: SessionRound, a: Attempt | None, closed: Closed | None) -> list[str] | None:
+        """Who to try ``run`` again with: the members that posted in the phase where its attempt
+        failed, when no masked input was sent (nothing spent, nothing to charge), they are fewer
+        than the roster (so the same shortfall cannot repeat) and at least the session's minimum,
+        and attempts remain. None: the round ends here."""
+        if a is None or closed is None or closed.error is None or a.masked_senders():
+            return None
+        synced = sorted(a.posted)
+        if run.attempt + 1 >= MAX_SESSION_ATTEMPTS or not (run.params.min_participants <= len(synced)
+                                                           < len(a.params.roster)):
+            return None
+        return synced
 
     def finish(self, run: SessionRound, a: Attempt | None, closed: Closed | None, kind: Any, context: Any,
                conn: Any) -> RoundDone:
@@ -223,7 +244,7 @@ class SessionRounds:
         ``collecting`` (nothing to do yet)."""
         if a is not None and round_no in (None, a.round_id):
             mine = caller in a.params.roster
-            return RoundState(round_id=a.round_id, attempt=0, phase=a.phase,  # type: ignore[arg-type]
+            return RoundState(round_id=a.round_id, attempt=a.attempt, phase=a.phase,  # type: ignore[arg-type]
                               phase_deadline=datetime.fromtimestamp(a.deadline, tz=timezone.utc),
                               you_submitted=mine, you_in_roster=mine,
                               you_pending=a.pending_for(caller),  # type: ignore[arg-type]
@@ -254,4 +275,4 @@ def forbid_other(caller: str, signer: str) -> None:
         raise Forbidden("the statement is signed by another identity than the request")
 
 
-__all__ = ["RoundDone", "SessionRound", "SessionRounds", "forbid_other"]
+__all__ = ["MAX_SESSION_ATTEMPTS", "RoundDone", "SessionRound", "SessionRounds", "forbid_other"]

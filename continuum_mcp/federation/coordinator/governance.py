@@ -283,8 +283,29 @@ class GovernanceService:
     def _finish(self, conn: Any, row: gsql.ProposalRow, a: Any, closed: Any) -> None:
         run = self.rounds.current(row)
         assert run is not None
+        if self._retry(conn, row, run, a, closed):
+            return
         done = self.rounds.finish(run, a, closed, self.kinds[row.kind], self._context(row, conn), conn)
         self._record(conn, row, done)
+
+    def _retry(self, conn: Any, row: gsql.ProposalRow, run: Any, a: Any, closed: Any) -> bool:
+        """Try the round again (next attempt, same transaction) with the members who synced, still
+        opted in and within budget, when its attempt failed before anything was spent."""
+        synced = self.rounds.retry_roster(run, a, closed)
+        if synced is None:
+            return False
+        still = set(self._tally(conn, row)[0].participants)
+        roster = self.rounds.affordable([m for m in synced if m in still], run.params)
+        if len(roster) < run.params.min_participants:
+            return False
+        gsql.set_proposal(conn, row.proposal_id, in_round=run.attempt + 2)
+        nxt = self.rounds.current(self._row(row.proposal_id, conn))
+        assert nxt is not None and nxt.attempt == run.attempt + 1
+        self.rounds.open(conn, nxt, roster, self.kinds[row.kind].layout(self._context(row, conn)).dim)
+        logger.info("session %s round %d attempt %d failed in %s with %d of %d synced: attempt %d with them",
+                    row.proposal_id, run.round, run.attempt, closed.phase, len(synced), len(a.params.roster),
+                    nxt.attempt)
+        return True
 
     def _state(self, row: gsql.ProposalRow) -> SessionState:
         return SessionState(phase=row.phase, round=row.finished_rounds, rounds=row.rounds)  # type: ignore[arg-type]
