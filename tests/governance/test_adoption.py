@@ -34,11 +34,11 @@ def test_adoption_is_counted_once_per_statement_in_every_node_and_a_late_joiner_
             m.gov.adopt(pid, approve=True)
         api_a = members[0].api  # always the first node
         assert api_a.federation().codebook_version == "v0"
-        counted = node_a.adoption_recounts
+        counted = node_a.adoption.recounts
         for _ in range(10):  # what every contribute, slots and query request asks for
             assert api_a.federation().codebook_version == "v0"
             api_a.slots()
-        assert node_a.adoption_recounts == counted  # nothing changed: not counted again
+        assert node_a.adoption.recounts == counted  # nothing changed: not counted again
         # the tenth vote reaches the other node; the first one's next request counts again
         last = members[9]
         vote = sign_statement(last.identity, AdoptionStatement(
@@ -49,10 +49,10 @@ def test_adoption_is_counted_once_per_statement_in_every_node_and_a_late_joiner_
         finally:
             api_b.close()
         assert api_a.federation().codebook_version == version
-        assert node_a.adoption_recounts == counted + 1
+        assert node_a.adoption.recounts == counted + 1
         for _ in range(5):
             assert [s.slot for s in api_a.slots().slots][:1] == [slot_id(version, 0)]
-        assert node_a.adoption_recounts == counted + 1
+        assert node_a.adoption.recounts == counted + 1
         assert node_b.adopted_codebook().version == version
         # a member joining now gets the adopted version, counting the adoption votes itself
         settings = Settings(data_dir=tmp_path / "late")

@@ -50,9 +50,8 @@ def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vot
                  budget_epsilon=1e4, **WEAK)
     try:
         members = kit.admit(12)
-        # shared facts released under codebook v0 by three other members (a release spends its
-        # contributors' whole window budget, so they could not afford a session in this window),
-        # and an instance that will query them
+        # shared facts released under codebook v0 by three other members, and an instance that
+        # will query them
         key = generate_federation_key()
         fact = kit.codebook.vectors[2].astype(np.float64)
         sharers = [Member(api=m.api, patterns=[pattern(2, ["friday deploys"], fact)], policy=kit.coord.policy)
@@ -278,3 +277,31 @@ def test_a_round_goes_on_with_the_members_that_sync_when_others_opted_in_but_nev
         assert all(m.spent() == 0.0 for m in away)
     finally:
         kit.close()
+
+
+@pytest.mark.slow
+def test_members_who_contributed_to_this_window_s_release_take_part_in_a_session(kit: GovKit) -> None:
+    """A release spends its contributors' whole release budget for the window; learning has its
+    own, so the coordinator still counts them in the session's roster (before purposes: it left
+    them out, and ten members with three such could not run at all)."""
+    members = kit.admit(10)
+    key = generate_federation_key()
+    sharers = [Member(api=m.api, patterns=[pattern(2, ["friday deploys"], kit.codebook.vectors[2])],
+                      policy=kit.coord.policy) for m in members[:3]]
+    for s in sharers:
+        s.contribute(0, FederationCipher(key, FED), mode="open")
+    kit.coord.close_round()
+    assert run_full_round(sharers).phase == "released"
+    release = kit.coord.engine.ledger_spent(members[0].id)
+    assert release == pytest.approx(kit.coord.policy.mode("open").budget_epsilon, rel=1e-6)
+    pid = kit.propose(members[0], kind="usage_statistics")
+    kit.vote_and_consent(pid, approve=members, opt_in=members)
+    kit.wait_phase(pid, {"running"}, timeout=DISCUSSION + 10)
+    turns = kit.take_part(members, pid, timeout=60)
+    report = members[0].gov.verified(pid).report
+    assert report.summary.phase == "completed" and [r.outcome for r in report.rounds] == ["released"], turns
+    with kit.coord.store.reading() as conn:
+        assert set(gsql.rounds(conn, pid)[0].participants) == {m.id for m in members}
+    session = rounds_eps(1, SessionParams.build(kind="usage_statistics"))
+    total = kit.coord.engine.ledger_spent(members[0].id)  # both purposes of the window, composed
+    assert max(release, session) < total < release + session

@@ -48,7 +48,7 @@ from continuum_mcp.federation.governance.guarantee import (
 )
 from continuum_mcp.federation.participant import RoundOutcome, RoundParticipant
 from continuum_mcp.federation.protocol import SESSION_ROUTES
-from continuum_mcp.privacy.ledger import PrivacyLedger
+from continuum_mcp.privacy.ledger import LedgerStatus, PrivacyLedger
 
 #: a client's own rules: the card's thresholds, which no coordinator can relax; the discussion
 #: minimum and the cap are taken from the federation when they are stricter
@@ -75,6 +75,8 @@ class VerifiedSession(BaseModel):
     data_description: str
     guarantee: dict[str, Any] | None
     note: str = OPT_OUT_NOTE
+    own_privacy: LedgerStatus | None = Field(default=None, description="This member's ledger (learning budget, "
+                                             "and every purpose of the window composed), in a report.")
 
 
 class SessionTurn(BaseModel):
@@ -227,6 +229,15 @@ class Governance:
             t.decision, t.approve, t.reject, t.abstain, t.opt_ins_at_deadline)
         return VerifiedSession(report=report, tally=t, agrees=agrees, data_description=prop.data_description,
                                guarantee=None if g is None else g.model_dump(mode="json"))
+
+    def report(self, proposal_id: str) -> VerifiedSession:
+        """:meth:`verified`, with this member's own ledger beside it: its learning budget and
+        what every purpose of the window (releases and sessions) composes to."""
+        rules = self.rules()
+        v = self.verified(proposal_id, rules)
+        with self.learning_ledger(rules) as ledger:
+            v.own_privacy = ledger.status()
+        return v
 
     # ------------------------------------------------------------------------------ rounds
     def participate(self, proposal_id: str, *, timeout_seconds: float, sleep: Callable[[float], Any] = time.sleep

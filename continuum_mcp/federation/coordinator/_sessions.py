@@ -195,18 +195,30 @@ class SessionRounds:
         asql.append(conn, a.session_id, record)
         return None if closed.next_phase is not None else (a, closed)
 
-    def retry_roster(self, run: SessionRound, a: Attempt | None, closed: Closed | None) -> list[str] | None:
-        """Who to try ``run`` again with: the members that posted in the phase where its attempt
-        failed, when no masked input was sent (nothing spent, nothing to charge), they are fewer
-        than the roster (so the same shortfall cannot repeat) and at least the session's minimum,
-        and attempts remain. None: the round ends here."""
+    def retry(self, conn: Any, run: SessionRound, a: Attempt | None, closed: Closed | None,
+              participants: Callable[[], set[str]], dim: Callable[[], int]) -> bool:
+        """Open ``run``'s next attempt (in the caller's transaction) with the members that posted in
+        the phase where this one failed, still opted in (``participants()``) and within budget,
+        when no masked input was sent (nothing spent), they are fewer than the roster (the same
+        shortfall cannot repeat) and at least the session's minimum, and attempts remain. False:
+        the round ends here."""
         if a is None or closed is None or closed.error is None or a.masked_senders():
-            return None
+            return False
         synced = sorted(a.posted)
         if run.attempt + 1 >= MAX_SESSION_ATTEMPTS or not (run.params.min_participants <= len(synced)
                                                            < len(a.params.roster)):
-            return None
-        return synced
+            return False
+        still = participants()
+        roster = self.affordable([m for m in synced if m in still], run.params)
+        if len(roster) < run.params.min_participants:
+            return False
+        gsql.set_proposal(conn, run.proposal_id, in_round=run.attempt + 2)
+        nxt = SessionRound(run.proposal_id, run.round, run.label, run.params, run.attempt + 1)
+        self.open(conn, nxt, roster, dim())
+        logger.info("session %s round %d attempt %d failed in %s with %d of %d synced: attempt %d with them",
+                    run.proposal_id, run.round, run.attempt, closed.phase, len(synced), len(a.params.roster),
+                    nxt.attempt)
+        return True
 
     def finish(self, run: SessionRound, a: Attempt | None, closed: Closed | None, kind: Any, context: Any,
                conn: Any) -> RoundDone:

@@ -26,6 +26,7 @@ import numpy as np
 from continuum_mcp.crypto.signing import b64encode
 from continuum_mcp.errors import Conflict, InvalidInput, NotFound, WrongPhase
 from continuum_mcp.federation.coordinator import _governance_sql as gsql
+from continuum_mcp.federation.coordinator._governance_adoption import AdoptionCount
 from continuum_mcp.federation.coordinator._sessions import RoundDone, SessionRounds, forbid_other
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.store import CoordinatorStore
@@ -78,8 +79,7 @@ class GovernanceService:
         self.config, self.store, self.rounds, self.kinds, self.now = config, store, rounds, kinds, now
         self.rules = config.governance
         self._initial_context = initial_context
-        self._adoption: tuple[tuple[Any, ...], Any] | None = None  # (gsql.adoption_key, adopted codebook)
-        self.adoption_recounts = 0  #: how often the adoption votes were counted (the cache's misses)
+        self.adoption = AdoptionCount(store, lambda conn, row: self._tally(conn, row)[0])
         with store.transaction() as conn:
             gsql.ensure_schema(conn)
 
@@ -202,33 +202,10 @@ class GovernanceService:
             epsilon_spent_per_participant=eps, result=json.loads(row.result_json) if row.result_json else None)
 
     def adopted_codebook(self) -> Any:
-        """The codebook the federation adopted by vote last (its coordinator-side count), or None:
-        what the coordinator then announces and serves for unreleased slots.
-
-        Asked on every contribute, slots and query request, so the count is cached under
-        :func:`gsql.adoption_key`, read from the database in the same snapshot: any new statement
-        (or session completed, or member admitted or gone), through any coordinator process on the
-        database, makes the next request count again."""
-        with self.store.reading() as conn:
-            key = gsql.adoption_key(conn)
-            cached = self._adoption
-            if cached is not None and cached[0] == key:
-                return cached[1]
-            codebook = self._count_adoption(conn)
-        self._adoption = (key, codebook)
-        return codebook
-
-    def _count_adoption(self, conn: Any) -> Any:
-        from continuum_mcp.privacy.codebook import Codebook
-
-        self.adoption_recounts += 1
-        rows = [r for r in gsql.proposals(conn) if r.kind == "codebook_refinement" and r.phase == "completed"
-                and r.result_json]
-        for row in reversed(rows):
-            res = json.loads(row.result_json or "{}")
-            if "digest" in res and self._tally(conn, row)[0].adopted(res["version"], res["digest"]):
-                return Codebook.from_b64(res["vectors_b64"], res["slots"], res["dim"], parent=None)
-        return None
+        """The codebook the federation adopted by vote last (its coordinator-side count, cached per
+        governance state: :class:`AdoptionCount`), or None: what the coordinator then announces
+        and serves for unreleased slots."""
+        return self.adoption.codebook()
 
     # ------------------------------------------------------------------------------ rounds
     def round_state(self, caller: str, pid: str, round_no: int | None = None) -> RoundState:
@@ -291,21 +268,8 @@ class GovernanceService:
     def _retry(self, conn: Any, row: gsql.ProposalRow, run: Any, a: Any, closed: Any) -> bool:
         """Try the round again (next attempt, same transaction) with the members who synced, still
         opted in and within budget, when its attempt failed before anything was spent."""
-        synced = self.rounds.retry_roster(run, a, closed)
-        if synced is None:
-            return False
-        still = set(self._tally(conn, row)[0].participants)
-        roster = self.rounds.affordable([m for m in synced if m in still], run.params)
-        if len(roster) < run.params.min_participants:
-            return False
-        gsql.set_proposal(conn, row.proposal_id, in_round=run.attempt + 2)
-        nxt = self.rounds.current(self._row(row.proposal_id, conn))
-        assert nxt is not None and nxt.attempt == run.attempt + 1
-        self.rounds.open(conn, nxt, roster, self.kinds[row.kind].layout(self._context(row, conn)).dim)
-        logger.info("session %s round %d attempt %d failed in %s with %d of %d synced: attempt %d with them",
-                    row.proposal_id, run.round, run.attempt, closed.phase, len(synced), len(a.params.roster),
-                    nxt.attempt)
-        return True
+        return self.rounds.retry(conn, run, a, closed, lambda: set(self._tally(conn, row)[0].participants),
+                                 lambda: self.kinds[row.kind].layout(self._context(row, conn)).dim)
 
     def _state(self, row: gsql.ProposalRow) -> SessionState:
         return SessionState(phase=row.phase, round=row.finished_rounds, rounds=row.rounds)  # type: ignore[arg-type]
