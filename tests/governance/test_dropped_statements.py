@@ -48,13 +48,17 @@ def test_a_dropped_ballot_is_caught_at_the_next_count_and_post_and_the_member_st
     assert "does not publish" in turn.refused and turn.rounds_taken == [] and victim.spent() == 0.0
 
 
-def test_a_dropped_opt_out_is_caught_right_after_posting(kit: GovKit) -> None:
+def test_a_dropped_opt_in_or_proposal_is_caught_right_after_posting_and_at_the_next_count(kit: GovKit) -> None:
     members = kit.admit(3)
     pid = kit.propose(members[0], kind="usage_statistics")
     members[1].gov.opt_in(pid)
     _drop(kit, members[1].id, "opt_in")
     with pytest.raises(StatementDropped, match="opt_in"):
         members[1].gov.opt_out(pid)
+    with kit.coord.store.transaction() as conn:  # the whole proposal disappears: its proposer notices
+        conn.execute("DELETE FROM gov_proposals WHERE proposal_id = ?", (pid,))
+    with pytest.raises(StatementDropped, match="proposal signed at"):
+        members[0].gov.verified(pid)
 
 
 def test_the_cli_exits_with_the_taxonomy_s_code_when_its_ballot_was_dropped(kit: GovKit, tmp_path: Path,

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from continuum_mcp._governance_app import set_consent as _set_consent
 from continuum_mcp.crypto.identity import Identity
-from continuum_mcp.errors import CryptoError, InvalidInput, WrongPhase
+from continuum_mcp.errors import CryptoError, InvalidInput, NotFound, WrongPhase
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.client._governance_log import OwnStatements
 from continuum_mcp.federation.client._rounds import LedgerCharge, run_round
@@ -210,7 +210,11 @@ class Governance:
         """The report with this client's own tally; ``CryptoError`` if the coordinator's claims
         (phase, halting) contradict it, ``StatementDropped`` if it does not publish a statement this
         member signed."""
-        report: SessionReport = self._api().call("gov_report", proposal_id=proposal_id)
+        try:
+            report: SessionReport = self._api().call("gov_report", proposal_id=proposal_id)
+        except NotFound:
+            self.own.check_listed(proposal_id, [])  # a proposal it accepted from us is gone: dropped
+            raise
         prop = open_proposal(report.proposal, self.federation_id)
         g = proposal_guarantee(prop)
         t = tally(report.proposal, report.statements, report.members, federation_id=self.federation_id,

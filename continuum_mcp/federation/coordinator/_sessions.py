@@ -8,8 +8,8 @@ kind's), no phrases and no credits, and a post-processing step of the kind.
 
 Durable as release rounds are, with the same pieces: the attempt is its append-only log in the
 store (:mod:`._attempt_sql`, keyed by the session round's secagg session id
-``<federation>/<proposal>/r<round>/a0``), which round of a proposal runs is the proposal row's
-``in_round``, and a process keeps only an :class:`AttemptCache` per proposal, caught up from the
+``<federation>/<proposal>/r<round>/a<attempt>``), which round and attempt of a proposal runs is
+the proposal row's ``in_round`` (the attempt + 1), and a process keeps only an :class:`AttemptCache` per proposal, caught up from the
 log at the start of every request. So several coordinator processes on one database serve one
 session round message by message, and a restarted one continues it. Every accepted message, the
 phase close it completes and (after the last phase) the round's record commit in one transaction.
