@@ -144,3 +144,48 @@ def test_a_schema_1_ledger_is_migrated_keeping_every_spend(tmp_path: Path) -> No
             assert ledger.status().spent_epsilon > 0
     finally:
         store.close()
+
+
+#: the schema-1 ledger table exactly as the schema-1 code created it (commit e918bed)
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS privacy_spends (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity TEXT NOT NULL,
+    round_id TEXT NOT NULL,
+    spent_at REAL NOT NULL,
+    noise_multiplier REAL,
+    epsilon REAL,
+    delta REAL,
+    extra_delta REAL NOT NULL DEFAULT 0,
+    UNIQUE (identity, round_id)
+);
+CREATE INDEX IF NOT EXISTS privacy_spends_identity_time ON privacy_spends (identity, spent_at);
+"""
+
+
+def test_the_coordinator_s_schema_1_ledger_is_migrated_on_either_backend(tmp_path: Path, backend: str | None) -> None:
+    store = CoordinatorStore(tmp_path, database=backend)
+    try:
+        old = store.component(LEDGER_DB_NAME, V1_SCHEMA, version=1, what="privacy ledger")
+        with old.tx("member-a") as conn:  # the schema-1 code's insert
+            for identity, round_id, days, s in _v1_spends():
+                conn.execute("INSERT INTO privacy_spends (identity, round_id, spent_at, noise_multiplier, epsilon, "
+                             "delta, extra_delta) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (identity, round_id, (T0 + timedelta(days=days)).timestamp(), s.noise_multiplier,
+                              s.epsilon, s.delta, s.extra_delta))
+    finally:
+        store.close()
+    store = CoordinatorStore(tmp_path, database=backend)
+    try:
+        db = store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION, what="privacy ledger",
+                             migrate=migrate_ledger)
+        at = T0 + timedelta(days=41)
+        for identity in ("member-a", "member-b"):
+            with PrivacyLedger(db=db, identity=identity, budget_epsilon=100.0, clock=lambda: at) as ledger:
+                got = [(e.round_id, (e.spent_at - T0).days, e.spend, e.purpose) for e in ledger.history()]
+                assert got == [(r, d, s, "release") for i, r, d, s in _v1_spends() if i == identity]
+        with _learning(PrivacyLedger(db=db, identity="member-b", clock=lambda: at)) as ledger:
+            ledger.spend(SESSION.round_spend(), round_id="fed/prop-z/r1/a0")  # the new column works there
+            assert ledger.status().by_purpose.keys() == {"release", "learning"}
+    finally:
+        store.close()
