@@ -105,7 +105,7 @@ class GovernanceMethods:
 
     def session_report(self, proposal_id: str) -> Any:
         """The report with this client's own tally (``CryptoError`` if the coordinator contradicts it)."""
-        return self._gov.verified(proposal_id)
+        return self._gov.report(proposal_id)
 
     def adopt(self, proposal_id: str, approve: bool = True) -> Any:
         return self._gov.adopt(proposal_id, approve)

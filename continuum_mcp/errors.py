@@ -116,6 +116,14 @@ class ReplayError(CryptoError):
     code = "replay"
 
 
+class StatementDropped(CryptoError):
+    """The coordinator does not publish a governance statement this member signed and posted
+    (a ballot, opt-in, opt-out, halt or adoption vote): it dropped it, so its count is not the
+    members'. The client refuses to take part."""
+
+    code = "statement_dropped"
+
+
 class Forbidden(ContinuumError):
     """Authenticated, but not allowed: acting for another identity, or an admin route."""
 
@@ -212,7 +220,8 @@ __all__ = [
     "AggregationAborted", "BadInvite", "Conflict", "ContinuumError", "CoordinatorUnavailable", "CryptoError",
     "ERRORS_BY_CODE", "EXIT_CODE_MEANINGS", "FederationError", "Forbidden", "InsufficientCredits",
     "InvalidInput", "ModelMismatch", "NotAdmitted", "NotFound", "NotJoined", "PrivacyBudgetExceeded",
-    "RateLimited", "ReplayError", "StoreCorrupt", "StoreReadOnly", "DiskFull", "TooLarge", "Unauthenticated",
+    "RateLimited", "ReplayError", "StatementDropped", "StoreCorrupt", "StoreReadOnly", "DiskFull", "TooLarge",
+    "Unauthenticated",
     "UpgradeRequired", "VerificationRefused",
     "WrongPhase", "error_for_code",
 ]

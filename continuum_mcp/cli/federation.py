@@ -31,7 +31,8 @@ def cmd_status(args: argparse.Namespace, app: Continuum) -> int:
             f"instance:      {s.instance_id}", f"federation:    {s.federation_id} at {s.coordinator_url} ({reach})",
             f"level/mode:    {s.contribution_level}, own mode {s.privacy_mode}, federation mode {s.federation_mode}",
             f"privacy:       epsilon {s.privacy_spent_epsilon} spent of {s.privacy_budget_epsilon}, "
-            f"{s.privacy_budget_left} left", f"credits:       {credits}",
+            f"{s.privacy_budget_left} left (releases; with learning sessions: epsilon {s.privacy_total_epsilon})",
+            f"credits:       {credits}",
             f"auto-sync:     {auto}{' (running)' if s.auto_sync_running else ''}",
             f"rounds:        current {s.current_round}, last taken part {s.last_round}",
             f"outbox:        {s.outbox_waiting} waiting; cache: {s.cached_patterns} patterns"])

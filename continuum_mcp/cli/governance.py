@@ -82,6 +82,10 @@ def cmd_report(args: argparse.Namespace, app: Continuum) -> int:
                  + ("" if v.agrees else "  [the coordinator's tally differs]"),
                  _guarantee_line(v.guarantee),
                  f"privacy spent per participant so far: epsilon {v.report.epsilon_spent_per_participant:.3f}"]
+        if v.own_privacy is not None:
+            p = v.own_privacy
+            lines.append(f"your ledger: learning epsilon {p.spent_epsilon:.3f} of {p.budget_epsilon:g} this window; "
+                         f"releases and sessions together epsilon {p.total_epsilon:.3f}")
         lines += [f"round {r.round}: {r.outcome}, ~{r.noisy_participants:.1f} participants" if r.noisy_participants
                   is not None else f"round {r.round}: {r.outcome}" for r in v.report.rounds]
         lines += [f"concern: {c}" for c in t.concerns] + [f"dropped statement of {i.signer}: {i.reason}"

@@ -9,6 +9,12 @@ SQL; each spend under an advisory lock of its identity), composes the spends of 
 longer horizon (``lifetime``, e.g. 365 days at its own epsilon and delta) bounds what repeated
 windows add up to; a spend must fit both.
 
+Purposes: every spend carries one (``release``: a pattern release window; ``learning``: a round of
+a governance-approved learning session). Each purpose has its own window budget, so a member who
+contributed to a release can still take part in a learning session of the same window; the ONE
+lifetime bound covers every purpose together, and :attr:`LedgerStatus.total_epsilon` is the exact
+composition of all purposes' spends of the window (what the member has really disclosed).
+
 Composition:
 - Gaussian releases (described by their noise multiplier sigma / L2-sensitivity, i.e.
   mu = 1/multiplier in Gaussian DP) compose exactly: mu adds in quadrature (Dong, Roth & Su).
@@ -28,13 +34,20 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from typing import Literal
+
 from continuum_mcp._db import Connection, SqlDatabase
 from continuum_mcp._sqlite import Database
 from continuum_mcp.privacy.dp import compose_gdp, gdp_epsilon
 from continuum_mcp.errors import InvalidInput, PrivacyBudgetExceeded
 
-#: the ledger's schema (SQLite dialect; translated for PostgreSQL) and its version
-LEDGER_SCHEMA_VERSION = 1
+#: what a spend paid for; each purpose has its own window budget, the lifetime bound is shared
+Purpose = Literal["release", "learning"]
+PURPOSES: tuple[str, ...] = ("release", "learning")
+
+#: the ledger's schema (SQLite dialect; translated for PostgreSQL) and its version. Version 2 added
+#: ``purpose`` (version-1 spends were all releases: :func:`migrate_ledger` keeps them as such).
+LEDGER_SCHEMA_VERSION = 2
 LEDGER_SCHEMA = _SCHEMA = """
 CREATE TABLE IF NOT EXISTS privacy_spends (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -45,10 +58,18 @@ CREATE TABLE IF NOT EXISTS privacy_spends (
     epsilon REAL,
     delta REAL,
     extra_delta REAL NOT NULL DEFAULT 0,
+    purpose TEXT NOT NULL DEFAULT 'release',
     UNIQUE (identity, round_id)
 );
 CREATE INDEX IF NOT EXISTS privacy_spends_identity_time ON privacy_spends (identity, spent_at);
 """
+
+
+def migrate_ledger(conn: Connection, found: int) -> None:
+    """Bring a ledger of schema ``found`` to :data:`LEDGER_SCHEMA_VERSION` in the opening
+    transaction, keeping every spend (portable SQL: SQLite and PostgreSQL)."""
+    if found < 2:
+        conn.execute("ALTER TABLE privacy_spends ADD COLUMN purpose TEXT NOT NULL DEFAULT 'release'")
 
 # Spends that land within this much of the budget still fit (root-finder round-off only).
 _TOLERANCE = 1e-9
@@ -116,14 +137,17 @@ class LedgerEntry(BaseModel):
     spend: PrivacySpend
     in_window: bool
     leaves_window_at: datetime
+    purpose: str = "release"
 
 
 class LedgerStatus(BaseModel):
-    """The budget as it stands, or would stand after a proposed spend."""
+    """The budget of one purpose as it stands, or would stand after a proposed spend, with the
+    composed total of every purpose beside it."""
 
     model_config = ConfigDict(frozen=True)
 
     identity: str
+    purpose: str = "release"
     budget_epsilon: float
     delta: float
     spent_epsilon: float
@@ -138,6 +162,10 @@ class LedgerStatus(BaseModel):
     lifetime_delta: float | None = None
     lifetime_spent_epsilon: float | None = None
     lifetime_epsilon_after: float | None = None
+    total_epsilon: float = Field(default=0.0, description="Every purpose's spends of the window composed exactly "
+                                                          "(at ``delta``): what the member has disclosed in it.")
+    total_epsilon_after: float = 0.0
+    by_purpose: dict[str, float] = Field(default_factory=dict, description="Each purpose's own window spend.")
 
 
 def compose_epsilon(spends: list[PrivacySpend], delta: float) -> float:
@@ -180,6 +208,10 @@ class PrivacyLedger:
     IMMEDIATE``; on PostgreSQL an advisory lock of the identity), so check-and-record is atomic and
     the budget is never exceeded. A spend is idempotent per ``round_id``: a retried round is
     recorded once.
+
+    A handle spends and checks under one purpose: ``release`` with the window budget given here
+    (``budget_epsilon``, ``delta``, ``window``), or, after :meth:`for_purpose`, another purpose with
+    its own window budget. The ``lifetime`` bound applies to all purposes together.
     """
 
     def __init__(
@@ -210,6 +242,7 @@ class PrivacyLedger:
             raise InvalidInput("give the ledger a path or an opened database, not both or neither")
         self.path = None if path is None else Path(path)
         self.identity = identity
+        self.purpose: str = "release"
         self.budget_epsilon = float(budget_epsilon)
         self.delta = float(delta)
         self.window = window
@@ -217,6 +250,7 @@ class PrivacyLedger:
         if lifetime is not None and lifetime.window < window:
             raise InvalidInput("the lifetime horizon must be at least as long as the window")
         self.lifetime = lifetime
+        self._release = LedgerBudget(window=window, epsilon=self.budget_epsilon, delta=self.delta)
         self._clock = clock
         self._owned = db is None
         if db is None:
@@ -224,9 +258,22 @@ class PrivacyLedger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # The project's one SQLite helper: synchronous=FULL (a recorded spend survives a power cut,
             # or the budget would be under-counted), IMMEDIATE transactions, a schema version.
-            db = Database(self.path, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION, timeout=busy_timeout_s,
-                          what="privacy ledger")
+            db = Database(self.path, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION, migrate=migrate_ledger,
+                          timeout=busy_timeout_s, what="privacy ledger")
         self._db: SqlDatabase = db
+
+    def for_purpose(self, purpose: Purpose, budget: LedgerBudget | None = None) -> PrivacyLedger:
+        """This handle, from now on spending and checking under ``purpose`` against ``budget`` (its
+        own window budget; ``release`` defaults to the one given at construction). Returns self."""
+        if purpose not in PURPOSES:
+            raise InvalidInput(f"purpose: one of {list(PURPOSES)}, not {purpose!r}")
+        if budget is None and purpose != "release":
+            raise InvalidInput(f"the {purpose} purpose needs its window budget")
+        b = budget or self._release
+        if self.lifetime is not None and self.lifetime.window < b.window:
+            raise InvalidInput("the lifetime horizon must be at least as long as the window")
+        self.purpose, self.budget_epsilon, self.delta, self.window = purpose, b.epsilon, b.delta, b.window
+        return self
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -257,23 +304,48 @@ class PrivacyLedger:
             return PrivacySpend(noise_multiplier=float(nm), extra_delta=float(extra))  # type: ignore[arg-type]
         return PrivacySpend(epsilon=float(eps), delta=float(dl))  # type: ignore[arg-type]
 
-    def _window_rows(self, conn: Connection, now: datetime, window: timedelta | None = None
-                     ) -> list[tuple[float, PrivacySpend]]:
-        start = (now - (window or self.window)).timestamp()
+    def _rows(self, conn: Connection, now: datetime, window: timedelta) -> list[tuple[float, str, PrivacySpend]]:
+        """(time, purpose, spend) of every spend of the last ``window``, oldest first."""
         rows = conn.execute(
-            "SELECT spent_at, noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
+            "SELECT spent_at, purpose, noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
             "WHERE identity = ? AND spent_at > ? ORDER BY spent_at, id",
-            (self.identity, start),
+            (self.identity, (now - window).timestamp()),
         ).fetchall()
-        return [(float(r[0]), self._row_spend(r[1:])) for r in rows]
+        return [(float(r[0]), str(r[1]), self._row_spend(r[2:])) for r in rows]
 
-    def _find_round(self, conn: Connection, round_id: str) -> PrivacySpend | None:
+    def _find_round(self, conn: Connection, round_id: str) -> tuple[str, PrivacySpend] | None:
         row = conn.execute(
-            "SELECT noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
+            "SELECT purpose, noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
             "WHERE identity = ? AND round_id = ?",
             (self.identity, round_id),
         ).fetchone()
-        return None if row is None else self._row_spend(row)
+        return None if row is None else (str(row[0]), self._row_spend(row[1:]))
+
+    def _evaluate(self, conn: Connection, proposed: PrivacySpend | None, already: bool = False) -> LedgerStatus:
+        """The status of this handle's purpose (after ``proposed``), the lifetime over every purpose,
+        and the composed total of every purpose's spends of the window."""
+        now = self._now()
+        longest = max(self.window, self._release.window)
+        rows = self._rows(conn, now, longest)
+        start = (now - self.window).timestamp()
+        window = [(ts, s) for ts, p, s in rows if p == self.purpose and ts > start]
+        lifetime_rows = None
+        if self.lifetime is not None:
+            lifetime_rows = [(ts, s) for ts, _, s in self._rows(conn, now, self.lifetime.window)]
+        status = self._status(window, proposed, already, lifetime_rows)
+        by_purpose: dict[str, list[PrivacySpend]] = {}
+        for ts, p, s in rows:
+            if ts > (now - (self.window if p == self.purpose else self._release.window)).timestamp():
+                by_purpose.setdefault(p, []).append(s)
+        every = [s for spends in by_purpose.values() for s in spends]
+        total = compose_epsilon(every, self.delta)
+        after = total if proposed is None or already else compose_epsilon(every + [proposed], self.delta)
+        update: dict[str, object] = {
+            "total_epsilon": total, "total_epsilon_after": after,
+            "by_purpose": {p: compose_epsilon(sp, self.delta) for p, sp in sorted(by_purpose.items())}}
+        if set(by_purpose) - {self.purpose}:
+            update["message"] = status.message + f"; all purposes together: epsilon {after:.2f} over the window"
+        return status.model_copy(update=update)
 
     def _status(
         self, window: list[tuple[float, PrivacySpend]], proposed: PrivacySpend | None, already: bool = False,
@@ -300,26 +372,28 @@ class PrivacyLedger:
         if allowed and not life_allowed and proposed is not None:
             assert self.lifetime is not None and lifetime_rows is not None
             returns_at = self._return_time(lifetime_rows, proposed, self.lifetime)
+        what = "privacy budget" if self.purpose == "release" else f"{self.purpose} privacy budget"
         if already:
             message = "this round was already recorded; nothing new was spent"
         elif not allowed:
             message = self._refusal_message(after, returns_at)
         elif not life_allowed:
             assert self.lifetime is not None
-            message = (f"this contribution would bring the lifetime budget to epsilon {life['lifetime_epsilon_after']:.2f}, "
-                       f"over the limit of {self.lifetime.epsilon:.2f} (delta {self.lifetime.delta:g}) per "
-                       f"{self.lifetime.window.days} days" + (
+            message = (f"this {self._spend_noun()} would bring the lifetime budget (all purposes) to epsilon "
+                       f"{life['lifetime_epsilon_after']:.2f}, over the limit of {self.lifetime.epsilon:.2f} "
+                       f"(delta {self.lifetime.delta:g}) per {self.lifetime.window.days} days" + (
                            "" if returns_at is None else
                            f"; enough budget returns at {returns_at.isoformat(timespec='seconds')}"))
         elif warning:
             message = (
-                f"privacy budget {after:.2f} of {self.budget_epsilon:g} (epsilon at delta {self.delta:g}) "
+                f"{what} {after:.2f} of {self.budget_epsilon:g} (epsilon at delta {self.delta:g}) "
                 f"over the last {self.window.days} days: at or above {self.warn_fraction:.0%}"
             )
         else:
-            message = f"privacy budget {after:.2f} of {self.budget_epsilon:g} used"
+            message = f"{what} {after:.2f} of {self.budget_epsilon:g} used"
         return LedgerStatus(
             identity=self.identity,
+            purpose=self.purpose,
             budget_epsilon=self.budget_epsilon,
             delta=self.delta,
             spent_epsilon=spent,
@@ -333,6 +407,9 @@ class PrivacyLedger:
             **life,  # type: ignore[arg-type]
         )
 
+    def _spend_noun(self) -> str:
+        return "contribution" if self.purpose == "release" else f"{self.purpose} round"
+
     def _return_time(self, window: list[tuple[float, PrivacySpend]], proposed: PrivacySpend,
                      budget: LedgerBudget | None = None) -> datetime | None:
         """Earliest time at which enough old spends have left the window for ``proposed`` to fit."""
@@ -344,8 +421,9 @@ class PrivacyLedger:
         return None
 
     def _refusal_message(self, after: float, returns_at: datetime | None) -> str:
+        what = "privacy budget" if self.purpose == "release" else f"{self.purpose} privacy budget"
         head = (
-            f"this contribution would bring the privacy budget to epsilon {after:.2f}, over the "
+            f"this {self._spend_noun()} would bring the {what} to epsilon {after:.2f}, over the "
             f"limit of {self.budget_epsilon:g} (delta {self.delta:g}) per {self.window.days} days"
         )
         if returns_at is None:
@@ -355,86 +433,66 @@ class PrivacyLedger:
     # -- public API ----------------------------------------------------------------------------
 
     def spent(self) -> float:
-        """Epsilon (at the ledger's delta) spent within the rolling window, now."""
+        """Epsilon (at the ledger's delta) this purpose spent within its rolling window, now."""
         return self.status().spent_epsilon
 
     def remaining(self) -> float:
         """Budget epsilon minus what the window has spent (never negative)."""
         return self.status().remaining_epsilon
 
-    def _lifetime_rows(self, conn: Connection, now: datetime) -> list[tuple[float, PrivacySpend]] | None:
-        return None if self.lifetime is None else self._window_rows(conn, now, self.lifetime.window)
-
     def status(self) -> LedgerStatus:
         """The budget as it stands now."""
-        now = self._now()
-        return self._status(self._window_rows(self._db, now), None, lifetime_rows=self._lifetime_rows(self._db, now))
+        return self._evaluate(self._db, None)
 
     def check(self, proposed: PrivacySpend) -> LedgerStatus:
         """What the budget would be after ``proposed``, without recording anything."""
-        now = self._now()
-        return self._status(self._window_rows(self._db, now), proposed,
-                            lifetime_rows=self._lifetime_rows(self._db, now))
+        return self._evaluate(self._db, proposed)
 
     def spent_over(self, period: timedelta, delta: float | None = None) -> float:
-        """Epsilon (at ``delta``, default the ledger's) that the spends of the last ``period`` compose to."""
-        rows = self._window_rows(self._db, self._now(), period)
-        return compose_epsilon([s for _, s in rows], self.delta if delta is None else delta)
+        """Epsilon (at ``delta``, default the ledger's) that the spends of every purpose of the last
+        ``period`` compose to."""
+        rows = self._rows(self._db, self._now(), period)
+        return compose_epsilon([s for _, _, s in rows], self.delta if delta is None else delta)
 
     def spend(self, proposed: PrivacySpend, *, round_id: str) -> LedgerStatus:
-        """Record ``proposed`` for ``round_id`` atomically, or raise PrivacyBudgetExceeded.
+        """Record ``proposed`` for ``round_id`` under this handle's purpose atomically, or raise
+        PrivacyBudgetExceeded.
 
-        Idempotent: if this identity already recorded ``round_id`` with the same spend, nothing is
-        spent again; a different spend under the same round id is refused as invalid.
+        Idempotent: if this identity already recorded ``round_id`` with the same spend and purpose,
+        nothing is spent again; a different spend under the same round id is refused as invalid.
         """
         if not round_id:
             raise InvalidInput("round_id must not be empty")
         with self._transaction() as conn:
-            now = self._now()
-            window = self._window_rows(conn, now)
-            lifetime_rows = self._lifetime_rows(conn, now)
             previous = self._find_round(conn, round_id)
             if previous is not None:
-                if previous != proposed:
-                    raise InvalidInput(f"round {round_id!r} was already recorded with a different spend")
-                return self._status(window, proposed, already=True, lifetime_rows=lifetime_rows)
-            status = self._status(window, proposed, lifetime_rows=lifetime_rows)
+                if previous != (self.purpose, proposed):
+                    raise InvalidInput(f"round {round_id!r} was already recorded with a different spend or purpose")
+                return self._evaluate(conn, proposed, already=True)
+            status = self._evaluate(conn, proposed)
             if not status.allowed:
                 raise PrivacyBudgetExceeded(status.message)
             conn.execute(
                 "INSERT INTO privacy_spends (identity, round_id, spent_at, noise_multiplier, epsilon, "
-                "delta, extra_delta) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    self.identity,
-                    round_id,
-                    now.timestamp(),
-                    proposed.noise_multiplier,
-                    proposed.epsilon,
-                    proposed.delta,
-                    proposed.extra_delta,
-                ),
+                "delta, extra_delta, purpose) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.identity, round_id, self._now().timestamp(), proposed.noise_multiplier, proposed.epsilon,
+                 proposed.delta, proposed.extra_delta, self.purpose),
             )
         return status
 
     def history(self) -> list[LedgerEntry]:
-        """Every recorded spend of this identity, oldest first, with whether it still counts."""
+        """Every recorded spend of this identity (every purpose), oldest first, with whether it still
+        counts in its purpose's window (this handle's window for its purpose, the release window else)."""
         now = self._now()
         rows = self._db.execute(
-            "SELECT round_id, spent_at, noise_multiplier, epsilon, delta, extra_delta FROM privacy_spends "
+            "SELECT round_id, spent_at, noise_multiplier, epsilon, delta, extra_delta, purpose FROM privacy_spends "
             "WHERE identity = ? ORDER BY spent_at, id",
             (self.identity,),
         ).fetchall()
         out: list[LedgerEntry] = []
         for r in rows:
-            at = datetime.fromtimestamp(float(r[1]), tz=timezone.utc)
-            out.append(
-                LedgerEntry(
-                    identity=self.identity,
-                    round_id=str(r[0]),
-                    spent_at=at,
-                    spend=self._row_spend(r[2:]),
-                    in_window=at > now - self.window,
-                    leaves_window_at=at + self.window,
-                )
-            )
+            at, purpose = datetime.fromtimestamp(float(r[1]), tz=timezone.utc), str(r[6])
+            window = self.window if purpose == self.purpose else self._release.window
+            out.append(LedgerEntry(identity=self.identity, round_id=str(r[0]), spent_at=at, spend=self._row_spend(r[2:6]),
+                                   in_window=at > now - window, leaves_window_at=at + window, purpose=purpose))
         return out

@@ -38,7 +38,7 @@ from continuum_mcp.federation.participant import (
     sybil_noise_factor,
 )
 from continuum_mcp.federation.protocol import ContributionRequest, JoinRequest, PatternSubmission, RoundState
-from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, PrivacyLedger
+from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, LEDGER_SCHEMA_VERSION, PrivacyLedger
 from continuum_mcp.privacy.modes import default_policy
 from continuum_mcp.secagg import SecAggParams, threshold_for
 
@@ -215,7 +215,8 @@ def test_the_coordinator_charges_every_attempt_that_received_masked_inputs(tmp_p
     eng.tick()
     st = eng.state(None)
     assert (st.round_id, st.phase) == (1, "collecting") and eng.current_params() is None
-    ledgers = eng.store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, what="privacy ledger")  # the coordinator's own
+    ledgers = eng.store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION,  # the coordinator's own
+                                  what="privacy ledger")
     for m in who:
         assert eng.store.pending_snapshot(m.instance_id) != []
         with PrivacyLedger(db=ledgers, identity=m.instance_id, budget_epsilon=eng.mode.budget_epsilon,

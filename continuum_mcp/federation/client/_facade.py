@@ -45,7 +45,7 @@ from continuum_mcp.federation.protocol import ContributionReceipt, CreditBalance
 from continuum_mcp.federation.submission import ContributionPlan, plan_contribution, secagg_input
 from continuum_mcp.memory.store import MemoryStore
 from continuum_mcp.federation.governance import GovernanceRules
-from continuum_mcp.federation.client._governance import follow_adopted, load_adopted
+from continuum_mcp.federation.client._governance import follow_adopted, join_adopted, load_adopted
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.generalize import Generalizer
 from continuum_mcp.privacy.ledger import PrivacyLedger
@@ -156,7 +156,7 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         m, result = join_federation(self.api(url=(inv := Invite.parse(invite)).coordinator_url), inv, self.identity,
                                     self.codebook, contribution_level, privacy_mode, self.membership())
         self._membership.save(m)
-        return result
+        return join_adopted(self, result)
 
     # ----- contribute ------------------------------------------------------------------------
     def plan(self, min_confidence: float = 0.7, domain: str | None = None, m: Membership | None = None

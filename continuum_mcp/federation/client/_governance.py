@@ -22,8 +22,9 @@ from pydantic import BaseModel, Field
 
 from continuum_mcp._governance_app import set_consent as _set_consent
 from continuum_mcp.crypto.identity import Identity
-from continuum_mcp.errors import CryptoError, InvalidInput, WrongPhase
+from continuum_mcp.errors import CryptoError, InvalidInput, NotFound, WrongPhase
 from continuum_mcp.federation.api import CoordinatorAPI
+from continuum_mcp.federation.client._governance_log import OwnStatements
 from continuum_mcp.federation.client._rounds import LedgerCharge, run_round
 from continuum_mcp.federation.governance import (
     AdoptionStatement,
@@ -47,7 +48,7 @@ from continuum_mcp.federation.governance.guarantee import (
 )
 from continuum_mcp.federation.participant import RoundOutcome, RoundParticipant
 from continuum_mcp.federation.protocol import SESSION_ROUTES
-from continuum_mcp.privacy.ledger import PrivacyLedger
+from continuum_mcp.privacy.ledger import LedgerStatus, PrivacyLedger
 
 #: a client's own rules: the card's thresholds, which no coordinator can relax; the discussion
 #: minimum and the cap are taken from the federation when they are stricter
@@ -74,6 +75,8 @@ class VerifiedSession(BaseModel):
     data_description: str
     guarantee: dict[str, Any] | None
     note: str = OPT_OUT_NOTE
+    own_privacy: LedgerStatus | None = Field(default=None, description="This member's ledger (learning budget, "
+                                             "and every purpose of the window composed), in a report.")
 
 
 class SessionTurn(BaseModel):
@@ -95,10 +98,20 @@ class Governance:
         self._api, self.identity, self.federation_id, self._consent_dir = api, identity, federation_id, consent_dir
         self._ledger, self._inputs, self._initial = ledger, inputs, initial_context
         self.own_rules, self.now, self._poll = rules, now, poll_seconds
+        self.own = OwnStatements(consent_dir)  #: what this member signed and the coordinator accepted
 
     # ------------------------------------------------------------------------------ statements
     def _sign(self, statement: BaseModel) -> StatementPost:
         return StatementPost(statement=sign_statement(self.identity, statement, timestamp=int(self.now())))
+
+    def _publish(self, route: str, statement: BaseModel, proposal_id: str) -> Any:
+        """Sign and post ``statement``, keep it among this member's own, and check at once that the
+        coordinator publishes it (and every earlier one): ``StatementDropped`` otherwise."""
+        post = self._sign(statement)
+        receipt = self._api().call(route, post, proposal_id=proposal_id)
+        self.own.add(proposal_id, post.statement)
+        self.verified(proposal_id)
+        return receipt
 
     def rules(self) -> GovernanceRules:
         """The rules this client counts with: its own, made stricter by the federation's."""
@@ -119,15 +132,18 @@ class Governance:
                                  params_json=sp.model_dump_json(),
                                  data_description=data_description or SESSION_KINDS[kind].data_touched,
                                  expected_benefit=expected_benefit, discussion_deadline=int(self.now()) + period)
-        return self._api().call("gov_propose", self._sign(prop))
+        post = self._sign(prop)
+        summary = self._api().call("gov_propose", post)
+        self.own.add(summary.proposal_id, post.statement)
+        self.verified(summary.proposal_id)
+        return summary
 
     def proposals(self) -> list[Any]:
         return list(self._api().call("gov_proposals").proposals)
 
     def vote(self, proposal_id: str, choice: str, concern: str = "") -> Any:
-        return self._api().call("gov_ballot", self._sign(BallotStatement(
-            federation_id=self.federation_id, proposal_id=proposal_id, choice=choice, concern=concern)),
-            proposal_id=proposal_id)
+        return self._publish("gov_ballot", BallotStatement(
+            federation_id=self.federation_id, proposal_id=proposal_id, choice=choice, concern=concern), proposal_id)
 
     def opt_in(self, proposal_id: str) -> VerifiedSession:
         """Opt in, after checking the proposal (signature, guarantee within the cap); returns what
@@ -135,8 +151,8 @@ class Governance:
         v = self.verified(proposal_id)
         if v.tally.decision == "refused":
             raise InvalidInput(f"not opting in: {'; '.join(v.tally.reasons)}")
-        self._api().call("gov_opt_in", self._sign(ConsentStatement(
-            federation_id=self.federation_id, proposal_id=proposal_id, type="opt_in")), proposal_id=proposal_id)
+        self._publish("gov_opt_in", ConsentStatement(
+            federation_id=self.federation_id, proposal_id=proposal_id, type="opt_in"), proposal_id)
         _set_consent(self._consent_dir, proposal_id, v.report.summary.kind)
         return v
 
@@ -144,12 +160,12 @@ class Governance:
         """Opt out: from the next round on (what was aggregated stays); local recording for the
         session stops at once."""
         _set_consent(self._consent_dir, proposal_id, None)
-        return self._api().call("gov_opt_out", self._sign(ConsentStatement(
-            federation_id=self.federation_id, proposal_id=proposal_id, type="opt_out")), proposal_id=proposal_id)
+        return self._publish("gov_opt_out", ConsentStatement(
+            federation_id=self.federation_id, proposal_id=proposal_id, type="opt_out"), proposal_id)
 
     def halt(self, proposal_id: str) -> Any:
-        return self._api().call("gov_halt", self._sign(HaltStatement(
-            federation_id=self.federation_id, proposal_id=proposal_id)), proposal_id=proposal_id)
+        return self._publish("gov_halt", HaltStatement(federation_id=self.federation_id, proposal_id=proposal_id),
+                             proposal_id)
 
     def adopt(self, proposal_id: str, approve: bool = True) -> Any:
         """Vote on adopting the session's result, named by its version and digest, after checking
@@ -158,9 +174,9 @@ class Governance:
         res = v.report.result or {}
         if v.tally.decision != "approved" or "digest" not in res:
             raise WrongPhase(f"session {proposal_id} has no result to adopt ({v.report.summary.phase})")
-        return self._api().call("gov_adopt", self._sign(AdoptionStatement(
+        return self._publish("gov_adopt", AdoptionStatement(
             federation_id=self.federation_id, proposal_id=proposal_id, version=res["version"], digest=res["digest"],
-            choice="approve" if approve else "reject")), proposal_id=proposal_id)
+            choice="approve" if approve else "reject"), proposal_id)
 
     def adopted_codebook(self, version: str) -> Any:
         """The codebook ``version`` the federation announces, once this client's own count of the
@@ -182,11 +198,23 @@ class Governance:
         raise CryptoError(f"the federation announces codebook {version}, which this client's own count of the "
                           "adoption votes did not adopt: not re-slotting to it")
 
+    def learning_ledger(self, rules: GovernanceRules | None = None) -> PrivacyLedger:
+        """The own privacy ledger spending under the ``learning`` purpose: its window budget is the
+        per-session cap times the sessions allowed per window (of the rules this client counts
+        with); releases keep theirs, and the lifetime bound covers both."""
+        ledger = self._ledger()
+        return ledger.for_purpose("learning", (rules or self.rules()).learning_budget(ledger.window, ledger.delta))
+
     # ------------------------------------------------------------------------------ checking
     def verified(self, proposal_id: str, rules: GovernanceRules | None = None) -> VerifiedSession:
         """The report with this client's own tally; ``CryptoError`` if the coordinator's claims
-        (phase, halting) contradict it."""
-        report: SessionReport = self._api().call("gov_report", proposal_id=proposal_id)
+        (phase, halting) contradict it, ``StatementDropped`` if it does not publish a statement this
+        member signed."""
+        try:
+            report: SessionReport = self._api().call("gov_report", proposal_id=proposal_id)
+        except NotFound:
+            self.own.check_listed(proposal_id, [])  # a proposal it accepted from us is gone: dropped
+            raise
         prop = open_proposal(report.proposal, self.federation_id)
         g = proposal_guarantee(prop)
         t = tally(report.proposal, report.statements, report.members, federation_id=self.federation_id,
@@ -199,11 +227,21 @@ class Governance:
                               f"of the signed statements says {t.decision}: {'; '.join(t.reasons) or 'not approved'}")
         if phase == "running" and t.halted and report.summary.round > _halt_round(report, t):
             raise CryptoError(f"session {proposal_id} was halted by vote but the coordinator keeps running it")
+        self.own.check_listed(proposal_id, [report.proposal, *report.statements])  # none of ours dropped
         ct = report.summary.coordinator_tally
         agrees = ct is not None and (ct.decision, ct.approve, ct.reject, ct.abstain, ct.opt_ins_at_deadline) == (
             t.decision, t.approve, t.reject, t.abstain, t.opt_ins_at_deadline)
         return VerifiedSession(report=report, tally=t, agrees=agrees, data_description=prop.data_description,
                                guarantee=None if g is None else g.model_dump(mode="json"))
+
+    def report(self, proposal_id: str) -> VerifiedSession:
+        """:meth:`verified`, with this member's own ledger beside it: its learning budget and
+        what every purpose of the window (releases and sessions) composes to."""
+        rules = self.rules()
+        v = self.verified(proposal_id, rules)
+        with self.learning_ledger(rules) as ledger:
+            v.own_privacy = ledger.status()
+        return v
 
     # ------------------------------------------------------------------------------ rounds
     def participate(self, proposal_id: str, *, timeout_seconds: float, sleep: Callable[[float], Any] = time.sleep
@@ -241,7 +279,7 @@ class Governance:
             expect = session_expectations(label, kind.layout(ctx).dim, params)
             inputs = self._inputs(prop.kind, ctx)
             part = RoundParticipant(self.identity, expect, lambda _p: kind.local_vector(inputs, ctx, params))
-            charge = LedgerCharge(self._ledger, params.round_spend(), self.federation_id)
+            charge = LedgerCharge(lambda: self.learning_ledger(rules), params.round_spend(), self.federation_id)
             out = run_round(SessionAPI(self._api(), proposal_id), part,  # type: ignore[arg-type]
                             timeout_seconds=max(1.0, deadline - time.monotonic()), poll_seconds=self._poll,
                             before_post=charge)
@@ -306,6 +344,20 @@ def follow_adopted(client: Any, current: Any, outbox: Any) -> Any:
     return cb
 
 
+def join_adopted(client: Any, result: Any) -> Any:
+    """Right after joining: follow the codebook version the federation adopted by vote before this
+    member joined (counted by this client itself, as at every sync). A count that does not confirm
+    it leaves the member joined but not slotting (``result.note`` says why; every sync refuses
+    until it does)."""
+    try:
+        with client._sync_lock:
+            client._codebook = follow_adopted(client, client.codebook, client._outbox)
+    except CryptoError as exc:
+        result.note = "; ".join(n for n in (result.note, f"not following the federation's codebook: {exc.message}")
+                                if n)
+    return result
+
+
 def member_governance(client: Any) -> Governance:
     """The :class:`Governance` of a :class:`FederationClient`'s membership: its identity, API and
     ledger; the codebook it slots with as a codebook session's first context; its own pattern
@@ -330,4 +382,4 @@ def member_governance(client: Any) -> Governance:
                       initial, poll_seconds=client._poll, consent_dir=client.dir,
                       rules=client.governance_rules or CLIENT_RULES)
 __all__ = ["ADOPTED_FILE", "CLIENT_RULES", "CODEBOOKS_DIR", "Governance", "SessionAPI", "SessionTurn", "VerifiedSession",
-           "follow_adopted", "load_adopted", "member_governance", "save_adopted"]
+           "follow_adopted", "join_adopted", "load_adopted", "member_governance", "save_adopted"]

@@ -82,7 +82,10 @@ def join_federation(api: CoordinatorAPI, invite: Invite, identity: Identity, cod
                         f"{invite.federation_id}")
     if MODE_ORDER[info.privacy_mode] > MODE_ORDER[mode]:
         raise InvalidInput(f"this federation releases in {info.privacy_mode} mode; your mode {mode} forbids it")
-    if (info.slots, info.dim, info.codebook_version) != (cb.slots, cb.dim, cb.version):
+    # a learned version (``c-...``, adopted by vote) is followed right after joining, once this
+    # client's own count of the adoption votes confirms it (``FederationClient.join``)
+    follows = info.codebook_version.startswith("c-") and info.codebook_version != cb.version
+    if (info.slots, info.dim) != (cb.slots, cb.dim) or (info.codebook_version != cb.version and not follows):
         raise InvalidInput(f"the federation uses codebook {info.codebook_version} ({info.slots} x {info.dim}); "
                            f"this client has {cb.version} ({cb.slots} x {cb.dim})")
     resp = api.join(JoinRequest(admission_token=invite.admission_token, contribution_level=level, privacy_mode=mode))
@@ -109,6 +112,7 @@ def member_status(m: Membership, ledger: LedgerStatus, api: CoordinatorAPI, *, a
         contribution_level=m.contribution_level, privacy_mode=m.privacy_mode,
         federation_mode=m.federation.privacy_mode, privacy_budget_epsilon=ledger.budget_epsilon,
         privacy_spent_epsilon=round(ledger.spent_epsilon, 4), privacy_budget_left=round(ledger.remaining_epsilon, 4),
+        privacy_total_epsilon=round(ledger.total_epsilon, 4),
         auto_sync=m.auto_sync, auto_sync_running=auto_sync_running, last_round=m.last_round,
         outbox_waiting=outbox_waiting, cached_patterns=cached_patterns, message=ledger.message)
     try:

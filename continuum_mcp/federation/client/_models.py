@@ -140,6 +140,8 @@ class FederationStatus(BaseModel):
     privacy_budget_epsilon: float | None = None
     privacy_spent_epsilon: float | None = None
     privacy_budget_left: float | None = None
+    privacy_total_epsilon: float | None = Field(default=None, description="Releases and learning sessions of the "
+                                                "window composed exactly: what this instance has disclosed in it.")
     credits: CreditBalance | None = None
     auto_sync: AutoSyncSettings = Field(default_factory=AutoSyncSettings)
     auto_sync_running: bool = False

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS gov_proposals (
     rounds INTEGER NOT NULL,
     phase TEXT NOT NULL,
     finished_rounds INTEGER NOT NULL DEFAULT 0,
-    in_round INTEGER NOT NULL DEFAULT 0,
+    in_round INTEGER NOT NULL DEFAULT 0,  -- 0 between rounds, else the running attempt + 1
     signed_json TEXT NOT NULL,
     created_at REAL NOT NULL,
     result_json TEXT,
@@ -121,6 +121,18 @@ def add_statement(conn: Any, proposal_id: str, type_: str, signer: str, signed_j
     return int(seq)
 
 
+def adoption_key(conn: Any) -> tuple[Any, ...]:
+    """What an adoption count depends on, read from the database (so it is the same key in every
+    coordinator process on it): the last statement's sequence number (any new ballot, vote or
+    opt-out), the codebook sessions completed, and the admitted members (a departed member's
+    votes stop counting; a new member's count)."""
+    seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM gov_statements").fetchone()[0]
+    done = conn.execute("SELECT COUNT(*) FROM gov_proposals WHERE kind = ? AND phase = ?",
+                        ("codebook_refinement", "completed")).fetchone()[0]
+    members = conn.execute("SELECT COUNT(*), COALESCE(MAX(joined_at), 0) FROM members").fetchone()
+    return int(seq), int(done), int(members[0]), float(members[1])
+
+
 def statements(conn: Any, proposal_id: str) -> list[str]:
     """The signed statements of a proposal as received (JSON), in arrival order."""
     rows = conn.execute("SELECT signed_json FROM gov_statements WHERE proposal_id = ? ORDER BY seq",
@@ -142,5 +154,5 @@ def rounds(conn: Any, proposal_id: str) -> list[RoundRecord]:
     return [RoundRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
 
-__all__ = ["SCHEMA", "ProposalRow", "RoundRecord", "add_statement", "ensure_schema", "insert_proposal", "proposals",
+__all__ = ["SCHEMA", "ProposalRow", "RoundRecord", "add_statement", "adoption_key", "ensure_schema", "insert_proposal", "proposals",
            "record_round", "rounds", "set_proposal", "statements"]

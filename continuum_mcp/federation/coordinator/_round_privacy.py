@@ -43,8 +43,9 @@ class RoundPrivacy:
         return datetime.fromtimestamp(self.now(), tz=timezone.utc)
 
     def spent(self, instance_id: str) -> float:
+        """Every purpose's spends of the window composed (releases and learning sessions)."""
         with self.ledger(instance_id) as ledger:
-            return ledger.spent()
+            return ledger.status().total_epsilon
 
     def window_spend(self, params: SecAggParams) -> PrivacySpend:
         """The window's spend with the noise ``params`` actually carry from the honest survivors

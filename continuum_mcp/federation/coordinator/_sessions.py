@@ -8,15 +8,19 @@ kind's), no phrases and no credits, and a post-processing step of the kind.
 
 Durable as release rounds are, with the same pieces: the attempt is its append-only log in the
 store (:mod:`._attempt_sql`, keyed by the session round's secagg session id
-``<federation>/<proposal>/r<round>/a0``), which round of a proposal runs is the proposal row's
-``in_round``, and a process keeps only an :class:`AttemptCache` per proposal, caught up from the
+``<federation>/<proposal>/r<round>/a<attempt>``), which round and attempt of a proposal runs is
+the proposal row's ``in_round`` (the attempt + 1), and a process keeps only an :class:`AttemptCache` per proposal, caught up from the
 log at the start of every request. So several coordinator processes on one database serve one
 session round message by message, and a restarted one continues it. Every accepted message, the
 phase close it completes and (after the last phase) the round's record commit in one transaction.
 
-Rounds are not retried: an aborted round (too few survivors) counts as one of the R rounds, and
-what its masked inputs could have revealed is charged. Only a round without a log (opened by an
-older coordinator that kept it in memory) cannot continue and is recorded as aborted.
+A round whose attempt fails before any masked input was sent (too few of its roster advertised
+keys or shared them by the phase deadline: members opted in but not syncing) spent nothing, so it
+is tried again at once, as attempt ``a1``, ``a2``, with exactly the members who did post, while
+they are at least the session's minimum (:data:`MAX_SESSION_ATTEMPTS` attempts in all). Otherwise
+an aborted round counts as one of the R rounds, and what its masked inputs could have revealed is
+charged. A round without a log (opened by an older coordinator that kept it in memory) cannot
+continue and is recorded as aborted.
 """
 
 from __future__ import annotations
@@ -39,14 +43,18 @@ from continuum_mcp.federation.coordinator._attempt import Attempt, Closed
 from continuum_mcp.federation.coordinator._attempt_cache import AttemptCache
 from continuum_mcp.federation.coordinator._round_privacy import RoundPrivacy
 from continuum_mcp.federation.coordinator.store import CoordinatorStore
-from continuum_mcp.federation.governance import SignedStatement, open_statement
+from continuum_mcp.federation.governance import GovernanceRules, SignedStatement, open_statement
 from continuum_mcp.federation.governance.guarantee import proposal_params, session_label
 from continuum_mcp.federation.learning import SessionParams, session_round_params
 from continuum_mcp.federation.protocol import RoundState
 from continuum_mcp.privacy.dp import gdp_epsilon
+from continuum_mcp.privacy.ledger import PrivacyLedger
 from continuum_mcp.secagg import SignedMessage
 
 logger = logging.getLogger(__name__)
+
+#: attempts of one session round (each after the last failed before masked inputs were sent)
+MAX_SESSION_ATTEMPTS = 3
 
 
 @dataclass
@@ -67,35 +75,44 @@ class SessionRound:
 
     proposal_id: str
     round: int
-    label: str  #: the session's secagg label; the attempt's session id is ``<label>/r<round>/a0``
+    label: str  #: the session's secagg label; the attempt's session id is ``<label>/r<round>/a<attempt>``
     params: SessionParams
+    attempt: int = 0  #: ``gov_proposals.in_round`` - 1
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.proposal_id, self.round
+    def key(self) -> tuple[str, int, int]:
+        return self.proposal_id, self.round, self.attempt
 
     @property
     def session_id(self) -> str:
-        return f"{self.label}/r{self.round}/a0"
+        return f"{self.label}/r{self.round}/a{self.attempt}"
 
 
 class SessionRounds:
     """Secure aggregation of session rounds: one durable attempt per running session."""
 
     def __init__(self, store: CoordinatorStore, verifier: Verifier, privacy: RoundPrivacy, phase_timeout: float,
-                 now: Callable[[], float], federation_id: str) -> None:
+                 now: Callable[[], float], federation_id: str, rules: GovernanceRules | None = None) -> None:
         self.store, self._verifier, self._privacy = store, verifier, privacy
+        self._rules = rules or GovernanceRules()
         self._timeout, self.now, self._fed = phase_timeout, now, federation_id
         self.lock = threading.RLock()  #: serialises this process's threads around its caches
         self._caches: dict[str, AttemptCache] = {}
         self._params: dict[str, SessionParams] = {}  # a proposal's signed parameters never change
 
     # ------------------------------------------------------------------------------ ledger
+    def ledger(self, member: str) -> PrivacyLedger:
+        """The member's coordinator-side ledger (the one the round engine charges releases to),
+        spending under the ``learning`` purpose with its own window budget (the federation's
+        per-session cap times the sessions allowed per window); the lifetime bound is shared."""
+        ledger = self._privacy.ledger(member)
+        return ledger.for_purpose("learning", self._rules.learning_budget(ledger.window, ledger.delta))
+
     def affordable(self, members: list[str], params: SessionParams) -> list[str]:
-        """Opted-in members whose ledger (the one the round engine charges) affords a round."""
+        """Opted-in members whose learning budget (and lifetime bound) affords a round."""
         out = []
         for m in members:
-            with self._privacy.ledger(m) as ledger:
+            with self.ledger(m) as ledger:
                 if ledger.check(params.round_spend()).allowed:
                     out.append(m)
         return out
@@ -105,7 +122,7 @@ class SessionRounds:
         charged = []
         for m in sorted(members):
             try:
-                with self._privacy.ledger(m) as ledger:
+                with self.ledger(m) as ledger:
                     ledger.spend(params.round_spend(), round_id=session_id)
                 charged.append(m)
             except PrivacyBudgetExceeded:
@@ -136,7 +153,7 @@ class SessionRounds:
             prop = open_statement(SignedStatement.model_validate_json(row.signed_json), self._fed)
             params = self._params[row.proposal_id] = proposal_params(prop)  # type: ignore[arg-type]
         return SessionRound(row.proposal_id, row.finished_rounds + 1, session_label(self._fed, row.proposal_id),
-                            params)
+                            params, row.in_round - 1)
 
     def attempt(self, conn: Any, pid: str, run: SessionRound | None) -> Attempt | None:
         """The running round's attempt, this process's copy caught up with the log (under the lock);
@@ -157,9 +174,9 @@ class SessionRounds:
     def open(self, conn: Any, run: SessionRound, roster: list[str], dim: int) -> None:
         """Fix ``run``'s roster and parameters (``dim``: the kind's layout) and open its
         ``advertise`` step: the attempt's opening record, in the caller's transaction."""
-        sp = session_round_params(run.label, run.round, 0, roster, dim, run.params)
+        sp = session_round_params(run.label, run.round, run.attempt, roster, dim, run.params)
         now = self.now()
-        a = Attempt(run.round, 0, sp, self.store.member_keys(sp.roster, conn), now + self._timeout, opened_at=now)
+        a = Attempt(run.round, run.attempt, sp, self.store.member_keys(sp.roster, conn), now + self._timeout, opened_at=now)
         asql.append(conn, a.session_id, a.opening())
         self._cache(run.proposal_id).opened(run.key, a)
 
@@ -177,6 +194,31 @@ class SessionRounds:
         closed, record = a.close(self.now() + self._timeout, self.now())
         asql.append(conn, a.session_id, record)
         return None if closed.next_phase is not None else (a, closed)
+
+    def retry(self, conn: Any, run: SessionRound, a: Attempt | None, closed: Closed | None,
+              participants: Callable[[], set[str]], dim: Callable[[], int]) -> bool:
+        """Open ``run``'s next attempt (in the caller's transaction) with the members that posted in
+        the phase where this one failed, still opted in (``participants()``) and within budget,
+        when no masked input was sent (nothing spent), they are fewer than the roster (the same
+        shortfall cannot repeat) and at least the session's minimum, and attempts remain. False:
+        the round ends here."""
+        if a is None or closed is None or closed.error is None or a.masked_senders():
+            return False
+        synced = sorted(a.posted)
+        if run.attempt + 1 >= MAX_SESSION_ATTEMPTS or not (run.params.min_participants <= len(synced)
+                                                           < len(a.params.roster)):
+            return False
+        still = participants()
+        roster = self.affordable([m for m in synced if m in still], run.params)
+        if len(roster) < run.params.min_participants:
+            return False
+        gsql.set_proposal(conn, run.proposal_id, in_round=run.attempt + 2)
+        nxt = SessionRound(run.proposal_id, run.round, run.label, run.params, run.attempt + 1)
+        self.open(conn, nxt, roster, dim())
+        logger.info("session %s round %d attempt %d failed in %s with %d of %d synced: attempt %d with them",
+                    run.proposal_id, run.round, run.attempt, closed.phase, len(synced), len(a.params.roster),
+                    nxt.attempt)
+        return True
 
     def finish(self, run: SessionRound, a: Attempt | None, closed: Closed | None, kind: Any, context: Any,
                conn: Any) -> RoundDone:
@@ -214,7 +256,7 @@ class SessionRounds:
         ``collecting`` (nothing to do yet)."""
         if a is not None and round_no in (None, a.round_id):
             mine = caller in a.params.roster
-            return RoundState(round_id=a.round_id, attempt=0, phase=a.phase,  # type: ignore[arg-type]
+            return RoundState(round_id=a.round_id, attempt=a.attempt, phase=a.phase,  # type: ignore[arg-type]
                               phase_deadline=datetime.fromtimestamp(a.deadline, tz=timezone.utc),
                               you_submitted=mine, you_in_roster=mine,
                               you_pending=a.pending_for(caller),  # type: ignore[arg-type]
@@ -245,4 +287,4 @@ def forbid_other(caller: str, signer: str) -> None:
         raise Forbidden("the statement is signed by another identity than the request")
 
 
-__all__ = ["RoundDone", "SessionRound", "SessionRounds", "forbid_other"]
+__all__ = ["MAX_SESSION_ATTEMPTS", "RoundDone", "SessionRound", "SessionRounds", "forbid_other"]

@@ -51,7 +51,7 @@ from continuum_mcp.federation.coordinator._bounds import refuse_poisoned_blocks
 from continuum_mcp.federation.participant import round_params
 from continuum_mcp.federation.protocol import SECAGG_PHASES, ContributionRequest, RoundState
 from continuum_mcp.privacy.codebook import SLOT_INDEX_BITS, slot_id, split_slot_id, version_tag
-from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, LEDGER_SCHEMA_VERSION, PrivacySpend
+from continuum_mcp.privacy.ledger import LEDGER_SCHEMA, LEDGER_SCHEMA_VERSION, PrivacySpend, migrate_ledger
 from continuum_mcp.privacy.modes import PrivacyPolicy
 from continuum_mcp.secagg import AggregateResult, KeyRoster, SecAggParams, ShareInbox, SignedMessage, SurvivorList
 
@@ -80,7 +80,7 @@ class RoundEngine:
         self.codebook_version: Callable[[], str] = lambda: config.codebook_version
         # every member's ledger, beside the store (ledger.db, or the store's PostgreSQL database)
         self.privacy = RoundPrivacy(store.component(LEDGER_DB_NAME, LEDGER_SCHEMA, version=LEDGER_SCHEMA_VERSION,
-                                                    what="privacy ledger"), config, self.mode, now)
+                                                    what="privacy ledger", migrate=migrate_ledger), config, self.mode, now)
 
     @property
     def lock(self) -> threading.RLock:

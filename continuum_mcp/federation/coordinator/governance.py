@@ -26,6 +26,7 @@ import numpy as np
 from continuum_mcp.crypto.signing import b64encode
 from continuum_mcp.errors import Conflict, InvalidInput, NotFound, WrongPhase
 from continuum_mcp.federation.coordinator import _governance_sql as gsql
+from continuum_mcp.federation.coordinator._governance_adoption import AdoptionCount
 from continuum_mcp.federation.coordinator._sessions import RoundDone, SessionRounds, forbid_other
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.store import CoordinatorStore
@@ -78,6 +79,7 @@ class GovernanceService:
         self.config, self.store, self.rounds, self.kinds, self.now = config, store, rounds, kinds, now
         self.rules = config.governance
         self._initial_context = initial_context
+        self.adoption = AdoptionCount(store, lambda conn, row: self._tally(conn, row)[0])
         with store.transaction() as conn:
             gsql.ensure_schema(conn)
 
@@ -200,18 +202,10 @@ class GovernanceService:
             epsilon_spent_per_participant=eps, result=json.loads(row.result_json) if row.result_json else None)
 
     def adopted_codebook(self) -> Any:
-        """The codebook the federation adopted by vote last (its coordinator-side count), or None:
-        what the coordinator then announces and serves for unreleased slots."""
-        from continuum_mcp.privacy.codebook import Codebook
-
-        with self.store.reading() as conn:
-            rows = [r for r in gsql.proposals(conn) if r.kind == "codebook_refinement" and r.phase == "completed"
-                    and r.result_json]
-            for row in reversed(rows):
-                res = json.loads(row.result_json or "{}")
-                if "digest" in res and self._tally(conn, row)[0].adopted(res["version"], res["digest"]):
-                    return Codebook.from_b64(res["vectors_b64"], res["slots"], res["dim"], parent=None)
-        return None
+        """The codebook the federation adopted by vote last (its coordinator-side count, cached per
+        governance state: :class:`AdoptionCount`), or None: what the coordinator then announces
+        and serves for unreleased slots."""
+        return self.adoption.codebook()
 
     # ------------------------------------------------------------------------------ rounds
     def round_state(self, caller: str, pid: str, round_no: int | None = None) -> RoundState:
@@ -266,8 +260,16 @@ class GovernanceService:
     def _finish(self, conn: Any, row: gsql.ProposalRow, a: Any, closed: Any) -> None:
         run = self.rounds.current(row)
         assert run is not None
+        if self._retry(conn, row, run, a, closed):
+            return
         done = self.rounds.finish(run, a, closed, self.kinds[row.kind], self._context(row, conn), conn)
         self._record(conn, row, done)
+
+    def _retry(self, conn: Any, row: gsql.ProposalRow, run: Any, a: Any, closed: Any) -> bool:
+        """Try the round again (next attempt, same transaction) with the members who synced, still
+        opted in and within budget, when its attempt failed before anything was spent."""
+        return self.rounds.retry(conn, run, a, closed, lambda: set(self._tally(conn, row)[0].participants),
+                                 lambda: self.kinds[row.kind].layout(self._context(row, conn)).dim)
 
     def _state(self, row: gsql.ProposalRow) -> SessionState:
         return SessionState(phase=row.phase, round=row.finished_rounds, rounds=row.rounds)  # type: ignore[arg-type]
@@ -377,7 +379,8 @@ def governance_service(config: CoordinatorConfig, store: CoordinatorStore, verif
                                         else Codebook.load(config.codebook_version))
         return SessionContext(codebook=cb)
 
-    rounds = SessionRounds(store, verifier, engine.privacy, config.phase_timeout_seconds, now, config.federation_id)
+    rounds = SessionRounds(store, verifier, engine.privacy, config.phase_timeout_seconds, now, config.federation_id,
+                           config.governance)
     gov = GovernanceService(config, store, rounds, SESSION_KINDS, initial, now)
     return gov
 

@@ -155,11 +155,12 @@ class _Storage:
         self._components.append(db)
         return db
 
-    def component(self, file_name: str, schema: str, *, version: int = 1, what: str) -> SqlDatabase:
+    def component(self, file_name: str, schema: str, *, version: int = 1, what: str, migrate: Any = None
+                  ) -> SqlDatabase:
         """Another part of the coordinator's state (the privacy ledger, the replay guard) beside the
-        store: its own file ``file_name`` on SQLite, a component of the same database on PostgreSQL.
-        Closed with the store."""
-        return self._open(file_name, schema, version=version, what=what)
+        store: its own file ``file_name`` on SQLite, a component of the same database on PostgreSQL
+        (``migrate(conn, old_version)`` brings an older one up to ``version``). Closed with the store."""
+        return self._open(file_name, schema, version=version, what=what, migrate=migrate)
 
     def close(self) -> None:
         for db in reversed(self._components):

@@ -30,11 +30,13 @@ Rules (decided here, documented in docs/governance.md):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from continuum_mcp.errors import ContinuumError
+from continuum_mcp.privacy.ledger import LedgerBudget
 from continuum_mcp.federation.governance._statements import (
     AdoptionStatement,
     BallotStatement,
@@ -51,6 +53,9 @@ Decision = Literal["discussion", "approved", "rejected", "refused"]
 DEFAULT_APPROVAL_FRACTION = 0.75
 DEFAULT_MIN_OPT_INS = 10
 DEFAULT_DISCUSSION_SECONDS = 7 * 86400
+#: one session at the cap per privacy window (the ledger composes exactly, so several smaller
+#: sessions fit in the same budget, e.g. the two default kinds together: docs/governance.md)
+DEFAULT_SESSIONS_PER_WINDOW = 1
 
 
 class GovernanceRules(BaseModel):
@@ -66,6 +71,15 @@ class GovernanceRules(BaseModel):
     min_discussion_seconds: int = Field(default=DEFAULT_DISCUSSION_SECONDS, ge=0)
     default_discussion_seconds: int = Field(default=DEFAULT_DISCUSSION_SECONDS, ge=0)
     min_adoption_votes: int = Field(default=DEFAULT_MIN_OPT_INS, ge=1)
+    sessions_per_window: int = Field(default=DEFAULT_SESSIONS_PER_WINDOW, ge=1, le=100,
+                                     description="Learning sessions a member may take part in per privacy window: "
+                                                 "its learning budget is this times the per-session cap.")
+
+    def learning_budget(self, window: timedelta, delta: float) -> LedgerBudget:
+        """The ledger's window budget of the ``learning`` purpose: the per-session cap times the
+        sessions allowed per window (at the ledger's ``delta``, over its ``window``). Releases keep
+        their own window budget; the lifetime bound covers both."""
+        return LedgerBudget(window=window, epsilon=self.max_session_epsilon * self.sessions_per_window, delta=delta)
 
     def at_least_as_strict(self, other: GovernanceRules) -> GovernanceRules:
         """The stricter of two rule sets, field by field (a client combines its own with the
@@ -77,7 +91,8 @@ class GovernanceRules(BaseModel):
             max_session_epsilon=min(self.max_session_epsilon, other.max_session_epsilon),
             min_discussion_seconds=max(self.min_discussion_seconds, other.min_discussion_seconds),
             default_discussion_seconds=max(self.default_discussion_seconds, other.default_discussion_seconds),
-            min_adoption_votes=max(self.min_adoption_votes, other.min_adoption_votes))
+            min_adoption_votes=max(self.min_adoption_votes, other.min_adoption_votes),
+            sessions_per_window=min(self.sessions_per_window, other.sessions_per_window))
 
 
 class InvalidStatement(BaseModel):

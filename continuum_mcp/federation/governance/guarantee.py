@@ -38,7 +38,7 @@ def proposal_guarantee(prop: ProposalStatement) -> SessionGuarantee | None:
 
 def session_label(federation_id: str, proposal_id: str) -> str:
     """The secure-aggregation label of a session's rounds: ``<federation>/<proposal id>``, so a
-    round id is ``<federation>/<proposal id>/r<round>/a0`` (ledger labels stay per federation)."""
+    round id is ``<federation>/<proposal id>/r<round>/a<attempt>`` (ledger labels stay per federation)."""
     return f"{federation_id}/{proposal_id}"
 
 

@@ -21,7 +21,7 @@ from continuum_mcp.federation.learning._params import (
     session_expectations, session_guarantee, session_round_params,
 )
 from continuum_mcp.federation.learning._registry import SESSION_KINDS, get_kind
-from continuum_mcp.federation.learning._table import guarantees_markdown
+from continuum_mcp.federation.learning._table import budgets_markdown, guarantees_markdown
 from continuum_mcp.federation.learning.codebook_refinement import (
     CodebookInputs, CodebookRefinement, CodebookRefinementResult, pattern_embeddings,
 )
@@ -38,7 +38,8 @@ __all__ = [
     "CodebookRefinement", "CodebookRefinementResult", "SessionContext", "SessionGuarantee", "SessionKind",
     "SessionParams", "SessionResult", "UsageDeletion", "UsageEvent", "UsageHistogram", "UsageInputs",
     "UsageRecord", "UsageRecorder", "UsageStatistics", "UsageStatisticsResult", "VectorLayout",
-    "check_session_round", "get_kind", "guarantees_markdown", "pattern_embeddings", "session_discrete_tau",
+    "budgets_markdown", "check_session_round", "get_kind", "guarantees_markdown", "pattern_embeddings",
+    "session_discrete_tau",
     "session_expectations", "session_guarantee", "session_round_params", "simulate_round_sum", "simulate_session",
     "usage_counts", "usage_distributions",
 ]
