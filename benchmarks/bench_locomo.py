@@ -12,7 +12,13 @@ hash (which the store always folds) share a memory. Each dia_id maps to the memo
 ``remember_many`` returned for it, so a folded turn still counts as found when its twin is
 retrieved. Each turn carries its session's time (``created_at``), as ``remember(at=...)`` allows.
 
+After LoCoMo it runs the assistant-memory check (``tests/memory/fixtures/assistant_recall.json``:
+paraphrased questions about assistant-style facts), where keyword matching helps far less; with
+``--cv`` it cross-validates the fusion weight over conversations (choose on half, report on the
+other half).
+
 Run:  .venv/bin/python benchmarks/bench_locomo.py            (all 10 conversations)
+      .venv/bin/python benchmarks/bench_locomo.py --cv       (and the 2-fold cross-validation)
       .venv/bin/python benchmarks/bench_locomo.py --quick    (first conversation only)
 """
 
@@ -35,12 +41,14 @@ from typing import Any
 from machine import machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from continuum_mcp.config import Settings
+from continuum_mcp.memory import search
 from continuum_mcp.memory.models import SearchMode
 from continuum_mcp.memory.store import MemoryInput, MemoryStore
 from embeddings import Embedder, SentenceTransformerEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "locomo10.json"
+ASSISTANT_SET = ROOT / "tests" / "memory" / "fixtures" / "assistant_recall.json"
 MODES: tuple[SearchMode, ...] = ("semantic", "keyword", "hybrid")
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 # Published plain all-MiniLM-L6-v2 dense retrieval on LoCoMo (MTEB task): nDCG@10, Recall@10.
@@ -118,10 +126,54 @@ def score(ranked: list[int], relevant: set[int]) -> dict[str, float]:
             "mrr": next((1.0 / (i + 1) for i, mid in enumerate(top10) if mid in relevant), 0.0)}
 
 
+#: One question's fusion inputs for the cross-validation: (category, relevant ids, semantic pool,
+#: keyword pool, cosine of every candidate).
+Candidates = tuple[int, set[int], list[tuple[int, float]], list[tuple[int, float]], dict[int, float]]
+CV_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # semantic weights tried, 0.50..0.95
+CV_FOLDS = {"even": (0, 2, 4, 6, 8), "odd": (1, 3, 5, 7, 9)}  # conversations by position in the file
+
+
+def candidates(store: MemoryStore, question: str, category: int, relevant: set[int], pool: int = 50) -> Candidates:
+    """What hybrid recall fuses for this question (its pool of 50 for k = 10), from the store's own searches."""
+    sem = [(h.memory.id, float(h.similarity or 0.0)) for h in store.recall(question, k=pool, mode="semantic").hits]
+    kw = [(h.memory.id, h.score) for h in store.recall(question, k=pool, mode="keyword").hits]
+    cos = dict(sem) | search.cosines(store._conn, store._embed([question])[0], [m for m, _ in kw])
+    return category, relevant, sem, kw, cos
+
+
+def cross_validate(per_conv: list[list[Candidates]], floor: float) -> str:
+    """2-fold cross-validation of ``SEMANTIC_WEIGHT`` over conversations: choose the weight with the
+    best Recall@10 on one half, report it on the other half, both ways."""
+    def evaluate(convs: tuple[int, ...], w: float) -> dict[int, Scores]:
+        out: dict[int, Scores] = defaultdict(Scores)
+        for ci in convs:
+            for cat, rel, sem, kw, cos in per_conv[ci]:
+                ranked = [m for m, _ in search.fuse(sem, kw, cos, floor, semantic_weight=w)]
+                out[cat].add(score(ranked, rel))
+                out[0].add(score(ranked, rel))
+        return out
+
+    folds = {name: tuple(c for c in convs if c < len(per_conv)) for name, convs in CV_FOLDS.items()}
+    curves = {name: {w: evaluate(convs, w) for w in CV_GRID} for name, convs in folds.items()}
+    lines = ["| tuning half | Recall@10 on it, w = " + " / ".join(f"{w:.2f}" for w in CV_GRID) + " |", "|---|---|"]
+    lines += [f"| {name} | " + " / ".join(f"{curve[w][0].mean('r10'):.3f}" for w in CV_GRID) + " |"
+              for name, curve in curves.items()]
+    lines += ["", "| chosen on | w | reported on | R@5 | R@10 | nDCG@10 | MRR | R@10 per category 1/2/3/4 |",
+              "|---|---|---|---|---|---|---|---|"]
+    for tune, test in (("even", "odd"), ("odd", "even")):
+        best = max(CV_GRID, key=lambda w: curves[tune][w][0].mean("r10"))
+        r = curves[test][best]
+        per_cat = " / ".join(f"{r[c].mean('r10'):.3f}" for c in sorted(CATEGORIES))
+        lines.append(f"| {tune} | {best:.2f} | {test} | {r[0].mean('r5'):.3f} | {r[0].mean('r10'):.3f} | "
+                     f"{r[0].mean('ndcg10'):.3f} | {r[0].mean('mrr'):.3f} | {per_cat} |")
+    return "\n".join(lines)
+
+
 def run_sample(sample: dict[str, Any], embedder: Embedder, modes: tuple[SearchMode, ...],
                results: dict[str, dict[int, Scores]], counts: dict[str, int], batch: int,
-               max_questions: int | None = None) -> None:
-    """Fill a fresh store with one conversation and score its questions in every mode."""
+               max_questions: int | None = None, cv: list[Candidates] | None = None) -> None:
+    """Fill a fresh store with one conversation and score its questions in every mode (and, for
+    ``cv``, collect each question's fusion inputs)."""
     with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
         store = MemoryStore(Settings(data_dir=Path(tmp), dedup_threshold=1.0), embedder)
         try:
@@ -152,10 +204,35 @@ def run_sample(sample: dict[str, Any], embedder: Embedder, modes: tuple[SearchMo
                 for mode in modes:
                     hits = store.recall(str(qa["question"]), k=10, mode=mode).hits
                     results[mode][cat].add(score([h.memory.id for h in hits], relevant))
+                if cv is not None:
+                    cv.append(candidates(store, str(qa["question"]), cat, relevant))
                 counts["questions"] += 1
             counts["query_s"] += time.perf_counter() - t0  # type: ignore[assignment]
         finally:
             store.close()
+
+
+def run_assistant(embedder: Embedder, modes: tuple[SearchMode, ...], path: Path = ASSISTANT_SET) -> dict[str, Scores]:
+    """The assistant-memory check: a store filled like an assistant fills it (default settings, so
+    updates are linked to what they supersede), questions that paraphrase the facts; the answer is
+    the memory (or the current version of the fact) the question is about."""
+    data = json.loads(path.read_text())
+    out: dict[str, Scores] = {m: Scores() for m in modes}
+    with tempfile.TemporaryDirectory(prefix="assistant-") as tmp:
+        with MemoryStore(Settings(data_dir=Path(tmp)), embedder) as store:
+            ids = {key: store.remember(text).memory.id for key, text in data["memories"]}
+            for question, key in data["questions"]:
+                for mode in modes:
+                    hits = store.recall(question, k=10, mode=mode).hits
+                    out[mode].add(score([h.memory.id for h in hits], {ids[key]}))
+    return out
+
+
+def assistant_table(results: dict[str, Scores]) -> str:
+    lines = ["| mode | n | Recall@5 | Recall@10 | nDCG@10 | MRR |", "|---|---|---|---|---|---|"]
+    lines += [f"| {mode} | {s.n} | {s.mean('r5'):.3f} | {s.mean('r10'):.3f} | {s.mean('ndcg10'):.3f} | {s.mean('mrr'):.3f} |"
+              for mode, s in results.items()]
+    return "\n".join(lines)
 
 
 def table(results: dict[str, dict[int, Scores]], modes: tuple[SearchMode, ...]) -> str:
@@ -186,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-questions", type=int, default=None, help="score at most N evenly spaced questions per conversation")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of semantic,keyword,hybrid")
     ap.add_argument("--batch", type=int, default=256, help="memories per remember_many call")
+    ap.add_argument("--assistant-only", action="store_true", help="run only the assistant-memory check")
+    ap.add_argument("--cv", action="store_true", help="also cross-validate the fusion weight (2 folds of conversations)")
     args = ap.parse_args(argv)
     modes = tuple(m for m in args.modes.split(",") if m)
     if not set(modes) <= set(MODES):
@@ -201,11 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     load_start = f"{os.getloadavg()[0]:.2f}"
     embedder = SentenceTransformerEmbedder()
     embedder.wait()
+    if args.assistant_only:
+        print(assistant_table(run_assistant(embedder, modes)))
+        return 0
     results: dict[str, dict[int, Scores]] = {m: defaultdict(Scores) for m in modes}
     counts: dict[str, int] = defaultdict(int)
     t0 = time.perf_counter()
+    per_conv: list[list[Candidates]] = []
     for sample in samples:
-        run_sample(sample, embedder, modes, results, counts, args.batch, max_q)
+        per_conv.append([])
+        run_sample(sample, embedder, modes, results, counts, args.batch, max_q, per_conv[-1] if args.cv else None)
         print(f"  {sample['sample_id']}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     print(f"LoCoMo retrieval, {len(samples)} conversation(s), {counts['turns']} turns stored as memories "
@@ -217,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {machine()}; 1-min load average {load_start} at start, {os.getloadavg()[0]:.2f} at end.")
     print("Published reference: plain all-MiniLM-L6-v2 dense retrieval, MTEB LoCoMo task.\n")
     print(table(results, modes))
+    print(f"\nAssistant-memory check ({ASSISTANT_SET.relative_to(ROOT)}: paraphrased questions about "
+          "assistant-style facts and updated facts; not LoCoMo):\n")
+    print(assistant_table(run_assistant(embedder, modes)))
+    if args.cv:
+        print("\nCross-validation of the fusion's semantic weight (the shipped value is "
+              f"{search.SEMANTIC_WEIGHT}):\n")
+        print(cross_validate(per_conv, Settings().relevance_floor))
     return 0
 
 

@@ -29,6 +29,17 @@ def test_fusion_needs_semantic_support_for_a_keyword_boost() -> None:
     assert ranked[0] == 2 and ranked[1] == 1
 
 
+def test_fusion_keeps_cosine_on_its_own_scale() -> None:
+    """A pool whose cosines lie close together is not stretched to 0..1: the best keyword match
+    (0.25 of the score) outweighs a cosine lead of 0.05, a weak keyword match does not."""
+    semantic = [(1, 0.55), (2, 0.50), (3, 0.49)]
+    cos = dict(semantic)
+    assert [m for m, _ in fuse(semantic, [(2, 8.0)], cos, floor=0.2)][:2] == [2, 1]
+    assert [m for m, _ in fuse(semantic, [(2, 8.0), (3, 0.8)], cos, floor=0.2)] == [2, 1, 3]
+    # The boost is relative to the query's best BM25, so its scale does not matter.
+    assert fuse(semantic, [(2, 8.0), (3, 4.0)], cos, 0.2) == fuse(semantic, [(2, 80.0), (3, 40.0)], cos, 0.2)
+
+
 def test_current_version_is_put_just_above_the_version_it_replaced() -> None:
     ranked = [(10, 0.9), (11, 0.8), (12, 0.7)]
     assert current_first(ranked, {10: 12}) == [(12, 0.9), (10, 0.9), (11, 0.8)]
@@ -36,7 +47,8 @@ def test_current_version_is_put_just_above_the_version_it_replaced() -> None:
     assert current_first(ranked, {}) == ranked
 
 
-def test_hybrid_keyword_query_leaves_out_stop_words() -> None:
-    assert fts_query("what is the number of Jo", drop_stop_words=True) == '"what" OR "number" OR "jo"'
+def test_hybrid_keyword_query_leaves_out_stop_words_and_question_words() -> None:
+    assert fts_query("what is the number of Jo", drop_stop_words=True) == '"number" OR "jo"'
+    assert fts_query("When did Caroline go", drop_stop_words=True) == '"caroline" OR "go"'
     assert fts_query("the of", drop_stop_words=True) == '"the" OR "of"'  # nothing else left: keep them
     assert fts_query('"; DROP', max_terms=1) == '"drop"'
