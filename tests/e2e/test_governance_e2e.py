@@ -169,7 +169,7 @@ def test_usage_statistics_session_end_to_end(tmp_path: Path, coordinators: Coord
 
 N_MCP = 3    # `continuum-mcp serve` processes, driven over MCP with the federation_governance tool
 N_PART = 12  # in-process FederationClients that opt in and take part
-CB_DISCUSSION = 12  # seconds: fifteen members vote and twelve opt in meanwhile
+CB_DISCUSSION = 8  # seconds: fifteen members vote and twelve opt in meanwhile (about 1 s on a loaded machine)
 #: each participant's memories: one fact in three wordings, so its one pattern falls in one codeword
 DEPLOY = ["We always deploy the backend on Friday afternoons", "Backend deploys happen every Friday afternoon",
           "Friday afternoon is our backend deploy slot"]
@@ -215,7 +215,7 @@ def take_part(govs: dict[str, Governance], pid: str, timeout: float) -> dict[str
 def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vote(
         tmp_path: Path, coordinators: Coordinators, embedder) -> None:
     url, admin_token = coordinators.start(
-        "--phase-timeout", "6", "--budget-epsilon", "1e4", "--no-require-contribution",
+        "--phase-timeout", "10", "--budget-epsilon", "1e4", "--no-require-contribution",
         governance={"min_discussion_seconds": 3, "max_session_epsilon": 1e4})
     storage = coordinators.storage[url]
     policy = default_policy().with_mode("open", budget_epsilon=1e4)
@@ -226,17 +226,21 @@ def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vot
     raw_tokens = tokens[N_MCP + N_PART + 1:]  # six identities that share a fact, three per release
     stores: list[MemoryStore] = []
     clients: list[FederationClient] = []
-    for i in range(N_PART + 1):  # the last one reads the shared facts and holds no pattern
-        settings = Settings(data_dir=tmp_path / f"member-{i}")
-        stores.append(store := MemoryStore(settings, embedder))
-        for text in DEPLOY if i < N_PART else []:
-            store.remember(text, tags=["work"])
-        clients.append(client := FederationClient(store, settings, policy=policy))
-        client.governance_rules = WEAK_RULES
-        client.join(invites[N_MCP + i], "minimal", "open")
-    members, reader = clients[:N_PART], clients[N_PART]
-    govs = {c.instance_id: member_governance(c) for c in members}
-    gov = list(govs.values())
+    members: list[FederationClient] = []  # the twelve that opt in; clients[N_PART] reads the shared facts
+    govs: dict[str, Governance] = {}
+
+    def join_members() -> None:
+        for i in range(N_PART + 1):  # the last one holds no pattern
+            settings = Settings(data_dir=tmp_path / f"member-{i}")
+            stores.append(store := MemoryStore(settings, embedder))
+            for text in DEPLOY if i < N_PART else []:
+                store.remember(text, tags=["work"])
+            clients.append(client := FederationClient(store, settings, policy=policy))
+            client.governance_rules = WEAK_RULES
+            client.join(invites[N_MCP + i], "minimal", "open")
+        members.extend(clients[:N_PART])
+        govs.update({c.instance_id: member_governance(c) for c in members})
+
     fact = Codebook.load("v0").vectors[2].astype(np.float64)
 
     def sharers(slot: int, toks: list[str]) -> list[Member]:
@@ -257,12 +261,15 @@ def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vot
     async def scenario() -> None:
         async with AsyncExitStack() as stack:
             mcp: list[Client] = []
+            joining = stack.enter_context(ThreadPoolExecutor(1)).submit(join_members)  # meanwhile
             for i in range(N_MCP):
                 params = StdioServerParameters(command=sys.executable, env=dict(os.environ), args=[
                     "-m", "continuum_mcp.cli.main", "serve", "--data-dir", str(tmp_path / f"mcp-{i}")])
                 mcp.append(await stack.enter_async_context(Client(params, read_timeout_seconds=300)))
                 await call(mcp[i], "federation_join", {"invite": invites[i], "contribution_level": "minimal",
                                                        "privacy_mode": "open"})
+            await anyio.to_thread.run_sync(joining.result)
+            reader, gov = clients[N_PART], list(govs.values())
             # a shared fact released under codebook v0 by three members, found by the reader
             first = sharers(2, raw_tokens[:3])
             release(first)
@@ -309,8 +316,10 @@ def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vot
         turns = take_part(govs, pid, timeout=150)
         side.join()
         params = SessionParams.build(kind="codebook_refinement", **WEAK_PARAMS)
-        report = gov[0].verified(pid)
+        report = govs[members[0].instance_id].verified(pid)
         assert report.report.summary.phase == "completed", (report.report.rounds, turns)
+        t = report.tally  # counted by this client from the signed statements, as the coordinator did
+        assert (t.approve, t.reject, t.opt_ins_at_deadline) == (13, 2, 12) and report.agrees
         rounds = report.report.rounds
         assert [r.outcome for r in rounds] == ["released"] * 3
         assert abs(rounds[0].noisy_participants - 12) < 3  # std ~0.5 at multiplier 0.1
@@ -344,6 +353,7 @@ def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vot
         return str(result["version"])
 
     def check_reslotting(version: str, old_sharer: Member) -> None:
+        reader = clients[N_PART]
         # the coordinator follows the vote, and so does the client, after counting the votes itself
         wait_until("the adoption", lambda: reader.api().federation().codebook_version == version, 30)
         reader.sync(timeout_seconds=2)
