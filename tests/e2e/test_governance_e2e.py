@@ -151,9 +151,17 @@ def test_usage_statistics_session_end_to_end(tmp_path: Path, coordinators: Coord
         assert report.report.summary.phase == "completed" and report.agrees
         assert [r.outcome for r in report.report.rounds] == ["released"], turns
         result = report.report.result["result"]
-        for hist in result["histograms"]:
+        for hist in result["histograms"]:  # no bin is grossly off (each within 1.5 x its 99 % bound) ...
             noisy = np.array(hist["noisy"])
             assert np.all(np.abs(noisy - truth[hist["signal"]]) <= hist["bound_99"] * 1.5), hist["signal"]
+        # ... and the histogram is the truth plus noise of the predicted std, which a histogram of
+        # zeros or of noise alone (also within those bounds: 11 members per signal) is not
+        noisy = np.concatenate([np.array(h["noisy"]) for h in result["histograms"]])
+        true = np.concatenate([truth[h["signal"]] for h in result["histograms"]])
+        std, norm = result["histograms"][0]["std"], float(np.linalg.norm(true))
+        assert norm >= 4 * std  # the signal stands well above the noise, so the next check can fail
+        assert abs(float(noisy @ true) / norm ** 2 - 1) <= 3.5 * std / norm  # 1 +- std / norm when unbiased
+        assert np.linalg.norm(noisy - true) <= std * (np.sqrt(noisy.size) + 3.5)  # chi, 47 degrees
         assert abs(result["noisy_participants"] - 11) <= 5 * result["participants_std"]
         # the session is over: nothing is recorded any more
         before = len(apps[0].usage_record().events)
