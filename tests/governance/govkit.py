@@ -27,10 +27,10 @@ from continuum_mcp.federation.learning import CodebookInputs, SessionContext
 from continuum_mcp.federation.protocol import JoinRequest
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.ledger import PrivacyLedger
+from continuum_mcp.privacy.modes import default_policy
 
 FED = "fed-gov"
 SLOTS = 16
-CENTRES = 4  # the codewords the members' pattern embeddings gather around
 DISCUSSION = 6  # seconds: the tests' discussion period (12 members sign and post meanwhile)
 
 
@@ -72,14 +72,16 @@ class GovKit:
     """``nodes`` > 1: that many coordinator processes on one store, every member's governance
     requests alternating between them (``GovMember.api`` stays on the first)."""
 
-    def __init__(self, tmp: Path, *, phase_timeout: float = 4.0, nodes: int = 1, **rules: Any) -> None:
-        self.tmp = tmp
+    def __init__(self, tmp: Path, *, phase_timeout: float = 4.0, client_rules: GovernanceRules | None = None,
+                 centres: int = 4, budget_epsilon: float | None = None, nodes: int = 1, **rules: Any) -> None:
+        self.tmp, self.client_rules, self.centres = tmp, client_rules, centres
         self.codebook = small_codebook()
         self.nodes = [FederationCoordinator(
             storage_path=tmp / "coord", privacy_mode="open", federation_id=FED, min_contributors=3, slots=SLOTS,
             dim=self.codebook.dim, codebook=np.asarray(self.codebook.vectors), codebook_version="v0",
             phase_timeout_seconds=phase_timeout, tick_seconds=0.1, require_contribution=False,
-            governance=GovernanceRules(min_discussion_seconds=1, **rules))
+            governance=GovernanceRules(min_discussion_seconds=1, **rules),
+            policy=default_policy().with_mode("open", budget_epsilon=budget_epsilon) if budget_epsilon else None)
             for _ in range(nodes)]
         self.coord = self.nodes[0]
         for node in self.nodes:
@@ -97,7 +99,7 @@ class GovKit:
             path = self.tmp / "members" / ident.instance_id / "ledger.db"
             mode = self.coord.policy.mode("open")
             # patterns near four of the codewords, as an instance's generalised memories would be
-            centre = self.codebook.vectors[rng.choice(CENTRES, size=6)]
+            centre = self.codebook.vectors[rng.choice(self.centres, size=6)]
             emb = centre + 0.3 * rng.standard_normal(centre.shape)
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
             member = GovMember(ident, api, None, path, emb.tolist())  # type: ignore[arg-type]
@@ -113,7 +115,7 @@ class GovKit:
                     window=timedelta(days=mode.window_days), lifetime=mode.lifetime_budget()),
                 lambda kind, ctx, m=member: self.inputs(m, kind),
                 lambda kind: SessionContext(codebook=self.codebook) if kind == "codebook_refinement"
-                else SessionContext(), poll_seconds=0.1)
+                else SessionContext(), poll_seconds=0.1, **({"rules": self.client_rules} if self.client_rules else {}))
             out.append(member)
         self.members += out
         return out
