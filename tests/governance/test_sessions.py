@@ -13,11 +13,20 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+from continuum_mcp.config import Settings
+from continuum_mcp.crypto.cipher import FederationCipher, Invite, generate_federation_key
 from continuum_mcp.errors import CryptoError, Forbidden, InvalidInput, WrongPhase
 from continuum_mcp.federation.coordinator import _governance_sql as gsql
-from continuum_mcp.federation.governance import BallotStatement, SignedStatement, sign_statement, tally
+from continuum_mcp.federation.governance import BallotStatement, GovernanceRules, SignedStatement, sign_statement, tally
 from continuum_mcp.federation.governance._wire import StatementPost
 from continuum_mcp.federation.learning import SessionParams, session_guarantee
+from continuum_mcp.privacy.accounting import compose_gdp, gdp_epsilon
+from continuum_mcp.federation.client import FederationClient
+from continuum_mcp.memory.store import MemoryStore
+from continuum_mcp.privacy.codebook import Codebook, slot_id, split_slot_id, version_tag
+from fedkit import Member, pattern, run_full_round
 from govkit import DISCUSSION, FED, GovKit
 
 
@@ -26,6 +35,10 @@ def kit(tmp_path: Path) -> Iterator[GovKit]:
     k = GovKit(tmp_path)
     yield k
     k.close()
+
+
+def rounds_eps(n: int, params: SessionParams) -> float:
+    return gdp_epsilon(compose_gdp([params.mu_per_round] * n), params.delta) if n else 0.0
 
 
 def test_nine_opt_ins_never_run(kit: GovKit) -> None:
