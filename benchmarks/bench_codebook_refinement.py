@@ -48,9 +48,8 @@ from build_codebook import PARAPHRASES
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.federation.learning import (
     CodebookInputs, CodebookRefinementResult, SessionContext, SessionParams, get_kind, pattern_embeddings,
-    session_guarantee, simulate_session,
+    session_guarantee, session_round_params, simulate_session,
 )
-from continuum_mcp.federation.learning._params import session_round_params
 from continuum_mcp.federation.learning.codebook_refinement import COUNT_WEIGHT, CodebookRefinement
 from continuum_mcp.memory.models import Memory
 from continuum_mcp.privacy.codebook import Codebook
