@@ -45,7 +45,7 @@ from continuum_mcp.federation.client._governance import Governance, SessionTurn,
 from continuum_mcp.federation.coordinator import _governance_sql as gsql
 from continuum_mcp.federation.governance import GovernanceRules
 from continuum_mcp.federation.learning import SIGNALS, SessionParams, usage_distributions
-from continuum_mcp.federation.learning.recorder import USAGE_DB
+from continuum_mcp.federation.learning.recorder import USAGE_DB, UsageRecorder
 from continuum_mcp.memory.store import MemoryStore
 from continuum_mcp.privacy.accounting import compose_gdp, gdp_epsilon
 from continuum_mcp.privacy.codebook import Codebook, slot_id, split_slot_id, version_tag
@@ -109,65 +109,87 @@ def test_usage_statistics_session_end_to_end(tmp_path: Path, coordinators: Coord
     url, admin_token = coordinators.start("--phase-timeout", "8", governance={"min_discussion_seconds": 5})
     key = generate_federation_key()
     with CoordinatorAPI(url, None, admin_token=admin_token, timeout_seconds=30) as admin:
-        tokens = admin.admin_invites(12).admission_tokens
+        tokens = admin.admin_invites(13).admission_tokens
+    invites = [Invite.build(url, FED, t, key).format() for t in tokens]
     apps = [Continuum(Settings(data_dir=tmp_path / f"m{i}"), embedder) for i in range(12)]
+    served = tmp_path / "mcp"  # the thirteenth member: a `continuum-mcp serve` process, driven over MCP
+
+    async def scenario() -> None:
+        params = StdioServerParameters(command=sys.executable, env=dict(os.environ), args=[
+            "-m", "continuum_mcp.cli.main", "serve", "--data-dir", str(served)])
+        async with Client(params, read_timeout_seconds=300) as mcp:
+            await call(mcp, "federation_join", {"invite": invites[12], "privacy_mode": "open"})
+            for app, invite in zip(apps, invites):
+                app.join(invite, privacy_mode="open")
+            outsider = apps[11]  # joined, votes, never opts in
+            kinds = {k.kind: k for k in apps[0].session_kinds()}
+            assert kinds["usage_statistics"].guarantee["epsilon"] < 10
+            prop = apps[0].propose("usage_statistics", title="how do we use our memories?",
+                                   expected_benefit="know which tools matter", discussion_seconds=DISCUSSION)
+            pid = prop.proposal_id
+            for app in apps:
+                app.vote_proposal(pid, "approve")
+            await call(mcp, "federation_governance", {"action": "vote", "proposal_id": pid, "choice": "approve"})
+            shown = [app.opt_in(pid).model_dump(mode="json") for app in apps[:11]]
+            shown.append(await call(mcp, "federation_governance", {"action": "opt_in", "proposal_id": pid}))
+            assert all("usage record" in v["data_description"] and v["guarantee"] for v in shown)
+            # opted-in instances record their use of memory from now on; the outsider records nothing
+            for i, app in enumerate(apps):
+                for j in range(1 + i % 3):
+                    app.remember(f"member {i} note {j}: the deploy runs on fridays")
+                app.recall("deploy day", k=2)
+                app.record_tool_call("recall")
+            await call(mcp, "remember", {"text": "the served member's note: the deploy runs on fridays"})
+            await call(mcp, "recall", {"query": "deploy day", "k": 2})
+            assert not (Path(outsider.settings.data_dir) / USAGE_DB).exists()
+            assert outsider.usage_record().events == []
+            assert apps[0].session_report(pid).report.summary.phase == "discussion"
+            # the opted-in instances take part on their own; each waits for the decision itself
+            turns: dict[int, object] = {}
+            threads = [threading.Thread(target=lambda i=i: turns.__setitem__(i, apps[i].take_part(
+                pid, timeout_seconds=150))) for i in range(11)]
+            for t in threads:
+                t.start()
+            # the served member is asked to take part once the session runs (one call takes part for
+            # up to a minute: the whole of this one-round session)
+            await anyio.to_thread.run_sync(lambda: wait_until("the session to run", lambda: outsider.session_report(
+                pid).report.summary.phase in ("running", "completed"), DISCUSSION + 30))
+            served_turn = await call(mcp, "federation_governance", {"action": "take_part", "proposal_id": pid})
+            for t in threads:
+                await anyio.to_thread.run_sync(t.join, 200)
+            assert served_turn["rounds_taken"] == [1] and served_turn["refused"] in (None, "")
+            # what each opted-in member's round used: its usage record (the served one read from its file)
+            truth = {name: np.zeros(len(bins)) for name, bins in SIGNALS.items()}
+            records = [app.usage_record().events for app in apps[:11]]
+            records.append(UsageRecorder(served, opted_in=lambda: False).events())
+            for events in records:
+                assert events
+                for name, dist in usage_distributions(events).items():
+                    truth[name] += dist
+            report = outsider.session_report(pid)  # results are free for every member, opted in or not
+            assert report.report.summary.phase == "completed" and report.agrees
+            assert [r.outcome for r in report.report.rounds] == ["released"], turns
+            result = report.report.result["result"]
+            for hist in result["histograms"]:  # no bin is grossly off (each within 1.5 x its 99 % bound) ...
+                noisy = np.array(hist["noisy"])
+                assert np.all(np.abs(noisy - truth[hist["signal"]]) <= hist["bound_99"] * 1.5), hist["signal"]
+            # ... and the histogram is the truth plus noise of the predicted std, which a histogram of
+            # zeros or of noise alone (also within those bounds: 12 members per signal) is not
+            noisy = np.concatenate([np.array(h["noisy"]) for h in result["histograms"]])
+            true = np.concatenate([truth[h["signal"]] for h in result["histograms"]])
+            std, norm = result["histograms"][0]["std"], float(np.linalg.norm(true))
+            assert norm >= 4 * std  # the signal stands well above the noise, so the next check can fail
+            assert abs(float(noisy @ true) / norm ** 2 - 1) <= 3.5 * std / norm  # 1 +- std / norm when unbiased
+            assert np.linalg.norm(noisy - true) <= std * (np.sqrt(noisy.size) + 3.5)  # chi, 47 degrees
+            assert abs(result["noisy_participants"] - 12) <= 5 * result["participants_std"]
+            # the session is over: nothing is recorded any more
+            before = len(apps[0].usage_record().events)
+            apps[0].remember("after the session")
+            assert len(apps[0].usage_record().events) == before
+            assert apps[0].delete_usage_record().deleted == before
+
     try:
-        for app, token in zip(apps, tokens):
-            app.join(Invite.build(url, FED, token, key).format(), privacy_mode="open")
-        outsider = apps[11]  # joined, votes, never opts in
-        kinds = {k.kind: k for k in apps[0].session_kinds()}
-        assert kinds["usage_statistics"].guarantee["epsilon"] < 10
-        prop = apps[0].propose("usage_statistics", title="how do we use our memories?",
-                               expected_benefit="know which tools matter", discussion_seconds=DISCUSSION)
-        pid = prop.proposal_id
-        for app in apps:
-            app.vote_proposal(pid, "approve")
-        shown = [app.opt_in(pid) for app in apps[:11]]
-        assert all("usage record" in v.data_description and v.guarantee for v in shown)
-        # opted-in instances record their use of memory from now on; the outsider records nothing
-        for i, app in enumerate(apps):
-            for j in range(1 + i % 3):
-                app.remember(f"member {i} note {j}: the deploy runs on fridays")
-            app.recall("deploy day", k=2)
-            app.record_tool_call("recall")
-        assert not (Path(outsider.settings.data_dir) / USAGE_DB).exists()
-        assert outsider.usage_record().events == []
-        truth = {name: np.zeros(len(bins)) for name, bins in SIGNALS.items()}
-        for app in apps[:11]:
-            events = app.usage_record().events
-            assert events
-            for name, dist in usage_distributions(events).items():
-                truth[name] += dist
-        assert apps[0].session_report(pid).report.summary.phase == "discussion"
-        # the opted-in instances sync (take part) on their own; each waits for the decision itself
-        turns: dict[int, object] = {}
-        threads = [threading.Thread(target=lambda i=i: turns.__setitem__(i, apps[i].take_part(pid, timeout_seconds=150)))
-                   for i in range(11)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(200)
-        report = outsider.session_report(pid)  # results are free for every member, opted in or not
-        assert report.report.summary.phase == "completed" and report.agrees
-        assert [r.outcome for r in report.report.rounds] == ["released"], turns
-        result = report.report.result["result"]
-        for hist in result["histograms"]:  # no bin is grossly off (each within 1.5 x its 99 % bound) ...
-            noisy = np.array(hist["noisy"])
-            assert np.all(np.abs(noisy - truth[hist["signal"]]) <= hist["bound_99"] * 1.5), hist["signal"]
-        # ... and the histogram is the truth plus noise of the predicted std, which a histogram of
-        # zeros or of noise alone (also within those bounds: 11 members per signal) is not
-        noisy = np.concatenate([np.array(h["noisy"]) for h in result["histograms"]])
-        true = np.concatenate([truth[h["signal"]] for h in result["histograms"]])
-        std, norm = result["histograms"][0]["std"], float(np.linalg.norm(true))
-        assert norm >= 4 * std  # the signal stands well above the noise, so the next check can fail
-        assert abs(float(noisy @ true) / norm ** 2 - 1) <= 3.5 * std / norm  # 1 +- std / norm when unbiased
-        assert np.linalg.norm(noisy - true) <= std * (np.sqrt(noisy.size) + 3.5)  # chi, 47 degrees
-        assert abs(result["noisy_participants"] - 11) <= 5 * result["participants_std"]
-        # the session is over: nothing is recorded any more
-        before = len(apps[0].usage_record().events)
-        apps[0].remember("after the session")
-        assert len(apps[0].usage_record().events) == before
-        assert apps[0].delete_usage_record().deleted == before
+        anyio.run(scenario)
     finally:
         for app in apps:
             app.close()
