@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -47,8 +48,9 @@ from build_codebook import PARAPHRASES
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.federation.learning import (
     CodebookInputs, CodebookRefinementResult, SessionContext, SessionParams, get_kind, pattern_embeddings,
-    session_guarantee, simulate_session,
+    session_guarantee, session_round_params, simulate_session,
 )
+from continuum_mcp.federation.learning.codebook_refinement import COUNT_WEIGHT, CodebookRefinement
 from continuum_mcp.memory.models import Memory
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.generalize import Generalizer
@@ -87,6 +89,40 @@ def lloyd_without_noise(inputs: Sequence[CodebookInputs], cb: Codebook, params: 
         ctx = kind.next_context(ctx, res)
     assert ctx.codebook is not None
     return ctx.codebook
+
+
+def round_noise_std(n: int, dim: int, params: SessionParams) -> float:
+    """Per-coordinate noise std of a session round's released sum with n participants, nobody
+    dropping out (as ``simulate_round_sum`` adds it: sqrt(n) x each client's share)."""
+    sa = session_round_params("noise", 0, 0, [f"m{i:06d}" for i in range(n)], dim, params)
+    return math.sqrt(n) * sa.client_sigma_scaled / sa.scale
+
+
+def exact_weights(inputs: Sequence[CodebookInputs], cb: Codebook, params: SessionParams) -> np.ndarray:
+    """Per codeword: the un-noised weight (participant-scaled pattern count) of round one."""
+    kind = get_kind("codebook_refinement")
+    ctx = SessionContext(codebook=cb)
+    total = sum(kind.local_vector(x, ctx, params) for x in inputs)
+    return np.asarray(kind.layout(ctx).split(np.asarray(total))["counts"]) / COUNT_WEIGHT
+
+
+def members_needed(per_member: float, dim: int, layout_dim: int, params: SessionParams,
+                   limit: int = 10 ** 5) -> int | None:
+    """The smallest federation whose codeword of mean weight ``per_member`` per member reaches the
+    floor it needs to move (the floor is computed at that federation's own round noise)."""
+    if per_member <= 0:
+        return None
+    def moves(n: int) -> bool:
+        return per_member * n >= CodebookRefinement.min_count(round_noise_std(n, layout_dim, params), dim)
+    lo, hi = params.min_participants, params.min_participants
+    while not moves(hi):
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if not moves(mid) else (lo, mid)
+    return hi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append({"codebook": "v0", "n": 0, "updated": 0, "public_same": same_slot(public_pairs, v0),
                  "facts_same": same_slot(fact_pairs, v0), "version": v0.version})
     books: dict[str, Codebook] = {"v0": v0}
+    rows_why: dict[int, dict[str, object]] = {}
     for n in sizes:
         t0 = time.perf_counter()
         results = simulate_session(get_kind("codebook_refinement"), inputs[:n], SessionContext(codebook=v0), params)
@@ -142,6 +179,17 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"noisy count per codeword max {counts.max():.1f} (floor {last.min_count:.1f}); noisy participants "
               f"{last.noisy_participants:.1f} +- {last.participants_std:.1f}", flush=True)
         exact = lloyd_without_noise(inputs[:n], v0, params)
+        layout_dim = get_kind("codebook_refinement").layout(SessionContext(codebook=v0)).dim
+        std = round_noise_std(n, layout_dim, params)
+        w = np.sort(exact_weights(inputs[:n], v0, params))[::-1] / n
+        need = [members_needed(float(w[k]), v0.dim, layout_dim, params) for k in (0, 9) if k < len(w)]
+        print(f"  why: round noise std {std:.2f} per coordinate, norm {std * math.sqrt(v0.dim):.1f} over a codeword's "
+              f"{v0.dim} dimensions; floor {CodebookRefinement.min_count(std, v0.dim):.1f}; busiest codeword's exact "
+              f"weight {w[0] * n:.1f} ({w[0]:.3f} per member), 10th {w[9] * n:.1f}. Members needed (same habits) for "
+              f"the busiest codeword to move: {need[0]}, for 10 codewords: {need[1]}", flush=True)
+        rows_why[n] = {"noise_std": std, "noise_norm": std * math.sqrt(v0.dim),
+                       "floor": CodebookRefinement.min_count(std, v0.dim), "busiest_weight": float(w[0] * n),
+                       "tenth_weight": float(w[9] * n), "members_for_first": need[0], "members_for_ten": need[1]}
         moved = int(np.sum(np.any(exact.vectors != v0.vectors, axis=1)))
         for name, cb, up in ((f"DP-refined (n = {n})", dp, len(updated)), (f"non-private Lloyd (n = {n})", exact, moved)):
             rows.append({"codebook": name, "n": n, "updated": up, "public_same": same_slot(public_pairs, cb),
@@ -186,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     print(f"\nTotal time {time.perf_counter() - t_all:.0f} s.")
     if args.json:
-        print(json.dumps({"rows": rows, "recall": recall, "guarantee": g.model_dump(mode="json")}, indent=2))
+        print(json.dumps({"rows": rows, "recall": recall, "why": rows_why, "guarantee": g.model_dump(mode="json")}, indent=2))
     return 0
 
 

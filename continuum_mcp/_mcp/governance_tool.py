@@ -16,8 +16,10 @@ from continuum_mcp._mcp.surface import ContinuumServer
 from continuum_mcp.errors import InvalidInput
 from continuum_mcp.federation.governance import PROPOSAL_ID_PATTERN
 
-Action = Literal["kinds", "propose", "proposals", "vote", "opt_in", "opt_out", "halt", "report", "adopt"]
-_NEEDS_ID = {"vote", "opt_in", "opt_out", "halt", "report", "adopt"}
+Action = Literal["kinds", "propose", "proposals", "vote", "opt_in", "take_part", "opt_out", "halt", "report", "adopt"]
+_NEEDS_ID = {"vote", "opt_in", "take_part", "opt_out", "halt", "report", "adopt"}
+#: how long one take_part call takes part before it returns (call again while the session runs)
+TAKE_PART_SECONDS = 60.0
 _ONLY: dict[str, set[str]] = {  # which optional arguments each action takes
     "propose": {"kind", "title", "expected_benefit", "data_description", "discussion_days", "params"},
     "vote": {"choice", "concern"}, "adopt": {"choice"},
@@ -29,10 +31,12 @@ def register_governance_tool(mcp: ContinuumServer, run: Any, annotations: Any) -
     async def federation_governance(
         action: Annotated[Action, Field(description="kinds: session kinds and their computed guarantees; propose; "
                                         "proposals: list; vote: a ballot; opt_in (show the user what it touches "
-                                        "first); opt_out; halt: vote to stop a running session; report: counted by "
-                                        "this client; adopt: vote on a session's result.")],
+                                        "first); take_part: send this instance's share of the running session's "
+                                        "rounds (up to a minute a call); opt_out; halt: vote to stop a running "
+                                        "session; report: counted by this client; adopt: vote on a session's "
+                                        "result.")],
         proposal_id: Annotated[str | None, Field(pattern=PROPOSAL_ID_PATTERN, description="The proposal, for "
-                                                 "vote, opt_in, opt_out, halt, report, adopt.")] = None,
+                                                 "every action but kinds, propose and proposals.")] = None,
         choice: Annotated[Literal["approve", "reject", "abstain"] | None, Field(
             description="vote: approve, reject or abstain; adopt: approve or reject.")] = None,
         concern: Annotated[str | None, Field(max_length=2000, description="vote: an optional concern.")] = None,
@@ -77,6 +81,8 @@ def register_governance_tool(mcp: ContinuumServer, run: Any, annotations: Any) -
                 if choice not in ("approve", "reject"):  # a vote is never implied
                     raise InvalidInput("action adopt needs choice approve or reject")
                 return app.adopt(pid, approve=choice != "reject")
+            if action == "take_part":
+                return app.take_part(pid, timeout_seconds=TAKE_PART_SECONDS)
             return {"opt_in": app.opt_in, "opt_out": app.opt_out, "halt": app.halt,
                     "report": app.session_report}[action](pid)
 

@@ -49,6 +49,10 @@ class CoordinatorConfig(BaseModel):
     federation_id: str = Field(default="fed-default", min_length=1, max_length=128,
                                description="the federation this storage serves (pinned on first start)")
     privacy_mode: ModeName = Field(default="high", description="mode every round is released under")
+    budget_epsilon: float | None = Field(
+        default=None, gt=0, description="override the mode's per-window epsilon budget (default: the mode's own); "
+                                        "members check rounds against their own mode, so a raised budget only "
+                                        "works with members configured alike (test federations)")
     min_contributors: int = Field(default=3, ge=1, description="hard floor of distinct contributors per release")
     require_contribution: bool = Field(default=True, description="queries and downloads cost credits")
     private: bool = Field(default=True, json_schema_extra={"flags": ["--open"], "invert": True, "cli_help":

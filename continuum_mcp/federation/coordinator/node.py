@@ -98,6 +98,8 @@ class FederationCoordinator:
         self.config = config
         self.policy = policy or default_policy()
         self.policy.mode(config.privacy_mode)  # raises InvalidInput for an unknown mode
+        if config.budget_epsilon is not None:
+            self.policy = self.policy.with_mode(config.privacy_mode, budget_epsilon=config.budget_epsilon)
         if codebook is not None and codebook.shape != (config.slots, config.dim):
             raise InvalidInput(f"codebook must have shape ({config.slots}, {config.dim}), got {codebook.shape}")
         self.host = config.host

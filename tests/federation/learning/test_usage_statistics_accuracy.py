@@ -14,7 +14,10 @@ from continuum_mcp.federation.learning import (
     SIGNALS, SessionContext, SessionParams, UsageEvent, UsageInputs, UsageStatisticsResult, get_kind,
     session_round_params, simulate_round_sum, usage_distributions,
 )
+from continuum_mcp.federation.learning.usage_statistics import UsageStatistics
+from continuum_mcp.federation.participant import honest_survivors
 from continuum_mcp.secagg import simulate
+from continuum_mcp.secagg.params import threshold_for
 
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 TOOLS = ("remember", "recall", "forget", "update_memory", "list_memories", "federation_query", "governance_x")
@@ -76,6 +79,13 @@ def test_histogram_error_matches_the_predicted_error_over_repeated_runs() -> Non
     assert 0.006 * cells <= over <= 0.015 * cells, over / cells
     assert np.std(all_e) == pytest.approx(pred_std, rel=0.05)
     assert abs(np.mean(all_e)) < 4 * pred_std / np.sqrt(cells)  # unbiased before the projection
+    # the predicted std is the one the session's parameters give, not just what the simulation added:
+    # noise multiplier x clip, raised so the honest survivors alone add it (sqrt(t / h)) and by the
+    # survivors beyond t (sqrt(n / t)), per member's bin weight (the quantised clip adds < 1 %)
+    n, t = len(members), threshold_for(len(members))
+    nominal = UsageStatistics().predicted_std(p.noise_multiplier * p.clip, p)
+    expected = nominal * np.sqrt(n / honest_survivors(n, t, p.sybil_fraction))
+    assert expected <= pred_std <= expected * 1.01 and np.std(all_e) >= 0.95 * expected
 
 
 @pytest.mark.slow
