@@ -1,5 +1,5 @@
-"""Governance commands: ``continuum-mcp federation propose|proposals|vote-proposal|opt-in|opt-out|
-halt|report|adopt|kinds``. Each is one call of the core API; errors exit with the taxonomy's codes."""
+"""Governance commands: ``continuum-mcp federation propose|proposals|vote-proposal|opt-in|take-part|
+opt-out|halt|report|adopt|kinds``. Each is one call of the core API; errors exit with the taxonomy's codes."""
 
 from __future__ import annotations
 
@@ -52,6 +52,17 @@ def cmd_opt_in(args: argparse.Namespace, app: Continuum) -> int:
     v = app.opt_in(args.proposal_id)
     return emit(args, v, lambda: f"opted in to {args.proposal_id}\nwhat it touches: {v.data_description}\n"
                                  f"{_guarantee_line(v.guarantee)}\n{v.note}")
+
+
+def cmd_take_part(args: argparse.Namespace, app: Continuum) -> int:
+    t = app.take_part(args.proposal_id, timeout_seconds=args.seconds)
+
+    def human() -> str:
+        if t.refused:
+            return f"not taking part in {args.proposal_id}: {t.refused}"
+        took = ", ".join(str(r) for r in t.rounds_taken) or "none yet (run it again while the session runs)"
+        return f"took part in {args.proposal_id}: rounds {took}"
+    return emit(args, t, human)
 
 
 def cmd_opt_out(args: argparse.Namespace, app: Continuum) -> int:
@@ -114,6 +125,11 @@ def add_parsers(fs: Any, common: list[argparse.ArgumentParser]) -> None:
     s.add_argument("choice", choices=["approve", "reject", "abstain"], help="your ballot")
     s.add_argument("--concern", help="an optional concern, published with the ballot")
     s.set_defaults(func=cmd_vote)
+    s = add_command(fs, "take-part", "send this instance's share of a running session you opted in to", common)
+    s.add_argument("proposal_id", help="e.g. prop-0123456789abcdef0123")
+    s.add_argument("--seconds", type=float, default=60.0,
+                   help="how long to take part before returning (run it again while the session runs)")
+    s.set_defaults(func=cmd_take_part)
     for name, func, what in (("opt-in", cmd_opt_in, "consent to take part in a session (shows what it touches)"),
                              ("opt-out", cmd_opt_out, "stop taking part from the next round"),
                              ("halt", cmd_halt, "vote to halt a running session"),

@@ -25,8 +25,8 @@ def test_kinds_prints_the_computed_guarantee_and_member_commands_need_a_membersh
     for name, k in kinds.items():
         assert k["guarantee"]["epsilon"] == session_guarantee(SessionParams.build(kind=name)).epsilon
         assert k["data_touched"]
-    for argv in (["proposals"], ["report", "prop-0123456789abcdef0123"], ["vote-proposal", "prop-0123456789abcdef0123",
-                                                                            "approve"]):
+    for argv in (["proposals"], ["report", "prop-0123456789abcdef0123"], ["take-part", "prop-0123456789abcdef0123"],
+                 ["vote-proposal", "prop-0123456789abcdef0123", "approve"]):
         r = cli("federation", *argv, data=tmp_path)
         assert r.returncode == NotJoined.exit_code, (argv, r.stderr)
     r = cli("federation", "propose", "codebook_refinement", "--title", "t", "--benefit", "b", "--params", "[1]",
