@@ -46,8 +46,13 @@ IVF_TRAIN_PER_CELL = 40
 
 
 def nprobe(nlist: int) -> int:
-    """Cells a search scans: at least 32, and a sixteenth of them on big indexes."""
-    return min(nlist, max(32, nlist // 16))
+    """Cells a search scans: at least 24, and a 32nd of them on big indexes.
+
+    A search's cost is the vectors it reads (memory bandwidth: 1.5 KB each). Measured on the 1M
+    benchmark store (896 cells, 200 LoCoMo questions, recall@10 against exact search): nprobe 12
+    0.950, 16 0.963, 24 0.977, 28 (this rule) about 0.98, 32 0.983, 56 (the old rule) 0.993 for
+    twice the vectors read."""
+    return min(nlist, max(24, nlist // 32))
 
 
 class Manifest(BaseModel):
@@ -123,6 +128,8 @@ class VectorIndex:
             raise ValueError("an IVF index under an id map (ids shift on removal): rebuilt")
         if index.d != self.dim or index.ntotal != manifest.count:
             raise ValueError("index does not match its manifest")
+        if isinstance(index, faiss.IndexIVF):
+            index.nprobe = nprobe(index.nlist)  # this release's rule, not the one saved with the file
         self.index = index  # read_index gives the concrete class (and owns it: a downcast proxy would not)
         self._probe = None
         self._note_ids()
