@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -168,7 +168,12 @@ class MemoryStore:
                 c.execute("DELETE FROM changes WHERE seq <= ?", (idx.seq - 10 * self.settings.index_save_every,))
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        vecs = self.embedder.encode(list(texts))
+        from continuum_mcp.memory.vector_index import single_threaded
+
+        # One text (a query, a single remember) is too small for two threads to share: on a busy
+        # machine their spin-waits made it 20x slower (see single_threaded). Batches keep them.
+        with single_threaded() if len(texts) == 1 else nullcontext():
+            vecs = self.embedder.encode(list(texts))
         if vecs.shape != (len(texts), self.store_dim):
             raise ModelMismatch(f"embedder returned shape {vecs.shape}, expected ({len(texts)}, {self.store_dim})")
         return vecs
