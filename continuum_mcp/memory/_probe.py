@@ -14,6 +14,7 @@ chose it (FAISS's own IVF scan, query by query with k=1, cost twice the CPU for 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -44,8 +45,17 @@ class Probe:
 
         Exact: one BLAS product (about 10 ms of CPU for 1,000 rows; scoring only the pairs that
         share IVF cells cost as much in gathers and would be approximate)."""
-        n = len(q)
-        return np.where(np.tri(n, k=-1, dtype=bool), q @ q.T, np.float32(-np.inf))
+        sims = q @ q.T
+        np.putmask(sims, _upper(len(q)), np.float32(-np.inf))
+        return sims
+
+
+@functools.lru_cache(maxsize=4)
+def _upper(n: int) -> np.ndarray:
+    """The mask of a batch's pairs that are not to an earlier row (the batch size rarely changes)."""
+    mask = ~np.tri(n, k=-1, dtype=bool)
+    mask.flags.writeable = False
+    return mask
 
 
 def centroids(ivf: faiss.IndexIVF) -> np.ndarray:

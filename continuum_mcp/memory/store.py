@@ -158,7 +158,7 @@ class MemoryStore:
 
     def _maybe_save_index(self) -> None:
         idx = self._index
-        # Saving writes the whole index, so a big one is saved less often (every half of its size):
+        # Saving writes the whole index, so a big one is saved less often (once it has doubled):
         # a fixed period made a fill quadratic. Unsaved changes are replayed from the log on open.
         every = max(self.settings.index_save_every, idx.count // 2) if idx is not None else 0
         if idx is not None and idx.seq - max(idx.saved_seq, 0) >= every:
