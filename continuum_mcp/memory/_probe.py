@@ -14,6 +14,7 @@ chose it (FAISS's own IVF scan, query by query with k=1, cost twice the CPU for 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -44,8 +45,17 @@ class Probe:
 
         Exact: one BLAS product (about 10 ms of CPU for 1,000 rows; scoring only the pairs that
         share IVF cells cost as much in gathers and would be approximate)."""
-        n = len(q)
-        return np.where(np.tri(n, k=-1, dtype=bool), q @ q.T, np.float32(-np.inf))
+        sims = q @ q.T
+        np.putmask(sims, _upper(len(q)), np.float32(-np.inf))
+        return sims
+
+
+@functools.lru_cache(maxsize=4)
+def _upper(n: int) -> np.ndarray:
+    """The mask of a batch's pairs that are not to an earlier row (the batch size rarely changes)."""
+    mask = ~np.tri(n, k=-1, dtype=bool)
+    mask.flags.writeable = False
+    return mask
 
 
 def centroids(ivf: faiss.IndexIVF) -> np.ndarray:
@@ -99,14 +109,21 @@ def nearest_ivf(ivf: faiss.IndexIVFFlat, q: np.ndarray, side: bool) -> Probe:
 
 
 def side_index(xb: np.ndarray, ids: np.ndarray) -> faiss.IndexIVFFlat:
-    """A side IVF of 2*sqrt(n) cells over a flat index's vectors, trained on a sample of them."""
+    """A side IVF of 2*sqrt(n) cells over a flat index's vectors, trained on a sample of them.
+
+    Cheap on purpose (it is rebuilt at every 4x growth of the store): 16 vectors per cell and 4
+    k-means iterations, and the vectors are filed by one blocked BLAS product against the
+    centroids (FAISS's own add assigned them 3x slower). A neighbour at cosine 0.93-0.96 of a
+    query was still found for 99.75 % of 2,000 perturbed vectors at 64k (nprobe 4)."""
     dim = xb.shape[1]
     nlist = max(16, int(2 * math.sqrt(len(xb))))
-    sample = xb if len(xb) <= 24 * nlist else xb[np.random.default_rng(0).choice(len(xb), 24 * nlist, replace=False)]
+    sample = xb if len(xb) <= 16 * nlist else xb[np.random.default_rng(0).choice(len(xb), 16 * nlist, replace=False)]
     probe = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    probe.cp.niter, probe.cp.min_points_per_centroid = 10, 16
+    probe.cp.niter, probe.cp.min_points_per_centroid = 4, 16
     probe.train(np.ascontiguousarray(sample))
-    probe.add_with_ids(np.ascontiguousarray(xb), ids)
+    cen = centroids(probe)
+    home = np.concatenate([(xb[s:s + 16384] @ cen.T).argmax(axis=1) for s in range(0, len(xb), 16384)])
+    add_to_cells(probe, np.ascontiguousarray(xb), np.ascontiguousarray(ids, dtype=np.int64), home)
     return probe
 
 

@@ -74,7 +74,8 @@ def clean_text(text: object, settings: Settings, what: str = "text") -> str:
     stripped = text.strip()
     if not stripped:
         raise InvalidInput(f"{what} is empty: give the thing to remember as non-blank text")
-    if all(unicodedata.category(ch) in _INVISIBLE for ch in stripped):
+    # The first character decides for nearly every text (a visible one ends the check).
+    if unicodedata.category(stripped[0]) in _INVISIBLE and all(unicodedata.category(ch) in _INVISIBLE for ch in stripped):
         raise InvalidInput(f"{what} has only invisible (zero-width or control) characters: it is empty")
     if len(stripped) > settings.max_text_chars:
         raise InvalidInput(f"{what} is {len(stripped)} characters; the limit is "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +17,29 @@ from continuum_mcp.memory.models import MAX_K, Filters, RecallHit, RecallResult,
 if TYPE_CHECKING:
     from continuum_mcp.memory.store import MemoryStore
 
+
+
+class _Job(threading.Thread):
+    """``fn(*args)`` in a thread of its own; ``result()`` waits for it and re-raises its error."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        super().__init__(daemon=True)
+        self._fn, self._args = fn, args
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._fn(*self._args)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _newer(store: "MemoryStore", ids: list[int], where: str, args: list[object]) -> dict[int, int]:
@@ -56,9 +81,21 @@ def recall(store: "MemoryStore", query: str, *, k: int = 5, mode: SearchMode = "
         pool = k if mode == "semantic" else max(50, 4 * k)
         cos: dict[int, float] = {}
         semantic: search.Ranked = []
+        keyword: search.Ranked = []
+        vecs: dict[int, np.ndarray] = {}
         qvec = np.zeros(0, dtype=np.float32)
+        match = search.fts_query(q, max_terms=search.MAX_QUERY_TERMS, drop_stop_words=True) \
+            if mode != "semantic" else None
         if mode != "keyword":
-            qvec = store._embed([q])[0]
+            # Hybrid: SQLite releases the GIL, so the keyword search and its hits' embeddings are
+            # read while the model embeds the query (the connection is ours: the lock is held,
+            # and nothing else here touches it until the job is done).
+            job = _Job(search.keyword_hits, conn, match, pool, where, args) if mode == "hybrid" else None
+            try:
+                qvec = store._embed([q])[0]
+            finally:
+                if job is not None:
+                    keyword, vecs = job.result()
             index = store._vectors()
             allowed = None
             if where != "1":
@@ -66,12 +103,10 @@ def recall(store: "MemoryStore", query: str, *, k: int = 5, mode: SearchMode = "
                                       dtype=np.int64)
             semantic = index.search(qvec, pool, allowed)
             cos = dict(semantic)
-        keyword: search.Ranked = []
-        if mode != "semantic":
-            match = search.fts_query(q, max_terms=search.MAX_QUERY_TERMS, drop_stop_words=True)
+        if mode == "keyword":
             keyword = search.keyword_search(conn, match, pool, where, args)
         if mode == "hybrid":
-            cos.update(search.cosines(conn, qvec, [mid for mid, _ in keyword if mid not in cos]))
+            cos.update({mid: float(vecs[mid] @ qvec) for mid, _ in keyword if mid not in cos and mid in vecs})
             ranked = search.fuse(semantic, keyword, cos, floor)
         else:
             ranked = semantic if mode == "semantic" else keyword

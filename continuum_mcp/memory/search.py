@@ -88,15 +88,28 @@ def keyword_search(conn: sqlite3.Connection, match: str | None, limit: int, wher
     return [(int(r[0]), float(r[1])) for r in conn.execute(sql, (match, *args, limit))]
 
 
-def cosines(conn: sqlite3.Connection, qvec: np.ndarray, ids: Sequence[int]) -> dict[int, float]:
-    """Exact cosine of the query to each memory, from the embeddings in SQLite."""
-    out: dict[int, float] = {}
+def embeddings(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """The stored embedding of each of these memories (those that still exist)."""
+    out: dict[int, np.ndarray] = {}
     for start in range(0, len(ids), 900):
         part = list(ids[start:start + 900])
         q = ",".join("?" * len(part))
         for mid, blob in conn.execute(f"SELECT id, embedding FROM memories WHERE id IN ({q})", part):
-            out[mid] = float(np.frombuffer(blob, dtype=np.float32) @ qvec)
+            out[mid] = np.frombuffer(blob, dtype=np.float32)
     return out
+
+
+def cosines(conn: sqlite3.Connection, qvec: np.ndarray, ids: Sequence[int]) -> dict[int, float]:
+    """Exact cosine of the query to each memory, from the embeddings in SQLite."""
+    return {mid: float(vec @ qvec) for mid, vec in embeddings(conn, ids).items()}
+
+
+def keyword_hits(conn: sqlite3.Connection, match: str | None, limit: int, where: str,
+                 args: Sequence[Any]) -> tuple[Ranked, dict[int, np.ndarray]]:
+    """The keyword ranking and its hits' embeddings: everything hybrid recall needs from SQLite
+    before it has the query's vector, so that it can run while the query is being embedded."""
+    ranked = keyword_search(conn, match, limit, where, args)
+    return ranked, embeddings(conn, [mid for mid, _ in ranked])
 
 
 def fuse(semantic: Ranked, keyword: Ranked, cos: dict[int, float], floor: float,
@@ -135,4 +148,4 @@ def current_first(ranked: Ranked, newer: dict[int, int]) -> Ranked:
 
 
 __all__ = ["MAX_QUERY_TERMS", "QUERY_STOP_WORDS", "QUESTION_WORDS", "SEMANTIC_WEIGHT", "cosines", "current_first",
-           "filter_sql", "fts_query", "fuse", "keyword_search"]
+           "embeddings", "filter_sql", "fts_query", "fuse", "keyword_hits", "keyword_search"]

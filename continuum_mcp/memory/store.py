@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -53,13 +53,15 @@ def _row(r: Sequence[Any]) -> Memory:
                   created_at=dt(r[5]), updated_at=dt(r[6]), content_hash=r[7], supersedes=r[8], superseded_by=r[9])
 
 
-def _inserted(rows: Sequence[Sequence[Any]]) -> dict[int, Memory]:
+def _inserted(rows: Sequence[Sequence[Any]], clean: Sequence[dict[str, Any]], positions: Sequence[int]
+              ) -> dict[int, Memory]:
     """The memories a batch has just inserted, built from the columns it wrote (already validated,
-    so not read back); a row updated by a later row of the same batch names it."""
+    so neither read back nor decoded again); a row updated by a later row of the same batch names it."""
     newer = {r[10]: r[0] for r in rows if r[10] is not None}
     return {r[0]: Memory(
-        id=r[0], text=r[1], tags=json.loads(r[2]), metadata=json.loads(r[3]), source=r[4], created_at=dt(r[5]),
-        updated_at=dt(r[6]), content_hash=r[7], supersedes=r[10], superseded_by=newer.get(r[0])) for r in rows}
+        id=r[0], text=r[1], tags=list(clean[i]["tags"]), metadata={} if r[3] == "{}" else json.loads(r[3]),
+        source=r[4], created_at=dt(r[5]), updated_at=dt(r[6]), content_hash=r[7], supersedes=r[10],
+        superseded_by=newer.get(r[0])) for r, i in zip(rows, positions)}
 
 
 class MemoryStore:
@@ -156,9 +158,9 @@ class MemoryStore:
 
     def _maybe_save_index(self) -> None:
         idx = self._index
-        # Saving writes the whole index, so a big one is saved less often (every quarter of its size):
+        # Saving writes the whole index, so a big one is saved less often (once it has doubled):
         # a fixed period made a fill quadratic. Unsaved changes are replayed from the log on open.
-        every = max(self.settings.index_save_every, idx.count // 4) if idx is not None else 0
+        every = max(self.settings.index_save_every, idx.count // 2) if idx is not None else 0
         if idx is not None and idx.seq - max(idx.saved_seq, 0) >= every:
             idx.save()
             # Other processes whose index is older than what the log keeps will rebuild.
@@ -166,7 +168,12 @@ class MemoryStore:
                 c.execute("DELETE FROM changes WHERE seq <= ?", (idx.seq - 10 * self.settings.index_save_every,))
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        vecs = self.embedder.encode(list(texts))
+        from continuum_mcp.memory.vector_index import single_threaded
+
+        # One text (a query, a single remember) is too small for two threads to share: on a busy
+        # machine their spin-waits made it 20x slower (see single_threaded). Batches keep them.
+        with single_threaded() if len(texts) == 1 else nullcontext():
+            vecs = self.embedder.encode(list(texts))
         if vecs.shape != (len(texts), self.store_dim):
             raise ModelMismatch(f"embedder returned shape {vecs.shape}, expected ({len(texts)}, {self.store_dim})")
         return vecs
@@ -224,7 +231,7 @@ class MemoryStore:
                 index.add_committed(np.fromiter((r[0] for r in plan.rows), dtype=np.int64, count=len(plan.rows)),
                                     vecs[plan.positions], plan.seq, plan.probe)
             self._maybe_save_index()
-            mems = _inserted(plan.rows)
+            mems = _inserted(plan.rows, clean, plan.positions)
             mems.update(self._fetch([p.memory_id for p in plan.results if p.memory_id not in mems]))
         return [RememberResult(status=p.status, memory=mems[p.memory_id], similarity=p.similarity,
                                duplicate_of=p.duplicate_of, updates=p.updates) for p in plan.results]
