@@ -33,6 +33,7 @@ the store's rows and bytes per table and the store scale model of docs/scale.md.
 Usage:
     python benchmarks/bench_federation_load.py                    # sqlite-1, pg-1, pg-2, pg-4; N = 10, 50, 200
     python benchmarks/bench_federation_load.py --setups sqlite-1,sqlite-2 --clients 200 --queries 5
+    python benchmarks/bench_federation_load.py --setups pg-1,pg-2 --baseline e918bed   # before/after a change
     python benchmarks/bench_federation_load.py --quick            # smoke test (one process on SQLite, N = 5, 10)
 """
 
@@ -44,6 +45,7 @@ import os
 import random
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -260,12 +262,24 @@ class Setup:
     backend: str  # "sqlite" | "postgresql"
     workers: int
     nginx: bool
+    code: str = ""  # a git revision whose code the coordinators run (--baseline); "" = this tree
 
     @property
     def label(self) -> str:
         store = "SQLite" if self.backend == "sqlite" else "PostgreSQL"
         procs = f"{self.workers} process{'es' if self.workers > 1 else ''}"
-        return f"{procs} on {store}" + (" behind nginx" if self.nginx else "")
+        return f"{procs} on {store}" + (" behind nginx" if self.nginx else "") + (f" [{self.code}]" if self.code else "")
+
+
+def export_revision(rev: str, into: Path) -> Path:
+    """The ``continuum_mcp`` package of git revision ``rev`` in ``into`` (``git archive``), to put
+    first on the coordinators' PYTHONPATH: before and after a change measured in one invocation,
+    under the same load. The revision must open the store this tree prepares (same schema version)."""
+    repo = Path(__file__).resolve().parent.parent
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "continuum_mcp"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 SETUPS = {s.name: s for s in (Setup("sqlite-1", "sqlite", 1, False), Setup("sqlite-2", "sqlite", 2, True),
@@ -325,10 +339,13 @@ def prepare(storage: Path, database: str | None, n: int, cipher: FederationCiphe
 
 
 def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int, cipher: FederationCipher,
-            rnd: random.Random) -> list[dict[str, Any]]:
+            rnd: random.Random, code: Path | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [env.get("PYTHONPATH")])])
     with Cluster(coordinator_args(prep.database), workers=setup.workers, nginx=setup.nginx,
-                 storage=prep.storage) as cl:
+                 storage=prep.storage, env=env) as cl:
         for n in sizes:
             group = prep.idents[:n]
             load_before = os.getloadavg()[0]
@@ -342,7 +359,7 @@ def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int
             cs = asyncio.run(run_phase(cl.url, c_jobs, "POST", "/v1/contributions", 202))
             cpu_c = tree_cpu_seconds(cl.proc.pid) - cpu_c
             row = {
-                "setup": setup.label, "backend": setup.backend, "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000,
+                "setup": setup.label, "backend": setup.backend, "code": setup.code, "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000,
                 "q_p95": pct(qs.latencies, 0.95) * 1000, "q_rate": qs.ok / qs.wall if qs.wall else 0.0,
                 "contribs": n * nc, "c_p50": pct(cs.latencies, 0.5) * 1000, "c_p95": pct(cs.latencies, 0.95) * 1000,
                 "c_rate": cs.ok / cs.wall if cs.wall else 0.0, "errors": fmt_errors(qs, cs),
@@ -456,6 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="N = 5, 10; 3 queries and 1 contribution per client; "
                                                          "one process on SQLite")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--baseline", metavar="REV", default="",
+                    help="also run every setup on the code of git revision REV, each right before this tree's run "
+                         "(before and after in one invocation, under the same load)")
     args = ap.parse_args(argv)
     if args.quick:
         sizes, nq, nc, names = [5, 10], 3, 1, ["sqlite-1"]
@@ -466,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown setups {unknown}; choose from {', '.join(SETUPS)}")
     setups = [SETUPS[x] for x in names]
+    if args.baseline:
+        setups = [v for s in setups for v in (Setup(s.name, s.backend, s.workers, s.nginx, args.baseline), s)]
     if any(s.backend == "postgresql" for s in setups) and not postgres_supported():
         print("PostgreSQL setups skipped: this coordinator has no --database option (the PostgreSQL store is not "
               "in this tree)", flush=True)
@@ -492,15 +514,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 database = pg.database()
             prepared[backend] = prep = prepare(work / backend, database, max(sizes), cipher, rng)
             print(f"{backend}: {prep.note}", flush=True)
+        code = export_revision(args.baseline, work / "baseline") if args.baseline else None
         for setup in setups:
-            rows += measure(setup, prepared[setup.backend], sizes, nq, nc, cipher, rnd)
+            rows += measure(setup, prepared[setup.backend], sizes, nq, nc, cipher, rnd, code if setup.code else None)
         for backend in prepared:
             sizes = pg_table_sizes(prepared[backend].database or "") if backend == "postgresql" else \
                 sqlite_table_sizes(work / backend / "coordinator.db")
             what = "pg_total_relation_size" if backend == "postgresql" else "SQLite dbstat pages"
             sizes_note += f"\n{backend} store at the end (rows, {what}, bytes per row): " + "; ".join(
                 f"{t} {r} rows {b / 1024:.0f} KiB {b / r:.0f} B/row" for t, (r, b) in sizes.items() if r)
-            mine = [r for r in rows if r["backend"] == backend]
+            mine = [r for r in rows if r["backend"] == backend and not r["code"]]
             if mine:
                 best = max(mine, key=lambda r: r["n"])
                 sizes_note += (f"\n\nStore scale model from the {backend} figures ({best['setup']}, N={best['n']}):\n\n"

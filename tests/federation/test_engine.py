@@ -14,6 +14,7 @@ import pytest
 
 from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
 from continuum_mcp.federation.coordinator import CoordinatorConfig, CoordinatorService, CoordinatorStore, RoundEngine
+from continuum_mcp.federation.coordinator import _attempt_sql as asql
 from continuum_mcp.federation.coordinator.release import IntNoise, discrete_noise
 from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmission, PhraseSubmission
 from continuum_mcp.privacy.modes import default_policy
@@ -126,6 +127,8 @@ def test_too_few_survivors_abort_and_carry_submissions_over(tmp_path: Path, cloc
     clock.advance(2)
     engine.tick()
     assert engine.state(None, 0).phase == "aborted"
+    with engine.store.reading() as conn:  # the aborted attempt's log is gone with it (superseded)
+        assert asql.records_after(conn, params.session_id, -1) == []
     nxt = engine.state(None)
     assert (nxt.round_id, nxt.phase, nxt.submissions) == (1, "collecting", 3)
     assert engine.store.pending_snapshot(who[1].instance_id) == [(1, 0, 1)]  # ciphertexts stay bound to round 0
