@@ -48,6 +48,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -309,6 +310,52 @@ class Prepared:
     round_id: int
     idents: list[Identity]
     note: str
+    log_peak: tuple[int, int] = (0, 0)  # (rows, bytes of message bodies) of the seed round's log at its largest
+
+
+class LogWatch:
+    """The largest the secure-aggregation log got while a round ran (polled): the coordinator
+    deletes an attempt's log when it is released, so the end-of-run table sizes no longer show it."""
+
+    def __init__(self, storage: Path, database: str | None) -> None:
+        self._storage, self._database = storage, database
+        self.peak = (0, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> tuple[int, int]:
+        sql = "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM secagg_log"
+        if self._database:
+            import psycopg
+
+            with psycopg.connect(self._database, autocommit=True) as conn:
+                row = conn.execute(sql).fetchone()
+        else:
+            import sqlite3
+
+            conn = sqlite3.connect(f"file:{self._storage / 'coordinator.db'}?mode=ro", uri=True, timeout=30)
+            try:
+                row = conn.execute(sql).fetchone()
+            finally:
+                conn.close()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                rows, size = self._sample()
+            except Exception:  # the table may not exist yet; the file may be busy
+                continue
+            if size > self.peak[1]:
+                self.peak = (rows, size)
+
+    def __enter__(self) -> LogWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def prepare(storage: Path, database: str | None, n: int, cipher: FederationCipher, rng: np.random.Generator
@@ -317,7 +364,8 @@ def prepare(storage: Path, database: str | None, n: int, cipher: FederationCiphe
     with Cluster(coordinator_args(database), workers=1, nginx=False, storage=storage) as cl:
         admin = CoordinatorAPI(cl.url, None, admin_token=ADMIN, timeout_seconds=120)
         t = time.perf_counter()
-        seed, n_released = seed_release(cl.url, admin, cipher, rng)
+        with LogWatch(storage, database) as watch:
+            seed, n_released = seed_release(cl.url, admin, cipher, rng)
         released = sorted(s.slot for s in seed.slots().slots if s.released_at_round >= 0)
         t_seed = time.perf_counter() - t
         t = time.perf_counter()
@@ -333,9 +381,11 @@ def prepare(storage: Path, database: str | None, n: int, cipher: FederationCiphe
         round_id = seed.round_current().round_id
         seed.close()
         admin.close()
-    return Prepared(storage, database, released, round_id, idents,
+    return Prepared(storage, database, released, round_id, idents, note=
                     f"seed release ({SEED_MEMBERS} members, real secure aggregation over HTTP, {n_released} patterns) "
-                    f"{t_seed:.1f} s; {n} identities joined in {time.perf_counter() - t:.1f} s")
+                    f"{t_seed:.1f} s; {n} identities joined in {time.perf_counter() - t:.1f} s; secure-aggregation log at its "
+                    f"largest {watch.peak[0]} rows, {fmt_size(watch.peak[1])} of messages, deleted at the release",
+                    log_peak=watch.peak)
 
 
 def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int, cipher: FederationCipher,
@@ -409,20 +459,24 @@ MODEL_PATTERNS, MODEL_QUERIES_PER_DAY, MODEL_PEAK_HOUR_SHARE, MODEL_WINDOW_DAYS 
 MODEL_JOURNAL_ROW = 160  # bytes per credit-journal row when the run made too few to measure (estimate)
 
 
-def store_scale_model(sizes: dict[str, tuple[int, int]], cpu_query_ms: float, cpu_contribution_ms: float) -> str:
+def store_scale_model(sizes: dict[str, tuple[int, int]], cpu_query_ms: float, cpu_contribution_ms: float,
+                      log_peak: tuple[int, int]) -> str:
     """Rows, bytes and CPU per day for 10^3 / 10^5 / 10^6 members, from this run's measured bytes per
-    row and CPU per request. Rounds close daily; each member takes part once per window."""
+    row and CPU per request. Rounds close daily; each member takes part once per window. The
+    secure-aggregation log (``log_peak``: the seed round's at its largest) is deleted when its round
+    is released, so it is the space a running round needs, not growth."""
     def per_row(table: str, fallback: float) -> float:
         rows, size = sizes.get(table, (0, 0))
         return size / rows if rows >= 100 else fallback
 
-    log_rows, log_bytes = sizes.get("secagg_log", (0, 0))
+    log_rows, log_bytes = log_peak
     log_per_member = log_bytes / SEED_MEMBERS  # the one secure-aggregation round of the run had SEED_MEMBERS
     sub, phr = per_row("submissions", 330.0), per_row("phrases", 280.0)
     phrases_per_pattern = (sizes.get("phrases", (0, 0))[0] / max(1, sizes.get("submissions", (1, 1))[0])) or 4.0
     jr = per_row("credit_journal", MODEL_JOURNAL_ROW)
     lines = ["| members | members per daily round | submissions + phrases rows per day | secure-aggregation log "
-             "per day | credit-journal rows per day | store growth per day | store after a year (no pruning) "
+             "while a round runs (deleted at its release) | credit-journal rows per day | store growth per day | "
+             "store after a year (no pruning) "
              "| busiest-hour queries/s | query + contribution CPU per day |", "|---|---|---|---|---|---|---|---|---|"]
     for n in (1_000, 100_000, 1_000_000):
         per_round = n / MODEL_WINDOW_DAYS
@@ -430,7 +484,7 @@ def store_scale_model(sizes: dict[str, tuple[int, int]], cpu_query_ms: float, cp
         phr_rows = sub_rows * phrases_per_pattern
         log_day = per_round * log_per_member
         jr_rows = n * MODEL_QUERIES_PER_DAY + per_round
-        growth = sub_rows * sub + phr_rows * phr + log_day + jr_rows * jr
+        growth = sub_rows * sub + phr_rows * phr + jr_rows * jr
         peak = n * MODEL_QUERIES_PER_DAY * MODEL_PEAK_HOUR_SHARE / 3600
         cpu = (n * MODEL_QUERIES_PER_DAY * cpu_query_ms + per_round * cpu_contribution_ms) / 1000
         lines.append(f"| {n:,} | {per_round:,.0f} | {sub_rows + phr_rows:,.0f} | {fmt_size(log_day)} | {jr_rows:,.0f} | "
@@ -527,7 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if mine:
                 best = max(mine, key=lambda r: r["n"])
                 sizes_note += (f"\n\nStore scale model from the {backend} figures ({best['setup']}, N={best['n']}):\n\n"
-                               + store_scale_model(sizes, best["q_cpu_server"], best["c_cpu_server"]) + "\n")
+                               + store_scale_model(sizes, best["q_cpu_server"], best["c_cpu_server"],
+                                                 prepared[backend].log_peak) + "\n")
     finally:
         if pg is not None:
             pg.stop()

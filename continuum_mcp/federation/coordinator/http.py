@@ -293,7 +293,8 @@ class HttpAdapter:
             try:
                 body = await self._read_body(request)
                 result = await run_in_threadpool(self._call, spec, request, body, address)
-                return JSONResponse(result.model_dump(mode="json"), status_code=spec.status)
+                # serialised by pydantic-core in one pass (no dict, then json.dumps, per response)
+                return Response(result.model_dump_json(), status_code=spec.status, media_type="application/json")
             except ContinuumError as exc:
                 logger.info("%s %s refused: %s", request.method, request.url.path, exc.code)
                 return error_response(exc)
