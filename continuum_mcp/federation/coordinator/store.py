@@ -5,7 +5,8 @@ Two implementations of one interface (:class:`continuum_mcp._db.SqlDatabase`), t
 SQL: by default one SQLite file in the storage directory (WAL, ``synchronous=FULL``, ``BEGIN
 IMMEDIATE``, via ``continuum_mcp._sqlite``); with ``database="postgresql://..."`` a PostgreSQL
 database that several coordinator processes share (``continuum_mcp._postgres``: a pool, every
-write transaction under one advisory lock, schema versions in a table). Either way the coordinator
+write transaction under an advisory lock: the store's, or shared with one member's for what touches only
+that member's rows, schema versions in a table). Either way the coordinator
 acknowledges a contribution (HTTP 202) only after its transaction has committed, so a ``kill -9``
 loses nothing it acknowledged; and every check-then-write (admission tokens, credit balances,
 votes, round transitions) runs in one transaction that holds the write lock before its first read,
