@@ -389,8 +389,13 @@ def prepare(storage: Path, database: str | None, n: int, cipher: FederationCiphe
 
 
 def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int, cipher: FederationCipher,
-            rnd: random.Random, code: Path | None = None) -> list[dict[str, Any]]:
+            rnd: random.Random, code: Path | None = None, db_pid: int | None = None) -> list[dict[str, Any]]:
+    """``db_pid``: the PostgreSQL postmaster, whose backends' CPU is reported beside the coordinators'."""
     rows: list[dict[str, Any]] = []
+
+    def cpu() -> tuple[float, float]:
+        return tree_cpu_seconds(cl.proc.pid), tree_cpu_seconds(db_pid) if db_pid else 0.0
+
     env = dict(os.environ)
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [env.get("PYTHONPATH")])])
@@ -400,14 +405,14 @@ def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int
             group = prep.idents[:n]
             load_before = os.getloadavg()[0]
             q_jobs = [(i, [query_body(prep.released, rnd) for _ in range(nq)]) for i in group]
-            cpu_server, cpu_client = tree_cpu_seconds(cl.proc.pid), self_cpu_seconds()
+            (cpu_server, cpu_db), cpu_client = cpu(), self_cpu_seconds()
             qs = asyncio.run(run_phase(cl.url, q_jobs, "POST", "/v1/query", 200))
-            cpu_server = tree_cpu_seconds(cl.proc.pid) - cpu_server
+            cpu_server, cpu_db = (b - a for a, b in zip((cpu_server, cpu_db), cpu(), strict=True))
             cpu_client = self_cpu_seconds() - cpu_client
             c_jobs = [(i, [contribution_body(cipher, prep.round_id, rnd) for _ in range(nc)]) for i in group]
-            cpu_c = tree_cpu_seconds(cl.proc.pid)
+            cpu_c, cpu_c_db = cpu()
             cs = asyncio.run(run_phase(cl.url, c_jobs, "POST", "/v1/contributions", 202))
-            cpu_c = tree_cpu_seconds(cl.proc.pid) - cpu_c
+            cpu_c, cpu_c_db = (b - a for a, b in zip((cpu_c, cpu_c_db), cpu(), strict=True))
             row = {
                 "setup": setup.label, "backend": setup.backend, "code": setup.code, "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000,
                 "q_p95": pct(qs.latencies, 0.95) * 1000, "q_rate": qs.ok / qs.wall if qs.wall else 0.0,
@@ -416,13 +421,15 @@ def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int
                 "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
                 "q_cpu_server": cpu_server / max(1, n * nq) * 1000, "q_cpu_client": cpu_client / max(1, n * nq) * 1000,
                 "c_cpu_server": cpu_c / max(1, n * nc) * 1000,
+                "q_cpu_db": cpu_db / max(1, n * nq) * 1000, "c_cpu_db": cpu_c_db / max(1, n * nc) * 1000,
             }
             rows.append(row)
             print(f"  {setup.label}, N={n}: queries {qs.ok}/{n * nq} ok, p50 {row['q_p50']:.1f} ms, "
                   f"p95 {row['q_p95']:.1f} ms, {row['q_rate']:.0f}/s; contributions {cs.ok}/{n * nc} ok, "
                   f"{row['c_rate']:.1f}/s; errors {row['errors']}; load average {row['load']}; CPU per query: "
                   f"server {row['q_cpu_server']:.2f} ms, load generator {row['q_cpu_client']:.2f} ms; server CPU per "
-                  f"contribution {row['c_cpu_server']:.1f} ms", flush=True)
+                  f"contribution {row['c_cpu_server']:.1f} ms; PostgreSQL CPU per query {row['q_cpu_db']:.2f} ms, per "
+                  f"contribution {row['c_cpu_db']:.1f} ms", flush=True)
         pids = list(cl.pids().values()) or [cl.proc.pid]
         rss = sum(rss_kb(p) for p in pids) / 1024
         print(f"  {setup.label}: coordinator RSS at the end {rss:.0f} MB in {len(pids)} process(es)", flush=True)
@@ -500,6 +507,10 @@ def store_scale_model(sizes: dict[str, tuple[int, int]], cpu_query_ms: float, cp
                                f"queries per member per day, {MODEL_PEAK_HOUR_SHARE:.1%} of them in the busiest hour.")
 
 
+def db_cpu(r: dict[str, Any]) -> str:
+    return "" if r["backend"] == "sqlite" else f"{r['q_cpu_db']:.2f} / {r['c_cpu_db']:.1f} ms"
+
+
 def fmt_size(b: float) -> str:
     for unit, k in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if b >= k:
@@ -570,7 +581,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{backend}: {prep.note}", flush=True)
         code = export_revision(args.baseline, work / "baseline") if args.baseline else None
         for setup in setups:
-            rows += measure(setup, prepared[setup.backend], sizes, nq, nc, cipher, rnd, code if setup.code else None)
+            db_pid = int((pg.data / "postmaster.pid").read_text().split()[0]) \
+                if pg is not None and setup.backend == "postgresql" else None  # its backends are its children
+            rows += measure(setup, prepared[setup.backend], sizes, nq, nc, cipher, rnd, code if setup.code else None,
+                            db_pid)
         for backend in prepared:
             sizes = pg_table_sizes(prepared[backend].database or "") if backend == "postgresql" else \
                 sqlite_table_sizes(work / backend / "coordinator.db")
@@ -602,12 +616,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(sizes_note.strip())
     print()
     print("| setup | concurrent clients | queries | query p50 | query p95 | queries/s | contributions | contribution p50 "
-          "| contribution p95 | contributions/s | errors | server CPU per query / contribution | load average |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| contribution p95 | contributions/s | errors | server CPU per query / contribution | PostgreSQL CPU per "
+          "query / contribution | load average |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setup']} | {r['n']} | {r['queries']} | {r['q_p50']:.1f} ms | {r['q_p95']:.1f} ms | "
               f"{r['q_rate']:.0f} | {r['contribs']} | {r['c_p50']:.0f} ms | {r['c_p95']:.0f} ms | {r['c_rate']:.1f} | "
-              f"{r['errors']} | {r['q_cpu_server']:.2f} / {r['c_cpu_server']:.1f} ms | {r['load']} |")
+              f"{r['errors']} | {r['q_cpu_server']:.2f} / {r['c_cpu_server']:.1f} ms | {db_cpu(r)} | {r['load']} |")
     print()
     print(f"Total time {time.perf_counter() - t_all:.0f} s.")
     return 0
