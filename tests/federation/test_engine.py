@@ -166,3 +166,46 @@ def test_full_round_in_process_releases_and_opens_the_next(tmp_path: Path, clock
     slots = CoordinatorService(engine.config, engine.store, engine, engine.policy).slots().slots
     assert [s.slot for s in slots] == [2] and s_norm(slots[0].vector) == pytest.approx(1.0, abs=1e-5)
     assert slots[0].released_at_round == 0
+
+
+def test_contributions_racing_a_round_close_are_in_its_roster_or_refused(tmp_path: Path, clock: Clock) -> None:
+    """Contributions take only their member's lock, never the store's: still, none acknowledged for
+    a round may miss its roster. Members re-post in a loop on one engine while another engine on
+    the same database (a second process) closes the round: every acknowledged member is in the
+    roster, and every post after the close is refused with WrongPhase."""
+    import threading
+
+    from continuum_mcp.errors import WrongPhase
+
+    engine = make_engine(tmp_path, clock)
+    closer = make_engine(tmp_path, clock)
+    who = members(engine, 12)
+    acked: set[str] = set()
+    refused: set[str] = set()
+    start = threading.Barrier(len(who) + 1)
+
+    def post(ident: Identity) -> None:
+        start.wait()
+        for _ in range(50):
+            try:
+                engine.submit(ident.instance_id, ContributionRequest(
+                    round_id=0, patterns=[PatternSubmission(slot=1, confidence=0.9, phrases=[])]))
+            except WrongPhase:
+                refused.add(ident.instance_id)
+                return
+            acked.add(ident.instance_id)
+
+    threads = [threading.Thread(target=post, args=(m,)) for m in who]
+    for t in threads:
+        t.start()
+    start.wait()
+    time.sleep(0.05)
+    closer.close_round()
+    for t in threads:
+        t.join()
+    params = closer.current_params()
+    assert params is not None
+    assert acked and acked <= set(params.roster)  # nothing acknowledged is left out of the round
+    assert refused  # the close came while members were still posting
+    engine.store.close()
+    closer.store.close()
