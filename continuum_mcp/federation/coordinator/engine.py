@@ -149,9 +149,8 @@ class RoundEngine:
             self.privacy.charge_attempt(lost, isql.secagg_senders(conn, cur.round_id, cur.attempt, "masked_input"))
             asql.prune(conn, lost.session_id)  # what is left of it is superseded
         if not self._fix_roster(conn, cur.round_id, cur.attempt + 1, now):
-            self.store.set_round(conn, cur.round_id, phase="collecting", attempt=cur.attempt + 1,
-                                 phase_deadline=None, params_json=None,
-                                 next_close_at=now + self.config.round_interval_seconds)
+            self.store.set_round(conn, cur.round_id, phase="collecting", attempt=cur.attempt + 1, phase_deadline=None,
+                                 params_json=None, next_close_at=now + self.config.round_interval_seconds)
 
     def _fix_roster(self, conn: Any, round_id: int, attempt: int, now: float) -> bool:
         first = slot_id(self.codebook_version(), 0)
@@ -249,9 +248,8 @@ class RoundEngine:
         self.store.set_round(conn, a.round_id, phase="aborted", phase_deadline=None, finished_at=now)
         self.store.open_round(conn, a.round_id + 1, now, self.config.round_interval_seconds)
         moved = self.store.carry_over(conn, a.round_id, a.round_id + 1)
-        asql.prune(conn, a.session_id)  # superseded by the next round
         logger.info("round %d aborted; %d submissions carried over to round %d", a.round_id, moved, a.round_id + 1)
-        self._cache.clear()
+        self._cache.ended(conn, a)
 
     def key_roster(self, round_id: int, caller: str) -> KeyRoster:
         with self._lock, self.store.reading() as conn:
@@ -304,9 +302,8 @@ class RoundEngine:
         self.store.carry_over(conn, r, r + 1)
         self.store.set_round(conn, r, phase="released", phase_deadline=None, finished_at=now,
                              epsilon=self.round_epsilon(a.params))
-        asql.prune(conn, a.session_id)  # released: everything it decided is written above
         logger.info("round %d released with %d contributors (%d dropped)", r, len(survivors), len(dropped))
-        self._cache.clear()
+        self._cache.ended(conn, a)
 
     def _release_window(self, conn: Any, round_id: int, vectors: dict[int, Any] | None, tag: int) -> set[int]:
         """The window's one release: scheduled withdrawals, then one noisy selection of the new
@@ -327,14 +324,9 @@ class RoundEngine:
     # ------------------------------------------------------------------------------ contributions
 
     def submit(self, caller: str, request: ContributionRequest) -> int:
-        """Store the caller's submission for the collecting round; returns the round id.
-
-        Why a member's lock and not the store's: a submission writes only its member's rows, and
-        the one shared fact it reads (the round is collecting) changes only in a round transition,
-        which takes the store's lock exclusively and so never runs beside it. Contributions of
-        different members therefore commit side by side (PostgreSQL groups their WAL flushes)
-        instead of one fsync at a time; nor do they take this process's engine lock (they leave
-        the attempt cache alone)."""
+        """Store the caller's submission for the collecting round; returns the round id. Only the
+        member's lock (it writes only its rows; the round's phase changes only under the store's
+        exclusive lock), so members' contributions commit side by side, not one fsync at a time."""
         with self.store.transaction(f"member:{caller}") as conn:
             cur = self.store.current_round(conn)
             assert cur is not None
@@ -348,8 +340,7 @@ class RoundEngine:
         """Delete the caller's submissions (and, with ``leave``, its membership). Nothing released
         changes now: the next scheduled release recounts and withdraws what fell under the floor
         (an immediate recompute would show exactly what this member had contributed). Returns
-        (submissions deleted, patterns withdrawn now = 0). Only the caller's rows: its lock, as in
-        :meth:`submit`."""
+        (submissions deleted, patterns withdrawn now = 0). The member's lock, as :meth:`submit`."""
         with self.store.transaction(f"member:{caller}") as conn:
             n, _slots = self.store.delete_member_submissions(conn, caller)
             if leave:
