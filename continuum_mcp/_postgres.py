@@ -278,7 +278,8 @@ class PgDatabase:
                 with conn.transaction():
                     yield PgConnection(conn)
             finally:
-                conn.isolation_level, conn.read_only = None, None
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:  # else broken: the pool drops it
+                    conn.isolation_level, conn.read_only = None, None
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows:
         """One statement on its own (in this thread's open transaction, if any), rows fetched."""
