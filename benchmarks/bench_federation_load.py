@@ -399,8 +399,8 @@ def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int
     env = dict(os.environ)
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [env.get("PYTHONPATH")])])
-    with Cluster(coordinator_args(prep.database), workers=setup.workers, nginx=setup.nginx,
-                 storage=prep.storage, env=env) as cl:
+    with start_cluster(coordinator_args(prep.database), workers=setup.workers, nginx=setup.nginx,
+                       storage=prep.storage, env=env) as cl:
         for n in sizes:
             group = prep.idents[:n]
             load_before = os.getloadavg()[0]
@@ -434,6 +434,19 @@ def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int
         rss = sum(rss_kb(p) for p in pids) / 1024
         print(f"  {setup.label}: coordinator RSS at the end {rss:.0f} MB in {len(pids)} process(es)", flush=True)
     return rows
+
+
+def start_cluster(args: Sequence[str], **kw: Any) -> Cluster:
+    """A cluster, retried on new ports when one start fails: on a shared machine another program
+    may take one of the free ports picked between the pick and the bind (EADDRINUSE)."""
+    for attempt in range(3):
+        try:
+            return Cluster(args, **kw)
+        except RuntimeError as exc:
+            if attempt == 2:
+                raise
+            print(f"  cluster start failed, retrying on other ports: {str(exc).splitlines()[-1]}", flush=True)
+    raise AssertionError("unreachable")
 
 
 def tree_cpu_seconds(root: int) -> float:
