@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
 
@@ -324,10 +325,11 @@ class RoundEngine:
     # ------------------------------------------------------------------------------ contributions
 
     def submit(self, caller: str, request: ContributionRequest) -> int:
-        """Store the caller's submission for the collecting round; returns the round id. Only the
-        member's lock (it writes only its rows; the round's phase changes only under the store's
-        exclusive lock), so members' contributions commit side by side, not one fsync at a time."""
-        with self.store.transaction(f"member:{caller}") as conn:
+        """Store the caller's submission for the collecting round; returns the round id. PostgreSQL: the
+        member's lock only (the phase changes under the store's exclusive one), so members commit side
+        by side; SQLite (one writer per file) queues on the engine lock as before (measured faster)."""
+        with self._lock if self.store.dialect == "sqlite" else nullcontext(), \
+                self.store.transaction(f"member:{caller}") as conn:
             cur = self.store.current_round(conn)
             assert cur is not None
             if request.round_id != cur.round_id or cur.phase != "collecting":
@@ -337,10 +339,9 @@ class RoundEngine:
             return cur.round_id
 
     def withdraw(self, caller: str, *, leave: bool = False) -> tuple[int, int]:
-        """Delete the caller's submissions (and, with ``leave``, its membership). Nothing released
-        changes now: the next scheduled release recounts and withdraws what fell under the floor
-        (an immediate recompute would show exactly what this member had contributed). Returns
-        (submissions deleted, patterns withdrawn now = 0). The member's lock, as :meth:`submit`."""
+        """Delete the caller's submissions (and, with ``leave``, its membership; the member's lock);
+        returns (deleted, 0): nothing released changes now, the next scheduled release recounts and
+        withdraws what fell under the floor (at once would show what this member had contributed)."""
         with self.store.transaction(f"member:{caller}") as conn:
             n, _slots = self.store.delete_member_submissions(conn, caller)
             if leave:
