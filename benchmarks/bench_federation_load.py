@@ -16,6 +16,9 @@ Setup (all on 127.0.0.1, one machine):
   secure-aggregation phases over HTTP exactly as the client does, ``client.run_round``), so queries
   hit released patterns; then the load identities join, each with its own admission token. Each
   setup of that store then starts on the same state.
+- Then each load identity contributes once (a warm-up), so that in every setup a measured
+  contribution replaces a pending one, as re-posting members do (otherwise the first setup
+  measured on a store would insert only, and look faster).
 - Load: N admitted identities run concurrently in one asyncio process, each on its own keep-alive
   HTTP/1.1 connection (:class:`Connection`; httpx cost 10 ms of CPU per request at this
   concurrency); every request carries the real Ed25519 signature headers of
@@ -379,6 +382,13 @@ def prepare(storage: Path, database: str | None, n: int, cipher: FederationCiphe
         with ThreadPoolExecutor(8) as pool:
             idents = list(pool.map(join, toks))
         round_id = seed.round_current().round_id
+        # every identity has a pending contribution before any setup is measured, so each measured
+        # contribution replaces one (delete + insert), whichever setup runs first on the store
+        rnd = random.Random(0)
+        warm = asyncio.run(run_phase(cl.url, [(i, [contribution_body(cipher, round_id, rnd)]) for i in idents],
+                                     "POST", "/v1/contributions", 202))
+        if warm.ok != len(idents):
+            raise RuntimeError(f"warm-up contributions failed: {fmt_errors(warm)}")
         seed.close()
         admin.close()
     return Prepared(storage, database, released, round_id, idents, note=
