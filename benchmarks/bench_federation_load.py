@@ -16,6 +16,9 @@ Setup (all on 127.0.0.1, one machine):
   secure-aggregation phases over HTTP exactly as the client does, ``client.run_round``), so queries
   hit released patterns; then the load identities join, each with its own admission token. Each
   setup of that store then starts on the same state.
+- Then each load identity contributes once (a warm-up), so that in every setup a measured
+  contribution replaces a pending one, as re-posting members do (otherwise the first setup
+  measured on a store would insert only, and look faster).
 - Load: N admitted identities run concurrently in one asyncio process, each on its own keep-alive
   HTTP/1.1 connection (:class:`Connection`; httpx cost 10 ms of CPU per request at this
   concurrency); every request carries the real Ed25519 signature headers of
@@ -33,6 +36,7 @@ the store's rows and bytes per table and the store scale model of docs/scale.md.
 Usage:
     python benchmarks/bench_federation_load.py                    # sqlite-1, pg-1, pg-2, pg-4; N = 10, 50, 200
     python benchmarks/bench_federation_load.py --setups sqlite-1,sqlite-2 --clients 200 --queries 5
+    python benchmarks/bench_federation_load.py --setups pg-1,pg-2 --baseline e918bed   # before/after a change
     python benchmarks/bench_federation_load.py --quick            # smoke test (one process on SQLite, N = 5, 10)
 """
 
@@ -44,8 +48,10 @@ import os
 import random
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -260,12 +266,24 @@ class Setup:
     backend: str  # "sqlite" | "postgresql"
     workers: int
     nginx: bool
+    code: str = ""  # a git revision whose code the coordinators run (--baseline); "" = this tree
 
     @property
     def label(self) -> str:
         store = "SQLite" if self.backend == "sqlite" else "PostgreSQL"
         procs = f"{self.workers} process{'es' if self.workers > 1 else ''}"
-        return f"{procs} on {store}" + (" behind nginx" if self.nginx else "")
+        return f"{procs} on {store}" + (" behind nginx" if self.nginx else "") + (f" [{self.code}]" if self.code else "")
+
+
+def export_revision(rev: str, into: Path) -> Path:
+    """The ``continuum_mcp`` package of git revision ``rev`` in ``into`` (``git archive``), to put
+    first on the coordinators' PYTHONPATH: before and after a change measured in one invocation,
+    under the same load. The revision must open the store this tree prepares (same schema version)."""
+    repo = Path(__file__).resolve().parent.parent
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "continuum_mcp"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 SETUPS = {s.name: s for s in (Setup("sqlite-1", "sqlite", 1, False), Setup("sqlite-2", "sqlite", 2, True),
@@ -295,6 +313,52 @@ class Prepared:
     round_id: int
     idents: list[Identity]
     note: str
+    log_peak: tuple[int, int] = (0, 0)  # (rows, bytes of message bodies) of the seed round's log at its largest
+
+
+class LogWatch:
+    """The largest the secure-aggregation log got while a round ran (polled): the coordinator
+    deletes an attempt's log when it is released, so the end-of-run table sizes no longer show it."""
+
+    def __init__(self, storage: Path, database: str | None) -> None:
+        self._storage, self._database = storage, database
+        self.peak = (0, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> tuple[int, int]:
+        sql = "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM secagg_log"
+        if self._database:
+            import psycopg
+
+            with psycopg.connect(self._database, autocommit=True) as conn:
+                row = conn.execute(sql).fetchone()
+        else:
+            import sqlite3
+
+            conn = sqlite3.connect(f"file:{self._storage / 'coordinator.db'}?mode=ro", uri=True, timeout=30)
+            try:
+                row = conn.execute(sql).fetchone()
+            finally:
+                conn.close()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                rows, size = self._sample()
+            except Exception:  # the table may not exist yet; the file may be busy
+                continue
+            if size > self.peak[1]:
+                self.peak = (rows, size)
+
+    def __enter__(self) -> LogWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def prepare(storage: Path, database: str | None, n: int, cipher: FederationCipher, rng: np.random.Generator
@@ -303,7 +367,8 @@ def prepare(storage: Path, database: str | None, n: int, cipher: FederationCiphe
     with Cluster(coordinator_args(database), workers=1, nginx=False, storage=storage) as cl:
         admin = CoordinatorAPI(cl.url, None, admin_token=ADMIN, timeout_seconds=120)
         t = time.perf_counter()
-        seed, n_released = seed_release(cl.url, admin, cipher, rng)
+        with LogWatch(storage, database) as watch:
+            seed, n_released = seed_release(cl.url, admin, cipher, rng)
         released = sorted(s.slot for s in seed.slots().slots if s.released_at_round >= 0)
         t_seed = time.perf_counter() - t
         t = time.perf_counter()
@@ -317,49 +382,81 @@ def prepare(storage: Path, database: str | None, n: int, cipher: FederationCiphe
         with ThreadPoolExecutor(8) as pool:
             idents = list(pool.map(join, toks))
         round_id = seed.round_current().round_id
+        # every identity has a pending contribution before any setup is measured, so each measured
+        # contribution replaces one (delete + insert), whichever setup runs first on the store
+        rnd = random.Random(0)
+        warm = asyncio.run(run_phase(cl.url, [(i, [contribution_body(cipher, round_id, rnd)]) for i in idents],
+                                     "POST", "/v1/contributions", 202))
+        if warm.ok != len(idents):
+            raise RuntimeError(f"warm-up contributions failed: {fmt_errors(warm)}")
         seed.close()
         admin.close()
-    return Prepared(storage, database, released, round_id, idents,
+    return Prepared(storage, database, released, round_id, idents, note=
                     f"seed release ({SEED_MEMBERS} members, real secure aggregation over HTTP, {n_released} patterns) "
-                    f"{t_seed:.1f} s; {n} identities joined in {time.perf_counter() - t:.1f} s")
+                    f"{t_seed:.1f} s; {n} identities joined in {time.perf_counter() - t:.1f} s; secure-aggregation log at its "
+                    f"largest {watch.peak[0]} rows, {fmt_size(watch.peak[1])} of messages, deleted at the release",
+                    log_peak=watch.peak)
 
 
 def measure(setup: Setup, prep: Prepared, sizes: Sequence[int], nq: int, nc: int, cipher: FederationCipher,
-            rnd: random.Random) -> list[dict[str, Any]]:
+            rnd: random.Random, code: Path | None = None, db_pid: int | None = None) -> list[dict[str, Any]]:
+    """``db_pid``: the PostgreSQL postmaster, whose backends' CPU is reported beside the coordinators'."""
     rows: list[dict[str, Any]] = []
-    with Cluster(coordinator_args(prep.database), workers=setup.workers, nginx=setup.nginx,
-                 storage=prep.storage) as cl:
+
+    def cpu() -> tuple[float, float]:
+        return tree_cpu_seconds(cl.proc.pid), tree_cpu_seconds(db_pid) if db_pid else 0.0
+
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [env.get("PYTHONPATH")])])
+    with start_cluster(coordinator_args(prep.database), workers=setup.workers, nginx=setup.nginx,
+                       storage=prep.storage, env=env) as cl:
         for n in sizes:
             group = prep.idents[:n]
             load_before = os.getloadavg()[0]
             q_jobs = [(i, [query_body(prep.released, rnd) for _ in range(nq)]) for i in group]
-            cpu_server, cpu_client = tree_cpu_seconds(cl.proc.pid), self_cpu_seconds()
+            (cpu_server, cpu_db), cpu_client = cpu(), self_cpu_seconds()
             qs = asyncio.run(run_phase(cl.url, q_jobs, "POST", "/v1/query", 200))
-            cpu_server = tree_cpu_seconds(cl.proc.pid) - cpu_server
+            cpu_server, cpu_db = (b - a for a, b in zip((cpu_server, cpu_db), cpu(), strict=True))
             cpu_client = self_cpu_seconds() - cpu_client
             c_jobs = [(i, [contribution_body(cipher, prep.round_id, rnd) for _ in range(nc)]) for i in group]
-            cpu_c = tree_cpu_seconds(cl.proc.pid)
+            cpu_c, cpu_c_db = cpu()
             cs = asyncio.run(run_phase(cl.url, c_jobs, "POST", "/v1/contributions", 202))
-            cpu_c = tree_cpu_seconds(cl.proc.pid) - cpu_c
+            cpu_c, cpu_c_db = (b - a for a, b in zip((cpu_c, cpu_c_db), cpu(), strict=True))
             row = {
-                "setup": setup.label, "backend": setup.backend, "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000,
+                "setup": setup.label, "backend": setup.backend, "code": setup.code, "n": n, "queries": n * nq, "q_p50": pct(qs.latencies, 0.5) * 1000,
                 "q_p95": pct(qs.latencies, 0.95) * 1000, "q_rate": qs.ok / qs.wall if qs.wall else 0.0,
                 "contribs": n * nc, "c_p50": pct(cs.latencies, 0.5) * 1000, "c_p95": pct(cs.latencies, 0.95) * 1000,
                 "c_rate": cs.ok / cs.wall if cs.wall else 0.0, "errors": fmt_errors(qs, cs),
                 "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
                 "q_cpu_server": cpu_server / max(1, n * nq) * 1000, "q_cpu_client": cpu_client / max(1, n * nq) * 1000,
                 "c_cpu_server": cpu_c / max(1, n * nc) * 1000,
+                "q_cpu_db": cpu_db / max(1, n * nq) * 1000, "c_cpu_db": cpu_c_db / max(1, n * nc) * 1000,
             }
             rows.append(row)
             print(f"  {setup.label}, N={n}: queries {qs.ok}/{n * nq} ok, p50 {row['q_p50']:.1f} ms, "
                   f"p95 {row['q_p95']:.1f} ms, {row['q_rate']:.0f}/s; contributions {cs.ok}/{n * nc} ok, "
                   f"{row['c_rate']:.1f}/s; errors {row['errors']}; load average {row['load']}; CPU per query: "
                   f"server {row['q_cpu_server']:.2f} ms, load generator {row['q_cpu_client']:.2f} ms; server CPU per "
-                  f"contribution {row['c_cpu_server']:.1f} ms", flush=True)
+                  f"contribution {row['c_cpu_server']:.1f} ms; PostgreSQL CPU per query {row['q_cpu_db']:.2f} ms, per "
+                  f"contribution {row['c_cpu_db']:.1f} ms", flush=True)
         pids = list(cl.pids().values()) or [cl.proc.pid]
         rss = sum(rss_kb(p) for p in pids) / 1024
         print(f"  {setup.label}: coordinator RSS at the end {rss:.0f} MB in {len(pids)} process(es)", flush=True)
     return rows
+
+
+def start_cluster(args: Sequence[str], **kw: Any) -> Cluster:
+    """A cluster, retried on new ports when one start fails: on a shared machine another program
+    may take one of the free ports picked between the pick and the bind (EADDRINUSE)."""
+    for attempt in range(3):
+        try:
+            return Cluster(args, **kw)
+        except RuntimeError as exc:
+            if attempt == 2:
+                raise
+            print(f"  cluster start failed, retrying on other ports: {str(exc).splitlines()[-1]}", flush=True)
+    raise AssertionError("unreachable")
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -392,20 +489,24 @@ MODEL_PATTERNS, MODEL_QUERIES_PER_DAY, MODEL_PEAK_HOUR_SHARE, MODEL_WINDOW_DAYS 
 MODEL_JOURNAL_ROW = 160  # bytes per credit-journal row when the run made too few to measure (estimate)
 
 
-def store_scale_model(sizes: dict[str, tuple[int, int]], cpu_query_ms: float, cpu_contribution_ms: float) -> str:
+def store_scale_model(sizes: dict[str, tuple[int, int]], cpu_query_ms: float, cpu_contribution_ms: float,
+                      log_peak: tuple[int, int]) -> str:
     """Rows, bytes and CPU per day for 10^3 / 10^5 / 10^6 members, from this run's measured bytes per
-    row and CPU per request. Rounds close daily; each member takes part once per window."""
+    row and CPU per request. Rounds close daily; each member takes part once per window. The
+    secure-aggregation log (``log_peak``: the seed round's at its largest) is deleted when its round
+    is released, so it is the space a running round needs, not growth."""
     def per_row(table: str, fallback: float) -> float:
         rows, size = sizes.get(table, (0, 0))
         return size / rows if rows >= 100 else fallback
 
-    log_rows, log_bytes = sizes.get("secagg_log", (0, 0))
+    log_rows, log_bytes = log_peak
     log_per_member = log_bytes / SEED_MEMBERS  # the one secure-aggregation round of the run had SEED_MEMBERS
     sub, phr = per_row("submissions", 330.0), per_row("phrases", 280.0)
     phrases_per_pattern = (sizes.get("phrases", (0, 0))[0] / max(1, sizes.get("submissions", (1, 1))[0])) or 4.0
     jr = per_row("credit_journal", MODEL_JOURNAL_ROW)
     lines = ["| members | members per daily round | submissions + phrases rows per day | secure-aggregation log "
-             "per day | credit-journal rows per day | store growth per day | store after a year (no pruning) "
+             "while a round runs (deleted at its release) | credit-journal rows per day | store growth per day | "
+             "store after a year (no pruning) "
              "| busiest-hour queries/s | query + contribution CPU per day |", "|---|---|---|---|---|---|---|---|---|"]
     for n in (1_000, 100_000, 1_000_000):
         per_round = n / MODEL_WINDOW_DAYS
@@ -413,7 +514,7 @@ def store_scale_model(sizes: dict[str, tuple[int, int]], cpu_query_ms: float, cp
         phr_rows = sub_rows * phrases_per_pattern
         log_day = per_round * log_per_member
         jr_rows = n * MODEL_QUERIES_PER_DAY + per_round
-        growth = sub_rows * sub + phr_rows * phr + log_day + jr_rows * jr
+        growth = sub_rows * sub + phr_rows * phr + jr_rows * jr
         peak = n * MODEL_QUERIES_PER_DAY * MODEL_PEAK_HOUR_SHARE / 3600
         cpu = (n * MODEL_QUERIES_PER_DAY * cpu_query_ms + per_round * cpu_contribution_ms) / 1000
         lines.append(f"| {n:,} | {per_round:,.0f} | {sub_rows + phr_rows:,.0f} | {fmt_size(log_day)} | {jr_rows:,.0f} | "
@@ -427,6 +528,10 @@ def store_scale_model(sizes: dict[str, tuple[int, int]], cpu_query_ms: float, cp
                                f"contribution of {PATTERNS_PER_CONTRIBUTION} patterns. Assumed: {MODEL_PATTERNS} "
                                f"patterns per member per {MODEL_WINDOW_DAYS}-day window, {MODEL_QUERIES_PER_DAY} "
                                f"queries per member per day, {MODEL_PEAK_HOUR_SHARE:.1%} of them in the busiest hour.")
+
+
+def db_cpu(r: dict[str, Any]) -> str:
+    return "" if r["backend"] == "sqlite" else f"{r['q_cpu_db']:.2f} / {r['c_cpu_db']:.1f} ms"
 
 
 def fmt_size(b: float) -> str:
@@ -456,6 +561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="N = 5, 10; 3 queries and 1 contribution per client; "
                                                          "one process on SQLite")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--baseline", metavar="REV", default="",
+                    help="also run every setup on the code of git revision REV, each right before this tree's run "
+                         "(before and after in one invocation, under the same load)")
     args = ap.parse_args(argv)
     if args.quick:
         sizes, nq, nc, names = [5, 10], 3, 1, ["sqlite-1"]
@@ -466,6 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown setups {unknown}; choose from {', '.join(SETUPS)}")
     setups = [SETUPS[x] for x in names]
+    if args.baseline:
+        setups = [v for s in setups for v in (Setup(s.name, s.backend, s.workers, s.nginx, args.baseline), s)]
     if any(s.backend == "postgresql" for s in setups) and not postgres_supported():
         print("PostgreSQL setups skipped: this coordinator has no --database option (the PostgreSQL store is not "
               "in this tree)", flush=True)
@@ -492,19 +602,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 database = pg.database()
             prepared[backend] = prep = prepare(work / backend, database, max(sizes), cipher, rng)
             print(f"{backend}: {prep.note}", flush=True)
+        code = export_revision(args.baseline, work / "baseline") if args.baseline else None
         for setup in setups:
-            rows += measure(setup, prepared[setup.backend], sizes, nq, nc, cipher, rnd)
+            db_pid = int((pg.data / "postmaster.pid").read_text().split()[0]) \
+                if pg is not None and setup.backend == "postgresql" else None  # its backends are its children
+            rows += measure(setup, prepared[setup.backend], sizes, nq, nc, cipher, rnd, code if setup.code else None,
+                            db_pid)
         for backend in prepared:
             sizes = pg_table_sizes(prepared[backend].database or "") if backend == "postgresql" else \
                 sqlite_table_sizes(work / backend / "coordinator.db")
             what = "pg_total_relation_size" if backend == "postgresql" else "SQLite dbstat pages"
             sizes_note += f"\n{backend} store at the end (rows, {what}, bytes per row): " + "; ".join(
                 f"{t} {r} rows {b / 1024:.0f} KiB {b / r:.0f} B/row" for t, (r, b) in sizes.items() if r)
-            mine = [r for r in rows if r["backend"] == backend]
+            mine = [r for r in rows if r["backend"] == backend and not r["code"]]
             if mine:
                 best = max(mine, key=lambda r: r["n"])
                 sizes_note += (f"\n\nStore scale model from the {backend} figures ({best['setup']}, N={best['n']}):\n\n"
-                               + store_scale_model(sizes, best["q_cpu_server"], best["c_cpu_server"]) + "\n")
+                               + store_scale_model(sizes, best["q_cpu_server"], best["c_cpu_server"],
+                                                 prepared[backend].log_peak) + "\n")
     finally:
         if pg is not None:
             pg.stop()
@@ -524,12 +639,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(sizes_note.strip())
     print()
     print("| setup | concurrent clients | queries | query p50 | query p95 | queries/s | contributions | contribution p50 "
-          "| contribution p95 | contributions/s | errors | server CPU per query / contribution | load average |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| contribution p95 | contributions/s | errors | server CPU per query / contribution | PostgreSQL CPU per "
+          "query / contribution | load average |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setup']} | {r['n']} | {r['queries']} | {r['q_p50']:.1f} ms | {r['q_p95']:.1f} ms | "
               f"{r['q_rate']:.0f} | {r['contribs']} | {r['c_p50']:.0f} ms | {r['c_p95']:.0f} ms | {r['c_rate']:.1f} | "
-              f"{r['errors']} | {r['q_cpu_server']:.2f} / {r['c_cpu_server']:.1f} ms | {r['load']} |")
+              f"{r['errors']} | {r['q_cpu_server']:.2f} / {r['c_cpu_server']:.1f} ms | {db_cpu(r)} | {r['load']} |")
     print()
     print(f"Total time {time.perf_counter() - t_all:.0f} s.")
     return 0

@@ -47,6 +47,32 @@ class SqlDatabase(Protocol):
     def close(self) -> None: ...
 
 
+#: bound parameters per multi-row statement (SQLite allows 32,766, PostgreSQL 65,535)
+_MAX_PARAMS = 2000
+
+
+def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                returning: str = "") -> list[tuple[Any, ...]]:
+    """Insert ``rows`` with one multi-row ``INSERT`` per batch of parameters, returning what
+    ``returning`` names (in no promised order: name a key column to match the rows up).
+
+    Why: on PostgreSQL each statement is a network round trip, and a write transaction holds its
+    locks across all of them; 20 patterns of 4 phrases each were 41 statements, they are now 2.
+    Portable: both databases accept ``VALUES (...), (...)`` with ``RETURNING``."""
+    per_row = len(columns)
+    step = max(1, _MAX_PARAMS // max(1, per_row))
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    one = "(" + ", ".join("?" * per_row) + ")"
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(rows), step):
+        batch = rows[start:start + step]
+        sql = head + ", ".join([one] * len(batch)) + (f" RETURNING {returning}" if returning else "")
+        cur = conn.execute(sql, [v for r in batch for v in r])
+        if returning:
+            out += [tuple(r) for r in cur.fetchall()]
+    return out
+
+
 def open_database(target: Any, schema: str, *, name: str, version: int = 1,
                   migrate: Callable[[Any, int], None] | None = None, what: str = "database",
                   private: bool = False, timeout: float = 30.0) -> SqlDatabase:
@@ -62,4 +88,4 @@ def open_database(target: Any, schema: str, *, name: str, version: int = 1,
     return PgDatabase(target, schema, name=name, version=version, migrate=migrate, what=what)
 
 
-__all__ = ["Connection", "SqlDatabase", "open_database"]
+__all__ = ["Connection", "SqlDatabase", "insert_rows", "open_database"]

@@ -258,9 +258,9 @@ class PgDatabase:
         none of them beside an exclusive one. (Locks are always taken component first, key second,
         so they cannot deadlock.)"""
         with self.pool.session() as (conn, _nested), conn.transaction():
-            if key:
-                conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))", (self.name,))
-                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.name}:{key}",))
+            if key:  # one round trip; the select list is evaluated left to right (component first)
+                conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0)), "
+                             "pg_advisory_xact_lock(hashtextextended(%s, 0))", (self.name, f"{self.name}:{key}"))
             else:
                 conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (self.name,))
             yield PgConnection(conn)
@@ -272,9 +272,14 @@ class PgDatabase:
             if nested:
                 yield PgConnection(conn)
                 return
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                yield PgConnection(conn)
+            # the BEGIN itself says REPEATABLE READ READ ONLY (no separate SET TRANSACTION round trip)
+            conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+            try:
+                with conn.transaction():
+                    yield PgConnection(conn)
+            finally:
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:  # else broken: the pool drops it
+                    conn.isolation_level, conn.read_only = None, None
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows:
         """One statement on its own (in this thread's open transaction, if any), rows fetched."""

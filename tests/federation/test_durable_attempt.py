@@ -78,6 +78,11 @@ def inputs(params: SecAggParams, n: int) -> list[np.ndarray]:
     return out
 
 
+def log_of(e: RoundEngine, session_id: str) -> list[asql.LogRecord]:
+    with e.store.reading() as conn:
+        return asql.records_after(conn, session_id, -1)
+
+
 def released_slots(e: RoundEngine) -> dict[int, list[float]]:
     return {s.slot: s.vector for s in CoordinatorService(e.config, e.store, e, e.policy).slots().slots}
 
@@ -187,7 +192,7 @@ def test_a_message_accepted_by_one_process_is_refused_by_the_other(tmp_path: Pat
     assert st.phase == "advertise" and st.you_pending is None
 
 
-def test_restart_mid_aggregation_continues_the_same_attempt(tmp_path: Path) -> None:
+def test_restart_mid_aggregation_continues_the_same_attempt_and_its_log_goes_at_release(tmp_path: Path) -> None:
     who = [Identity.generate() for _ in range(4)]
     e = founded(tmp_path, who)
     e.close_round()
@@ -203,6 +208,9 @@ def test_restart_mid_aggregation_continues_the_same_attempt(tmp_path: Path) -> N
     again = engine(tmp_path)
     st = again.state(None)
     assert (st.round_id, st.phase, st.attempt) == (0, "share_keys", 0)
+    # the restarted process continued from the log: open, 4 keys, their close, 2 shares
+    assert [r.kind for r in log_of(again, params.session_id)] == ["open", *["advertise"] * 4, "close",
+                                                                  *["share_keys"] * 2]
     for m in sorted(clients)[2:]:
         again.receive(0, "share_keys", m, clients[m].share_keys(again.key_roster(0, m)))
     for m, x in zip(clients, inputs(params, 4), strict=True):
@@ -210,6 +218,9 @@ def test_restart_mid_aggregation_continues_the_same_attempt(tmp_path: Path) -> N
     for m in clients:
         again.receive(0, "unmask", m, clients[m].unmask(again.survivors(0, m)))
     assert again.state(None, 0).phase == "released"
+    assert log_of(again, params.session_id) == []  # released: nothing needs its messages any more
+    with again.store.reading() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM secagg_log").fetchone()[0] == 0
 
 
 def test_an_attempt_without_a_log_starts_afresh(tmp_path: Path) -> None:

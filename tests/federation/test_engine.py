@@ -14,6 +14,7 @@ import pytest
 
 from continuum_mcp.crypto.identity import Identity, MemoryReplayGuard, Verifier
 from continuum_mcp.federation.coordinator import CoordinatorConfig, CoordinatorService, CoordinatorStore, RoundEngine
+from continuum_mcp.federation.coordinator import _attempt_sql as asql
 from continuum_mcp.federation.coordinator.release import IntNoise, discrete_noise
 from continuum_mcp.federation.protocol import ContributionRequest, PatternSubmission, PhraseSubmission
 from continuum_mcp.privacy.modes import default_policy
@@ -126,6 +127,8 @@ def test_too_few_survivors_abort_and_carry_submissions_over(tmp_path: Path, cloc
     clock.advance(2)
     engine.tick()
     assert engine.state(None, 0).phase == "aborted"
+    with engine.store.reading() as conn:  # the aborted attempt's log is gone with it (superseded)
+        assert asql.records_after(conn, params.session_id, -1) == []
     nxt = engine.state(None)
     assert (nxt.round_id, nxt.phase, nxt.submissions) == (1, "collecting", 3)
     assert engine.store.pending_snapshot(who[1].instance_id) == [(1, 0, 1)]  # ciphertexts stay bound to round 0
@@ -163,3 +166,46 @@ def test_full_round_in_process_releases_and_opens_the_next(tmp_path: Path, clock
     slots = CoordinatorService(engine.config, engine.store, engine, engine.policy).slots().slots
     assert [s.slot for s in slots] == [2] and s_norm(slots[0].vector) == pytest.approx(1.0, abs=1e-5)
     assert slots[0].released_at_round == 0
+
+
+def test_contributions_racing_a_round_close_are_in_its_roster_or_refused(tmp_path: Path, clock: Clock) -> None:
+    """Contributions take only their member's lock, never the store's: still, none acknowledged for
+    a round may miss its roster. Members re-post in a loop on one engine while another engine on
+    the same database (a second process) closes the round: every acknowledged member is in the
+    roster, and every post after the close is refused with WrongPhase."""
+    import threading
+
+    from continuum_mcp.errors import WrongPhase
+
+    engine = make_engine(tmp_path, clock)
+    closer = make_engine(tmp_path, clock)
+    who = members(engine, 12)
+    acked: set[str] = set()
+    refused: set[str] = set()
+    start = threading.Barrier(len(who) + 1)
+
+    def post(ident: Identity) -> None:
+        start.wait()
+        for _ in range(50):
+            try:
+                engine.submit(ident.instance_id, ContributionRequest(
+                    round_id=0, patterns=[PatternSubmission(slot=1, confidence=0.9, phrases=[])]))
+            except WrongPhase:
+                refused.add(ident.instance_id)
+                return
+            acked.add(ident.instance_id)
+
+    threads = [threading.Thread(target=post, args=(m,)) for m in who]
+    for t in threads:
+        t.start()
+    start.wait()
+    time.sleep(0.05)
+    closer.close_round()
+    for t in threads:
+        t.join()
+    params = closer.current_params()
+    assert params is not None
+    assert acked and acked <= set(params.roster)  # nothing acknowledged is left out of the round
+    assert refused  # the close came while members were still posting
+    engine.store.close()
+    closer.store.close()

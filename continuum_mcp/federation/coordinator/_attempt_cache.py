@@ -67,6 +67,13 @@ class AttemptCache:
         """The host opened ``attempt`` (its opening record written in the current transaction)."""
         self._key, self._attempt = key, attempt
 
+    def ended(self, conn: Any, attempt: Attempt) -> None:
+        """The host ended ``attempt`` (released it, or aborted it for the next round) in the
+        transaction of ``conn``: its log is deleted in that transaction (:func:`._attempt_sql.prune`)
+        and the copy dropped."""
+        asql.prune(conn, attempt.session_id)
+        self.clear()
+
     def clear(self) -> None:
         self._key, self._attempt = None, None
 

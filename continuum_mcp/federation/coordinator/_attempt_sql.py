@@ -65,4 +65,16 @@ def senders(conn: Any, session_id: str, kind: str) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-__all__ = ["ATTEMPT_SCHEMA", "LogRecord", "append", "records_after", "senders"]
+def prune(conn: Any, session_id: str) -> int:
+    """Delete an attempt's log once the attempt is over (released, or aborted and superseded by
+    the next round or attempt), in the transaction that ends it; returns the rows deleted.
+
+    Why this is safe: only a running attempt is ever replayed (restart recovery and every
+    process's cache catch up from the log of the attempt the round row names), and whatever an
+    ended attempt decided (who is charged, what is released, what carries over) is written by
+    that same transaction. Why it matters: the log holds every message of the round (key shares
+    to every neighbour, masked vectors), most of a store's growth if kept."""
+    return int(conn.execute("DELETE FROM secagg_log WHERE session_id=?", (session_id,)).rowcount)
+
+
+__all__ = ["ATTEMPT_SCHEMA", "LogRecord", "append", "prune", "records_after", "senders"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from continuum_mcp._db import Connection
 
 
@@ -32,16 +34,27 @@ def count_kind_since(conn: Connection, instance_id: str, kind: str, since: float
     return int(row[0])
 
 
-def totals_since(conn: Connection, instance_id: str, since: float) -> tuple[float, float]:
-    """(earned, spent) since ``since``."""
+class Summary(NamedTuple):
+    """What a member's balance shows, from one statement."""
+
+    available: float
+    earned_since: float
+    spent_since: float
+    pattern_earned_today: float
+    free_queries_today: int
+    pending_patterns: int
+
+
+def summary(conn: Connection, instance_id: str, month: float, day: float) -> Summary:
+    """Balance, (earned, spent) since ``month``, pattern credits and free queries since ``day``,
+    and pending patterns: one statement (one round trip on PostgreSQL, where it was five)."""
     row = conn.execute(
-        "SELECT COALESCE(SUM(CASE WHEN amount > 0 THEN amount END), 0),"
-        " COALESCE(-SUM(CASE WHEN amount < 0 THEN amount END), 0)"
-        " FROM credit_journal WHERE instance_id=? AND at >= ?", (instance_id, since)).fetchone()
-    return float(row[0]), float(row[1])
-
-
-def pending_patterns(conn: Connection, instance_id: str) -> int:
-    row = conn.execute("SELECT COUNT(*) FROM submissions WHERE instance_id=? AND status='pending'",
-                       (instance_id,)).fetchone()
-    return int(row[0])
+        "SELECT COALESCE(SUM(amount), 0),"
+        " COALESCE(SUM(CASE WHEN at >= ? AND amount > 0 THEN amount END), 0),"
+        " COALESCE(-SUM(CASE WHEN at >= ? AND amount < 0 THEN amount END), 0),"
+        " COALESCE(SUM(CASE WHEN kind = 'pattern' AND at >= ? THEN amount END), 0),"
+        " COUNT(CASE WHEN kind = 'free_query' AND at >= ? THEN 1 END),"
+        " (SELECT COUNT(*) FROM submissions WHERE instance_id=? AND status='pending')"
+        " FROM credit_journal WHERE instance_id=?",
+        (month, month, day, day, instance_id, instance_id)).fetchone()
+    return Summary(float(row[0]), float(row[1]), float(row[2]), float(row[3]), int(row[4]), int(row[5]))

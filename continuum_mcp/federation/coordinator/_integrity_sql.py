@@ -20,25 +20,28 @@ def slot_submitters(conn: Connection, round_id: int) -> dict[int, int]:
     return {int(r[0]): int(r[1]) for r in rows}
 
 
+def _by_token(conn: Connection, sql: str, tokens: Sequence[str]) -> dict[str, set[str]]:
+    """token -> ciphertexts of ``sql`` (``... IN ({})``, selecting token and ciphertext), one
+    statement per 500 tokens (not one per token: each is a round trip on PostgreSQL)."""
+    out: dict[str, set[str]] = {}
+    wanted = sorted(set(tokens))
+    for start in range(0, len(wanted), 500):
+        batch = wanted[start:start + 500]
+        for token, ct in conn.execute(sql.format(", ".join("?" * len(batch))), batch).fetchall():
+            out.setdefault(str(token), set()).add(str(ct))
+    return out
+
+
 def released_ciphertexts(conn: Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
     """Phrase token -> the ciphertexts released for it (phrase ciphertexts are deterministic,
     so an honest contributor of a released phrase sends exactly one of these)."""
-    out: dict[str, set[str]] = {}
-    for token in set(tokens):
-        for (ct,) in conn.execute("SELECT ciphertext FROM released_phrases WHERE token=?", (token,)):
-            out.setdefault(token, set()).add(str(ct))
-    return out
+    return _by_token(conn, "SELECT token, ciphertext FROM released_phrases WHERE token IN ({})", tokens)
 
 
 def released_statement_ciphertexts(conn: Connection, tokens: Sequence[str]) -> dict[str, set[str]]:
     """Statement token -> the statement ciphertexts released for it."""
-    out: dict[str, set[str]] = {}
-    for token in set(tokens):
-        for (ct,) in conn.execute(
-                "SELECT r.ciphertext FROM released_statements r JOIN submissions s ON s.id = r.submission_id "
-                "WHERE s.statement_token=?", (token,)):
-            out.setdefault(token, set()).add(str(ct))
-    return out
+    return _by_token(conn, "SELECT s.statement_token, r.ciphertext FROM released_statements r JOIN submissions s "
+                           "ON s.id = r.submission_id WHERE s.statement_token IN ({})", tokens)
 
 
 def enforce_statement_floor(conn: Connection, floor: int) -> set[int]:

@@ -27,13 +27,12 @@ class Credits:
 
     def balance(self, conn: Connection, caller: str, now: float) -> CreditBalance:
         rules = self.rules
-        earned, spent = sql.totals_since(conn, caller, month_start(now))
-        earned_today = sql.sum_kind_since(conn, caller, "pattern", day_start(now))
-        pending = min(sql.pending_patterns(conn, caller) * rules.earn_per_pattern,
-                      max(0.0, rules.earn_daily_limit - earned_today))
-        used = sql.count_kind_since(conn, caller, "free_query", day_start(now))
-        free_left = max(0, rules.free_queries_per_day - used) if self.require_contribution else rules.free_queries_per_day
-        return CreditBalance(available=sql.balance(conn, caller), earned_this_month=earned, spent_this_month=spent,
+        s = sql.summary(conn, caller, month_start(now), day_start(now))
+        pending = min(s.pending_patterns * rules.earn_per_pattern,
+                      max(0.0, rules.earn_daily_limit - s.pattern_earned_today))
+        free_left = max(0, rules.free_queries_per_day - s.free_queries_today) if self.require_contribution \
+            else rules.free_queries_per_day
+        return CreditBalance(available=s.available, earned_this_month=s.earned_since, spent_this_month=s.spent_since,
                              pending=pending, free_queries_left_today=free_left)
 
     @staticmethod

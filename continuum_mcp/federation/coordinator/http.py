@@ -172,7 +172,7 @@ HANDLERS: dict[str, Handler] = {
     "federation": lambda s, c: s.federation(),
     "join": lambda s, c: s.join(c.caller, c.public_key, c.body),
     "status": lambda s, c: s.status(c.caller),
-    "contribute": lambda s, c: s.contribute(c.caller, c.body),
+    "contribute": lambda s, c: s.contribute(c.caller, c.body, c.member),
     "delete_contributions": lambda s, c: s.delete_contributions(c.caller),
     "leave": lambda s, c: s.leave(c.caller),
     "round_current": lambda s, c: s.engine.state(c.caller),
@@ -183,7 +183,7 @@ HANDLERS: dict[str, Handler] = {
     "secagg_post": lambda s, c: s.secagg_post(c.caller, c.round_id, str(c.params["kind"]),
                                               validate(SignedMessage, c.body.message, "message.")),
     "slots": lambda s, c: s.slots(),
-    "query": lambda s, c: s.query(c.caller, c.body),
+    "query": lambda s, c: s.query(c.caller, c.body, c.member),
     "download": lambda s, c: s.download(c.caller),
     "verify": lambda s, c: s.verify(c.caller, str(c.params["pattern_id"])),
     "vote": lambda s, c: s.vote(c.caller, str(c.params["pattern_id"]), c.body.up),
@@ -293,7 +293,8 @@ class HttpAdapter:
             try:
                 body = await self._read_body(request)
                 result = await run_in_threadpool(self._call, spec, request, body, address)
-                return JSONResponse(result.model_dump(mode="json"), status_code=spec.status)
+                # serialised by pydantic-core in one pass (no dict, then json.dumps, per response)
+                return Response(result.model_dump_json(), status_code=spec.status, media_type="application/json")
             except ContinuumError as exc:
                 logger.info("%s %s refused: %s", request.method, request.url.path, exc.code)
                 return error_response(exc)

@@ -22,7 +22,7 @@ from continuum_mcp.federation.coordinator import _integrity_sql as isql
 from continuum_mcp.federation.coordinator import _release_sql as rsql
 from continuum_mcp.federation.coordinator.config import CoordinatorConfig
 from continuum_mcp.federation.coordinator.engine import RoundEngine
-from continuum_mcp.federation.coordinator.store import CoordinatorStore
+from continuum_mcp.federation.coordinator.store import CoordinatorStore, Member
 from continuum_mcp.federation import protocol as wire
 from continuum_mcp.privacy.codebook import SLOT_INDEX_BITS, VERSION_TAG_BITS, slot_id, split_slot_id, version_slot_ids
 from continuum_mcp.privacy.modes import PrivacyPolicy
@@ -60,8 +60,9 @@ class CoordinatorService:
         #: proposals and learning sessions (set by the coordinator process; None: no governance routes)
         self.governance: Any = None
 
-    def _member_level(self, caller: str) -> str:
-        member = self.store.get_member(caller)
+    def _member_level(self, caller: str, member: Member | None = None) -> str:
+        """The caller's level (``member``: its row, when the adapter already read it to authenticate)."""
+        member = member if member is not None and member.instance_id == caller else self.store.get_member(caller)
         if member is None:
             raise NotFound("not a member")
         return member.level
@@ -122,8 +123,9 @@ class CoordinatorService:
 
     # ------------------------------------------------------------------------------ contributions
 
-    def contribute(self, caller: str, request: wire.ContributionRequest) -> wire.ContributionReceipt:
-        level = self._member_level(caller)
+    def contribute(self, caller: str, request: wire.ContributionRequest, member: Member | None = None
+                   ) -> wire.ContributionReceipt:
+        level = self._member_level(caller, member)
         slots = [p.slot for p in request.patterns]
         version = self.codebook_in_use()[0]
         ids = set(version_slot_ids(version, self.config.slots))
@@ -196,8 +198,8 @@ class CoordinatorService:
                                       noisy_contributors=0.0, released_at_round=-1))
         return wire.SlotsResponse(codebook_version=version, slots=infos)
 
-    def query(self, caller: str, request: wire.QueryRequest) -> wire.QueryResponse:
-        level = self._member_level(caller)
+    def query(self, caller: str, request: wire.QueryRequest, member: Member | None = None) -> wire.QueryResponse:
+        level = self._member_level(caller, member)
         # a read transaction unless the query is charged (then the balance check and the debit are one
         # write, under a lock of the caller's rows only)
         with self.store.transaction(f"member:{caller}") if self.credits.require_contribution \

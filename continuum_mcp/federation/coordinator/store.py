@@ -5,7 +5,8 @@ Two implementations of one interface (:class:`continuum_mcp._db.SqlDatabase`), t
 SQL: by default one SQLite file in the storage directory (WAL, ``synchronous=FULL``, ``BEGIN
 IMMEDIATE``, via ``continuum_mcp._sqlite``); with ``database="postgresql://..."`` a PostgreSQL
 database that several coordinator processes share (``continuum_mcp._postgres``: a pool, every
-write transaction under one advisory lock, schema versions in a table). Either way the coordinator
+write transaction under an advisory lock: the store's, or shared with one member's for what touches only
+that member's rows, schema versions in a table). Either way the coordinator
 acknowledges a contribution (HTTP 202) only after its transaction has committed, so a ``kill -9``
 loses nothing it acknowledged; and every check-then-write (admission tokens, credit balances,
 votes, round transitions) runs in one transaction that holds the write lock before its first read,
@@ -33,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Self
 
-from continuum_mcp._db import Connection, SqlDatabase, open_database
+from continuum_mcp._db import Connection, SqlDatabase, insert_rows, open_database
 from continuum_mcp.errors import BadInvite, Conflict, InvalidInput, StoreCorrupt, TooLarge
 from continuum_mcp.federation.coordinator._schema import SCHEMA, SCHEMA_VERSION, migrate
 from continuum_mcp.federation.protocol import PatternSubmission
@@ -331,22 +332,25 @@ class CoordinatorStore(_Storage):
         self, conn: Connection, instance_id: str, round_id: int, patterns: Sequence[PatternSubmission],
         now: float,
     ) -> None:
-        """Replace the member's pending submission of ``round_id`` (re-posting replaces)."""
+        """Replace the member's pending submission of ``round_id`` (re-posting replaces): three
+        statements whatever the number of patterns (slots are unique in one request, so the
+        returned ids are matched to their patterns by slot)."""
+        if len({p.slot for p in patterns}) != len(patterns):
+            raise InvalidInput("patterns.slot: at most one pattern per slot per round")
         conn.execute(
             "DELETE FROM submissions WHERE instance_id=? AND round_id=? AND status='pending'",
             (instance_id, round_id),
         )
-        for p in patterns:
-            sid = conn.execute(
-                "INSERT INTO submissions (instance_id, round_id, ct_round, slot, confidence, statement_ct,"
-                " statement_token, submitted_at) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
-                (instance_id, round_id, round_id, p.slot, p.confidence, p.statement_ciphertext, p.statement_token,
-                 now),
-            ).fetchone()[0]
-            conn.executemany(
-                "INSERT INTO phrases (submission_id, position, token, ciphertext) VALUES (?,?,?,?)",
-                [(sid, k, ph.token, ph.ciphertext) for k, ph in enumerate(p.phrases)],
-            )
+        if not patterns:
+            return
+        ids = dict(insert_rows(
+            conn, "submissions", ("instance_id", "round_id", "ct_round", "slot", "confidence", "statement_ct",
+                                  "statement_token", "submitted_at"),
+            [(instance_id, round_id, round_id, p.slot, p.confidence, p.statement_ciphertext, p.statement_token, now)
+             for p in patterns], returning="slot, id"))
+        phrases = [(ids[p.slot], k, ph.token, ph.ciphertext) for p in patterns for k, ph in enumerate(p.phrases)]
+        if phrases:
+            insert_rows(conn, "phrases", ("submission_id", "position", "token", "ciphertext"), phrases)
 
     @staticmethod
     def pending_submitters(conn: Connection, round_id: int) -> dict[str, int]:

@@ -97,7 +97,9 @@ def _healthy(host: str, port: int) -> bool:
             return conn.getresponse().status == 200
         finally:
             conn.close()
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # not up yet; or, while nothing listens on a loopback port, the kernel connected the probe
+        # to itself (its source port was the target) and it read its own request back (BadStatusLine)
         return False
 
 
