@@ -5,7 +5,6 @@ node catches up with. Runs on both coordinator backends (SQLite file, PostgreSQL
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -36,11 +35,11 @@ def test_a_session_round_served_by_two_nodes_request_by_request_completes(tmp_pa
         states = [node.service.governance.round_state(members[0].id, pid, 2) for node in kit.nodes]
         assert [s.phase for s in states] == ["released", "released"]
         with kit.coord.store.reading() as conn:
-            log = asql.records_after(conn, f"{session_label(FED, pid)}/r2/a0", -1)
+            logs = [asql.records_after(conn, f"{session_label(FED, pid)}/r{r}/a0", -1) for r in (1, 2)]
             charged = {r.round: sorted(r.participants) for r in gsql.rounds(conn, pid)}
-        closes = [json.loads(r.body)["closed"] for r in log if r.kind == "close"]
-        assert closes == ["advertise", "share_keys", "masked_input", "unmask"]
-        assert {r.instance_id for r in log if r.kind == "masked_input"} == {m.id for m in members}
+        # each round's secure-aggregation log (every key share and masked vector) is deleted in
+        # the transaction that released it; what it decided is in the round records
+        assert logs == [[], []]
         assert charged == {1: sorted(m.id for m in members), 2: sorted(m.id for m in members)}
         for m in members:  # one charge per round, whichever node took the message
             assert kit.coord.engine.ledger_spent(m.id) == pytest.approx(m.spent(), rel=1e-6)

@@ -214,6 +214,8 @@ class SessionRounds:
             return False
         gsql.set_proposal(conn, run.proposal_id, in_round=run.attempt + 2)
         nxt = SessionRound(run.proposal_id, run.round, run.label, run.params, run.attempt + 1)
+        # the failed attempt's log stays: it holds no masked input (a retry needs none sent), only
+        # the keys advertised, and it is the record of why the round was tried again
         self.open(conn, nxt, roster, dim())
         logger.info("session %s round %d attempt %d failed in %s with %d of %d synced: attempt %d with them",
                     run.proposal_id, run.round, run.attempt, closed.phase, len(synced), len(a.params.roster),
@@ -223,8 +225,16 @@ class SessionRounds:
     def finish(self, run: SessionRound, a: Attempt | None, closed: Closed | None, kind: Any, context: Any,
                conn: Any) -> RoundDone:
         """The ended round's record: the kind's post-processing of the DP sum (costs no privacy) and
-        every member whose masked input was received charged. ``a`` None: the round had no log."""
+        every member whose masked input was received charged. ``a`` None: the round had no log.
+        The attempt's log goes in the same transaction (``_attempt_sql.prune``: what it decided is
+        recorded by then, and only a running attempt is ever replayed)."""
         self._cache(run.proposal_id).clear()
+        done = self._finish(run, a, closed, kind, context, conn)
+        asql.prune(conn, run.session_id)
+        return done
+
+    def _finish(self, run: SessionRound, a: Attempt | None, closed: Closed | None, kind: Any, context: Any,
+                conn: Any) -> RoundDone:
         if a is None or closed is None:
             senders = asql.senders(conn, run.session_id, "masked_input")
             return self._end(run, "aborted", None, senders)
