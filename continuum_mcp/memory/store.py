@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # numpy and FAISS load on the first write or search, not when
 log = logging.getLogger(__name__)
 
 DB_FILE = "memory.db"
+WAL_CHECKPOINT_PAGES = 4_000  # 16 MB of 4 KB pages
 
 _COLS = ("m.id, m.text, m.tags, m.metadata, m.source, m.created_at, m.updated_at, m.content_hash, m.supersedes, "
          "(SELECT MAX(s.id) FROM memories s WHERE s.supersedes = m.id)")
@@ -82,6 +83,12 @@ class MemoryStore:
             raise InvalidInput(f"cannot create data directory {self.data_dir}: {exc}") from exc
         self._conn, lock, self.read_only = open_database(self._path, read_only=self.read_only)
         self._lock = lock or self._lock
+        if not self.read_only:
+            # Checkpoint the WAL every 16 MB, not SQLite's 4 MB: a 1,000-memory batch writes about
+            # 3 MB, so the default copied (and fsynced) pages into the database after nearly every
+            # batch, the hash index's pages again each time. Durability is the WAL's (synchronous=FULL)
+            # either way. Measured on a 10k->100k fill: SQL and commit 90 -> 52 us per memory.
+            self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         self._closed = False
         self.store_model_id, self.store_dim = self._init_meta()
 

@@ -35,7 +35,7 @@ from threadpoolctl import ThreadpoolController
 
 from continuum_mcp._sqlite import atomic_write
 from continuum_mcp.memory._probe import (
-    PROBE_MIN, PROBE_NPROBE, PROBE_REGROW, Probe, add_to_cells, nearest_exact, nearest_ivf, side_index,
+    PROBE_MIN, PROBE_NPROBE, PROBE_REGROW, Probe, SideIndex, nearest_exact, nearest_ivf,
 )
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ class VectorIndex:
         self.index: faiss.Index = self._new_flat()
         self.seq = 0
         self.saved_seq = -1
-        self._probe: faiss.IndexIVFFlat | None = None
-        self._probe_size = 0
+        self._probe: SideIndex | None = None
         self._max_id = 0  # ids only grow (AUTOINCREMENT): a change to a larger id is a pure add
 
     # ----- construction -------------------------------------------------------------------
@@ -212,7 +211,7 @@ class VectorIndex:
                 self.index.add_with_ids(vecs, ids)
                 if self._probe is not None:
                     known = probe is not None and probe.side is self._probe
-                    add_to_cells(self._probe, vecs, ids, probe.home if known and probe is not None else None)
+                    self._probe.add(vecs, ids, probe.home if known and probe is not None else None)
             self._max_id = max(self._max_id, int(ids.max()))
         self.seq = seq
 
@@ -239,7 +238,7 @@ class VectorIndex:
             with single_threaded(len(got)):
                 self.index.add_with_ids(vecs, got)
                 if self._probe is not None:
-                    self._probe.add_with_ids(vecs, got)
+                    self._probe.add(vecs, got)
             self._max_id = max(self._max_id, int(got.max()))
 
     # ----- queries ------------------------------------------------------------------------
@@ -265,13 +264,13 @@ class VectorIndex:
             return Probe([None] * len(queries))
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if self.kind == "ivf":
-            return nearest_ivf(self.index, q, side=False)
+            return nearest_ivf(self.index, q)
         xb, id_map = self._flat_vectors()
         if self.count < PROBE_MIN:
             return Probe(nearest_exact(q, xb, id_map))
-        if self._probe is None or self.count >= PROBE_REGROW * self._probe_size:
-            self._probe, self._probe_size = side_index(xb, id_map), len(xb)
-        return nearest_ivf(self._probe, q, side=True)
+        if self._probe is None or self.count >= PROBE_REGROW * self._probe.built_at:
+            self._probe = SideIndex.build(xb, id_map)
+        return self._probe.nearest(q)
 
     def _flat_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """The flat index's vectors (a view, no copy) and their ids."""

@@ -103,3 +103,31 @@ def test_approximate_index_keeps_every_id_right_after_deletes_and_updates(
         assert index.kind == "ivf" and index.count == 440
         for i, v in zip(range(100, 140), vecs):
             assert index.search(v, 1)[0][0] == made[i]
+
+
+def test_probe_side_index_finds_restatements_and_forgets_removed_vectors() -> None:
+    """The write path's side index: a stored vector is found from a query at cosine ~0.95 of it, a
+    vector filed in the cell its probe found is found too, and a removed one is never returned."""
+    from continuum_mcp.memory._probe import SideIndex
+
+    rng = np.random.default_rng(5)
+    topics = rng.normal(size=(300, 64)).astype(np.float32)  # clustered, like sentence embeddings
+    xb = topics[rng.integers(300, size=6000)] + rng.normal(0, 0.12, (6000, 64)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    ids = np.arange(1, 6001, dtype=np.int64)
+    side = SideIndex.build(xb[:5000], ids[:5000])
+    fresh = side.nearest(xb[5000:])  # a probe of new vectors, then filed where it found them
+    side.add(xb[5000:], ids[5000:], fresh.home)
+    assert side.count == 6000
+    pick = rng.choice(6000, 200, replace=False)
+    noise = rng.normal(size=(200, 64)).astype(np.float32)
+    noise -= (noise * xb[pick]).sum(axis=1, keepdims=True) * xb[pick]
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    q = xb[pick] + 0.33 * noise  # cosine 0.95 to its source
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    found = side.nearest(q).nearest
+    source = (q * xb[pick]).sum(axis=1)  # the source itself, or one at least as close, must come back
+    assert sum(f is not None and f[1] >= s - 1e-5 for f, s in zip(found, source)) >= 198
+    side.remove_ids(ids[pick])
+    assert side.count == 5800
+    assert all(f is None or f[0] not in set(ids[pick].tolist()) for f in side.nearest(q).nearest)
