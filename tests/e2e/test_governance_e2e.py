@@ -8,7 +8,11 @@ dir and identity:
 - a codebook-refinement session proposed and voted on by three ``continuum-mcp serve`` processes
   over MCP (the ``federation_governance`` tool) and run by twelve in-process ``FederationClient``s:
   approved by 87 % with 12 opt-ins, 3 rounds with two opt-outs after round 1 and a dropout, a new
-  codebook adopted by vote, and the shared fact found again after re-slotting.
+  codebook adopted by vote, and the shared fact found again after re-slotting;
+- with twelve ``FederationClient``s each: only 9 opt-ins (never runs), 70 % approval (never runs),
+  a halt vote after round 1 (stops at the next round for every client), and a coordinator that says
+  a rejected session runs and then forges ballots (its database altered while it runs), caught by
+  every client, a ``serve`` process over MCP among them.
 """
 
 from __future__ import annotations
@@ -560,7 +564,7 @@ def test_forged_ballot_and_miscount_are_caught_by_every_client(tmp_path: Path,
     fed = federation(spare=1)
     g = fed.govs
 
-    def lie(forge: int) -> None:
+    def lie(pid: str, forge: int) -> None:
         conn = connect(fed.db)
         try:
             with immediate(conn):
@@ -575,7 +579,7 @@ def test_forged_ballot_and_miscount_are_caught_by_every_client(tmp_path: Path,
         finally:
             conn.close()
 
-    def every_client_refuses(invalid: int) -> None:
+    def every_client_refuses(pid: str, invalid: int) -> None:
         for i, gov in enumerate(g):
             with pytest.raises(CryptoError, match="own tally"):
                 gov.verified(pid)
@@ -588,7 +592,6 @@ def test_forged_ballot_and_miscount_are_caught_by_every_client(tmp_path: Path,
             assert (own.approve, own.reject, own.decision) == (7, 6 - invalid, "rejected")
 
     async def scenario() -> None:
-        nonlocal pid
         params = StdioServerParameters(command=sys.executable, env=dict(os.environ), args=[
             "-m", "continuum_mcp.cli.main", "serve", "--data-dir", str(tmp_path / "mcp")])
         async with Client(params, read_timeout_seconds=300) as mcp:
@@ -603,12 +606,11 @@ def test_forged_ballot_and_miscount_are_caught_by_every_client(tmp_path: Path,
                 + [(lambda m=m: m.opt_in(pid)) for m in g]))
             assert await anyio.to_thread.run_sync(fed.decided, pid) == "rejected"
             for forge in (0, 3):  # a miscount alone, then forged ballots as well
-                lie(forge)
-                await anyio.to_thread.run_sync(every_client_refuses, forge)
+                lie(pid, forge)
+                await anyio.to_thread.run_sync(every_client_refuses, pid, forge)
                 assert "own tally" in await error(mcp, "federation_governance", {"action": "report",
                                                                                   "proposal_id": pid})
                 turn = await call(mcp, "federation_governance", {"action": "take_part", "proposal_id": pid})
                 assert "own tally" in turn["refused"] and turn["rounds_taken"] == []
 
-    pid = ""
     anyio.run(scenario)
