@@ -560,7 +560,8 @@ def test_forged_ballot_and_miscount_are_caught_by_every_client(tmp_path: Path,
     """Twelve in-process members and one ``continuum-mcp serve`` process: 7 approve, 6 reject (54 %,
     rejected). The coordinator (its database altered while it runs) first says the session runs
     anyway, then also turns three rejects into approvals (77 % in what it publishes); every
-    client counts the signed statements itself, drops the forged ones and refuses to take part."""
+    client counts the signed statements itself, drops the forged ones and refuses to take part.
+    The coordinator's own ticker does not run that session either, and goes on deciding the others."""
     fed = federation(spare=1)
     g = fed.govs
 
@@ -605,6 +606,7 @@ def test_forged_ballot_and_miscount_are_caught_by_every_client(tmp_path: Path,
                 + [(lambda m=m: m.vote(pid, "reject", "not needed")) for m in g[7:]]
                 + [(lambda m=m: m.opt_in(pid)) for m in g]))
             assert await anyio.to_thread.run_sync(fed.decided, pid) == "rejected"
+            other = fed.propose()  # the coordinator goes on deciding its other proposals
             for forge in (0, 3):  # a miscount alone, then forged ballots as well
                 lie(pid, forge)
                 await anyio.to_thread.run_sync(every_client_refuses, pid, forge)
@@ -612,5 +614,6 @@ def test_forged_ballot_and_miscount_are_caught_by_every_client(tmp_path: Path,
                                                                                   "proposal_id": pid})
                 turn = await call(mcp, "federation_governance", {"action": "take_part", "proposal_id": pid})
                 assert "own tally" in turn["refused"] and turn["rounds_taken"] == []
+            assert await anyio.to_thread.run_sync(fed.decided, other) == "rejected"  # no votes at all
 
     anyio.run(scenario)
