@@ -543,15 +543,19 @@ def test_a_halt_vote_stops_the_session_at_the_next_round(federation: Callable[..
     side.start()
     turns = take_part({c.instance_id: g for c, g in zip(fed.clients, fed.govs)}, pid, timeout=90)
     side.join()
+    # a member's part of a round ends before the coordinator records it (at its next tick)
+    wait_until("the halt", lambda: fed.phase(pid) == "halted", 30)
     with sqlite3.connect(f"file:{fed.db}?mode=ro", uri=True) as conn:
         charged = {r.round: set(r.participants) for r in gsql.rounds(conn, pid)}
     assert 1 <= len(charged) <= 2, charged  # the round running when the halt passed may finish; no later one
     for i, (c, gov) in enumerate(zip(fed.clients, fed.govs)):  # it stopped for every client
         v = gov.verified(pid)
         assert v.tally.halted and v.report.summary.phase == "halted" and v.agrees
-        taken = turns[c.instance_id].rounds_taken
-        assert taken == [r for r in sorted(charged) if c.instance_id in charged[r]] and 1 in taken
-        assert fed.spent(i) == pytest.approx(rounds_eps(len(taken), params), rel=1e-6)
+        # in round 1, and in round 2's roster at most: a round 2 that fails because members saw the
+        # halt and left before sending anything is recorded with nobody charged
+        spent_in = [r for r in sorted(charged) if c.instance_id in charged[r]]
+        assert 1 in spent_in and set(spent_in) <= set(turns[c.instance_id].rounds_taken) <= {1, 2}, charged
+        assert fed.spent(i) == pytest.approx(rounds_eps(len(spent_in), params), rel=1e-6)
 
 
 @pytest.mark.slow
