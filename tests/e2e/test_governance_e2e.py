@@ -8,7 +8,11 @@ dir and identity:
 - a codebook-refinement session proposed and voted on by three ``continuum-mcp serve`` processes
   over MCP (the ``federation_governance`` tool) and run by twelve in-process ``FederationClient``s:
   approved by 87 % with 12 opt-ins, 3 rounds with two opt-outs after round 1 and a dropout, a new
-  codebook adopted by vote, and the shared fact found again after re-slotting.
+  codebook adopted by vote, and the shared fact found again after re-slotting;
+- with twelve ``FederationClient``s each: only 9 opt-ins (never runs), 70 % approval (never runs),
+  a halt vote after round 1 (stops at the next round for every client), and a coordinator that says
+  a rejected session runs and then forges ballots (its database altered while it runs), caught by
+  every client, a ``serve`` process over MCP among them.
 """
 
 from __future__ import annotations
@@ -35,15 +39,16 @@ from fedkit import Member, admin_api, member_api, pattern, run_full_round
 from mcp import Client, StdioServerParameters
 from mcp_calls import call, error
 
+from continuum_mcp._sqlite import connect, immediate
 from continuum_mcp.app import Continuum
 from continuum_mcp.config import Settings
 from continuum_mcp.crypto.cipher import FederationCipher, Invite, generate_federation_key
-from continuum_mcp.errors import ContinuumError, CoordinatorUnavailable, InvalidInput
+from continuum_mcp.errors import ContinuumError, CoordinatorUnavailable, CryptoError, InvalidInput, WrongPhase
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.client import FederationClient
 from continuum_mcp.federation.client._governance import Governance, SessionTurn, member_governance
 from continuum_mcp.federation.coordinator import _governance_sql as gsql
-from continuum_mcp.federation.governance import GovernanceRules
+from continuum_mcp.federation.governance import GovernanceRules, SignedStatement, tally
 from continuum_mcp.federation.learning import SIGNALS, SessionParams, usage_distributions
 from continuum_mcp.federation.learning.recorder import USAGE_DB, UsageRecorder
 from continuum_mcp.memory.store import MemoryStore
@@ -416,3 +421,203 @@ def test_codebook_refinement_session_with_opt_outs_a_dropout_and_an_adoption_vot
             c.close()
         for s in stores:
             s.close()
+
+
+# --- sessions that never run, a halt vote, a coordinator that lies -----------------------------
+
+#: the short discussion these federations allow (the coordinator's CLI) and their proposals use:
+#: twelve members post up to two statements each meanwhile (about 2 s on a loaded machine)
+SHORT = {"min_discussion_seconds": 3}
+SHORT_DISCUSSION = 8
+
+
+class Federation:
+    """A ``continuum-mcp coordinator`` process and ``n`` in-process ``FederationClient`` members,
+    each with its own data dir, identity and ledger; ``spare`` invites left for MCP members."""
+
+    def __init__(self, tmp: Path, coordinators: Coordinators, embedder, n: int = 12, spare: int = 0) -> None:
+        self.url, admin_token = coordinators.start("--phase-timeout", "8", governance=SHORT)
+        self.db = coordinators.storage[self.url] / "coordinator.db"
+        key = generate_federation_key()
+        with admin_api(self.url, admin_token) as admin:
+            tokens = admin.admin_invites(n + spare).admission_tokens
+        self.invites = [Invite.build(self.url, FED, t, key).format() for t in tokens]
+        self.stores: list[MemoryStore] = []
+        self.clients: list[FederationClient] = []
+        for i in range(n):
+            settings = Settings(data_dir=tmp / f"member-{i}")
+            self.stores.append(store := MemoryStore(settings, embedder))
+            self.clients.append(client := FederationClient(store, settings))
+            client.join(self.invites[spare + i], "minimal", "open")
+        self.govs = [member_governance(c) for c in self.clients]
+
+    def propose(self, kind: str = "usage_statistics", **params: object) -> str:
+        return self.govs[0].propose(kind, title=f"learn {kind}", expected_benefit="know the federation",
+                                    discussion_seconds=SHORT_DISCUSSION, **params).proposal_id
+
+    def post(self, jobs: list[Callable[[], object]]) -> None:
+        """Statements signed and posted four at a time, as members act on their own."""
+        with ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(j) for j in jobs]:
+                f.result()
+
+    def phase(self, pid: str) -> str:
+        return self.clients[0].api().call("gov_report", proposal_id=pid).summary.phase
+
+    def decided(self, pid: str) -> str:
+        """The coordinator's decision, once the discussion is over."""
+        wait_until("the decision", lambda: self.phase(pid) not in ("discussion", "approved"), SHORT_DISCUSSION + 20)
+        return self.phase(pid)
+
+    def spent(self, i: int) -> float:
+        with self.clients[i].ledger() as ledger:
+            return window_total(ledger)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        for s in self.stores:
+            s.close()
+
+
+@pytest.fixture
+def federation(tmp_path: Path, coordinators: Coordinators, embedder) -> Iterator[Callable[..., Federation]]:
+    made: list[Federation] = []
+
+    def make(**kw: object) -> Federation:
+        made.append(Federation(tmp_path, coordinators, embedder, **kw))  # type: ignore[arg-type]
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
+
+
+@pytest.mark.slow
+def test_nine_opt_ins_never_run(federation: Callable[..., Federation]) -> None:
+    fed = federation()
+    pid = fed.propose()
+    fed.post([(lambda g=g: g.vote(pid, "approve")) for g in fed.govs] + [(lambda g=g: g.opt_in(pid))
+                                                                         for g in fed.govs[:9]])
+    assert fed.decided(pid) == "rejected"
+    for i, gov in enumerate(fed.govs):  # every client counts for itself, and none takes part
+        v = gov.verified(pid)
+        assert v.tally.decision == "rejected" and "9 opt-ins" in v.tally.reasons[0] and v.agrees
+        turn = gov.participate(pid, timeout_seconds=2)
+        assert turn.rounds_taken == [] and fed.spent(i) == 0.0
+    with pytest.raises(WrongPhase):
+        fed.govs[9].opt_in(pid)  # too late: the discussion is over
+
+
+@pytest.mark.slow
+def test_seventy_percent_approval_never_runs(federation: Callable[..., Federation]) -> None:
+    fed = federation()
+    pid = fed.propose()
+    g = fed.govs
+    fed.post([(lambda m=m: m.vote(pid, "approve")) for m in g[:7]]
+             + [(lambda m=m: m.vote(pid, "reject", "not needed")) for m in g[7:10]]
+             + [lambda: g[10].vote(pid, "abstain")] + [(lambda m=m: m.opt_in(pid)) for m in g])
+    assert fed.decided(pid) == "rejected"
+    for i, gov in enumerate(g):
+        v = gov.verified(pid)
+        t = v.tally
+        assert (t.approve, t.reject, t.abstain, t.opt_ins_at_deadline) == (7, 3, 1, 12) and v.agrees
+        assert t.decision == "rejected" and "70% approval" in t.reasons[0] and t.concerns == ["not needed"] * 3
+        assert gov.participate(pid, timeout_seconds=2).rounds_taken == [] and fed.spent(i) == 0.0
+
+
+@pytest.mark.slow
+def test_a_halt_vote_stops_the_session_at_the_next_round(federation: Callable[..., Federation]) -> None:
+    fed = federation()
+    params = SessionParams.build(kind="usage_statistics", rounds=4)
+    pid = fed.propose(rounds=4)
+    fed.post([(lambda g=g: g.vote(pid, "approve")) for g in fed.govs] + [(lambda g=g: g.opt_in(pid))
+                                                                         for g in fed.govs])
+    assert fed.decided(pid) == "running"
+
+    def halt_after_round_one() -> None:  # seven of twelve vote to halt once round one is published
+        wait_until("round one", lambda: bool(fed.clients[0].api().call("gov_report", proposal_id=pid).rounds))
+        fed.post([(lambda g=g: g.halt(pid)) for g in fed.govs[:7]])
+
+    side = threading.Thread(target=halt_after_round_one)
+    side.start()
+    turns = take_part({c.instance_id: g for c, g in zip(fed.clients, fed.govs)}, pid, timeout=90)
+    side.join()
+    # a member's part of a round ends before the coordinator records it (at its next tick)
+    wait_until("the halt", lambda: fed.phase(pid) == "halted", 30)
+    with sqlite3.connect(f"file:{fed.db}?mode=ro", uri=True) as conn:
+        charged = {r.round: set(r.participants) for r in gsql.rounds(conn, pid)}
+    assert 1 <= len(charged) <= 2, charged  # the round running when the halt passed may finish; no later one
+    for i, (c, gov) in enumerate(zip(fed.clients, fed.govs)):  # it stopped for every client
+        v = gov.verified(pid)
+        assert v.tally.halted and v.report.summary.phase == "halted" and v.agrees
+        # in round 1, and in round 2's roster at most: a round 2 that fails because members saw the
+        # halt and left before sending anything is recorded with nobody charged
+        spent_in = [r for r in sorted(charged) if c.instance_id in charged[r]]
+        assert 1 in spent_in and set(spent_in) <= set(turns[c.instance_id].rounds_taken) <= {1, 2}, charged
+        assert fed.spent(i) == pytest.approx(rounds_eps(len(spent_in), params), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_forged_ballot_and_miscount_are_caught_by_every_client(tmp_path: Path,
+                                                               federation: Callable[..., Federation]) -> None:
+    """Twelve in-process members and one ``continuum-mcp serve`` process: 7 approve, 6 reject (54 %,
+    rejected). The coordinator (its database altered while it runs) first says the session runs
+    anyway, then also turns three rejects into approvals (77 % in what it publishes); every
+    client counts the signed statements itself, drops the forged ones and refuses to take part.
+    The coordinator's own ticker does not run that session either, and goes on deciding the others."""
+    fed = federation(spare=1)
+    g = fed.govs
+
+    def lie(pid: str, forge: int) -> None:
+        conn = connect(fed.db)
+        try:
+            with immediate(conn):
+                for raw in gsql.statements(conn, pid):
+                    s = SignedStatement.model_validate_json(raw)
+                    if forge and s.payload.get("choice") == "reject":
+                        forged = s.model_copy(update={"payload": {**s.payload, "choice": "approve"}})
+                        conn.execute("UPDATE gov_statements SET signed_json = ? WHERE signed_json = ?",
+                                     (forged.model_dump_json(), raw))
+                        forge -= 1
+                gsql.set_proposal(conn, pid, phase="running")
+        finally:
+            conn.close()
+
+    def every_client_refuses(pid: str, invalid: int) -> None:
+        for i, gov in enumerate(g):
+            with pytest.raises(CryptoError, match="own tally"):
+                gov.verified(pid)
+            turn = gov.participate(pid, timeout_seconds=2)
+            assert "own tally" in turn.refused and turn.rounds_taken == [] and fed.spent(i) == 0.0
+            report = fed.clients[i].api().call("gov_report", proposal_id=pid)  # what its count dropped
+            own = tally(report.proposal, report.statements, report.members, federation_id=FED,
+                        rules=gov.rules(), now=time.time(), epsilon=1.0)
+            assert len([x for x in own.invalid if x.type == "ballot"]) == invalid
+            assert (own.approve, own.reject, own.decision) == (7, 6 - invalid, "rejected")
+
+    async def scenario() -> None:
+        params = StdioServerParameters(command=sys.executable, env=dict(os.environ), args=[
+            "-m", "continuum_mcp.cli.main", "serve", "--data-dir", str(tmp_path / "mcp")])
+        async with Client(params, read_timeout_seconds=300) as mcp:
+            await call(mcp, "federation_join", {"invite": fed.invites[0], "privacy_mode": "open"})
+            pid = fed.propose()
+            await call(mcp, "federation_governance", {"action": "vote", "proposal_id": pid, "choice": "reject",
+                                                      "concern": "not needed"})
+            await call(mcp, "federation_governance", {"action": "opt_in", "proposal_id": pid})
+            await anyio.to_thread.run_sync(lambda: fed.post(
+                [(lambda m=m: m.vote(pid, "approve")) for m in g[:7]]
+                + [(lambda m=m: m.vote(pid, "reject", "not needed")) for m in g[7:]]
+                + [(lambda m=m: m.opt_in(pid)) for m in g]))
+            assert await anyio.to_thread.run_sync(fed.decided, pid) == "rejected"
+            other = fed.propose()  # the coordinator goes on deciding its other proposals
+            for forge in (0, 3):  # a miscount alone, then forged ballots as well
+                lie(pid, forge)
+                await anyio.to_thread.run_sync(every_client_refuses, pid, forge)
+                assert "own tally" in await error(mcp, "federation_governance", {"action": "report",
+                                                                                  "proposal_id": pid})
+                turn = await call(mcp, "federation_governance", {"action": "take_part", "proposal_id": pid})
+                assert "own tally" in turn["refused"] and turn["rounds_taken"] == []
+            assert await anyio.to_thread.run_sync(fed.decided, other) == "rejected"  # no votes at all
+
+    anyio.run(scenario)

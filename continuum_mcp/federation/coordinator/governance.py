@@ -230,11 +230,14 @@ class GovernanceService:
         deadlines (every process ticks; the first to find a transition due under the write lock takes it)."""
         with self.store.reading() as conn:
             rows = [r for r in gsql.proposals(conn) if r.phase not in FINAL_PHASES]
-        for row in rows:
-            if row.in_round:
-                self._tick_round(row.proposal_id)
-            else:
-                self._step(row)
+        for row in rows:  # one proposal that cannot advance (its stored phase contradicts the tally) stops no other
+            try:
+                if row.in_round:
+                    self._tick_round(row.proposal_id)
+                else:
+                    self._step(row)
+            except Exception:
+                logger.exception("governance tick of proposal %s failed", row.proposal_id)
 
     def _tick_round(self, pid: str) -> None:
         with self.rounds.reading() as conn:
