@@ -11,8 +11,12 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from continuum_mcp._sqlite import atomic_write
+from continuum_mcp.errors import InvalidInput
 
 Choice = Literal["approve", "reject", "abstain"]  # governance.Choice, without importing it at start-up
+
+#: the longest one take-part call may run (a session round's phases are minutes at most)
+MAX_TAKE_PART_SECONDS = 3600.0
 
 #: the member's own record of its standing opt-ins (proposal id -> kind), in the federation dir
 CONSENTS_FILE = "consents.json"
@@ -111,7 +115,12 @@ class GovernanceMethods:
         return self._gov.adopt(proposal_id, approve)
 
     def take_part(self, proposal_id: str, *, timeout_seconds: float = 60.0) -> Any:
-        return self._gov.participate(proposal_id, timeout_seconds=timeout_seconds)
+        """Take part for at most ``timeout_seconds`` (checked first: a NaN, zero or negative time
+        would return at once looking like "nothing to do", an endless one would never return)."""
+        if isinstance(timeout_seconds, bool) or not (0 < float(timeout_seconds) <= MAX_TAKE_PART_SECONDS):
+            raise InvalidInput(f"take-part time must be more than 0 and at most {MAX_TAKE_PART_SECONDS:g} seconds, "
+                               f"not {timeout_seconds!r}")
+        return self._gov.participate(proposal_id, timeout_seconds=float(timeout_seconds))
 
 
 __all__ = ["CONSENTS_FILE", "GovernanceMethods", "SessionKindInfo", "consented_to_usage", "consents", "session_kinds",

@@ -31,10 +31,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from typing import Literal
 
 from continuum_mcp._db import Connection, SqlDatabase
 from continuum_mcp._sqlite import Database
@@ -372,7 +371,7 @@ class PrivacyLedger:
         if allowed and not life_allowed and proposed is not None:
             assert self.lifetime is not None and lifetime_rows is not None
             returns_at = self._return_time(lifetime_rows, proposed, self.lifetime)
-        what = "privacy budget" if self.purpose == "release" else f"{self.purpose} privacy budget"
+        what = self._budget_noun()
         if already:
             message = "this round was already recorded; nothing new was spent"
         elif not allowed:
@@ -407,6 +406,9 @@ class PrivacyLedger:
             **life,  # type: ignore[arg-type]
         )
 
+    def _budget_noun(self) -> str:
+        return "privacy budget" if self.purpose == "release" else f"{self.purpose} privacy budget"
+
     def _spend_noun(self) -> str:
         return "contribution" if self.purpose == "release" else f"{self.purpose} round"
 
@@ -421,7 +423,7 @@ class PrivacyLedger:
         return None
 
     def _refusal_message(self, after: float, returns_at: datetime | None) -> str:
-        what = "privacy budget" if self.purpose == "release" else f"{self.purpose} privacy budget"
+        what = self._budget_noun()
         head = (
             f"this {self._spend_noun()} would bring the {what} to epsilon {after:.2f}, over the "
             f"limit of {self.budget_epsilon:g} (delta {self.delta:g}) per {self.window.days} days"

@@ -34,5 +34,8 @@ def test_kinds_prints_the_computed_guarantee_and_member_commands_need_a_membersh
     assert r.returncode == InvalidInput.exit_code and "--params" in r.stderr
     r = cli("federation", "vote-proposal", "prop-x", "maybe", data=tmp_path)
     assert r.returncode == 2  # argparse refuses a choice outside approve/reject/abstain
+    for seconds in ("0", "-5", "nan", "1e9"):  # refused before anything else: never a silent no-op or a hang
+        r = cli("federation", "take-part", "prop-0123456789abcdef0123", "--seconds", seconds, data=tmp_path)
+        assert r.returncode == InvalidInput.exit_code and "take-part time" in r.stderr, (seconds, r.stderr)
     r = cli("federation", "adopt", "prop-0123456789abcdef0123", data=tmp_path)
     assert r.returncode == 2 and "choice" in r.stderr  # an adoption vote is never implied: approve or reject
