@@ -171,8 +171,9 @@ def test_full_round_in_process_releases_and_opens_the_next(tmp_path: Path, clock
 def test_contributions_racing_a_round_close_are_in_its_roster_or_refused(tmp_path: Path, clock: Clock) -> None:
     """Contributions take only their member's lock, never the store's: still, none acknowledged for
     a round may miss its roster. Members re-post in a loop on one engine while another engine on
-    the same database (a second process) closes the round: every acknowledged member is in the
-    roster, and every post after the close is refused with WrongPhase."""
+    the same database (a second process) closes the round once posts are being acknowledged: every
+    acknowledged member is in the roster, and every member's next post after the close is refused
+    with WrongPhase (each member posts until it is refused, so the close always lands mid-stream)."""
     import threading
 
     from continuum_mcp.errors import WrongPhase
@@ -183,10 +184,12 @@ def test_contributions_racing_a_round_close_are_in_its_roster_or_refused(tmp_pat
     acked: set[str] = set()
     refused: set[str] = set()
     start = threading.Barrier(len(who) + 1)
+    posting = threading.Event()
+    deadline = time.monotonic() + 120  # a close that never lands fails the test instead of hanging
 
     def post(ident: Identity) -> None:
         start.wait()
-        for _ in range(50):
+        while time.monotonic() < deadline:
             try:
                 engine.submit(ident.instance_id, ContributionRequest(
                     round_id=0, patterns=[PatternSubmission(slot=1, confidence=0.9, phrases=[])]))
@@ -194,18 +197,21 @@ def test_contributions_racing_a_round_close_are_in_its_roster_or_refused(tmp_pat
                 refused.add(ident.instance_id)
                 return
             acked.add(ident.instance_id)
+            if len(acked) >= 3:
+                posting.set()
+            time.sleep(0.001)  # a real client does not spin: leave the closer room to take the lock
 
     threads = [threading.Thread(target=post, args=(m,)) for m in who]
     for t in threads:
         t.start()
     start.wait()
-    time.sleep(0.05)
+    assert posting.wait(60), "no contribution was acknowledged"
     closer.close_round()
     for t in threads:
         t.join()
     params = closer.current_params()
     assert params is not None
-    assert acked and acked <= set(params.roster)  # nothing acknowledged is left out of the round
-    assert refused  # the close came while members were still posting
+    assert len(acked) >= 3 and acked <= set(params.roster)  # nothing acknowledged is left out of the round
+    assert refused == {m.instance_id for m in who}  # after the close, every member's post is refused
     engine.store.close()
     closer.store.close()

@@ -247,15 +247,17 @@ ADVERSARIAL = ["a@", "1", "-", " ", "A ", "the ", "Mr. ", "a:", "/a", "1.", "is 
 
 @pytest.mark.parametrize("unit", ADVERSARIAL)
 def test_linear_time_on_adversarial_input(scrubber: Scrubber, unit: str) -> None:
-    """10x longer input must cost about 10x the time (loose bound 30x), never quadratic."""
+    """10x longer input must cost about 10x the time (loose bound 30x), never quadratic (100x).
+    Measured in this process's CPU time, best of three, so other work on a shared machine does not
+    count against the scrubber."""
 
     def cost(size: int) -> float:
         x = (unit * (size // len(unit) + 1))[:size]
         best = float("inf")
-        for _ in range(2):
-            t0 = time.perf_counter()
+        for _ in range(3):
+            t0 = time.process_time()
             scrubber.scrub(x)
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, time.process_time() - t0)
         return best
 
     small, big = cost(5_000), cost(50_000)
