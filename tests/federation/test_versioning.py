@@ -28,6 +28,7 @@ from continuum_mcp.errors import ERRORS_BY_CODE, EXIT_CODE_MEANINGS, StoreCorrup
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.client import FederationClient
 from continuum_mcp.federation.coordinator import CoordinatorStore
+from continuum_mcp.federation.coordinator._schema import SCHEMA_VERSION
 from continuum_mcp.federation.coordinator.store import DB_NAME
 from continuum_mcp.federation.protocol import ERRORS, PROTOCOL_HEADER, PROTOCOL_VERSION
 from continuum_mcp.memory.store import MemoryStore
@@ -145,7 +146,7 @@ def test_a_v1_database_is_migrated_keeping_members_and_credits(tmp_path: Path) -
     store = CoordinatorStore(tmp_path)
     try:
         with store.reading() as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             assert conn.execute("SELECT COUNT(*) FROM members").fetchone()[0] == 1
             assert conn.execute("SELECT COUNT(*) FROM credit_journal").fetchone()[0] == 1
             assert conn.execute("SELECT COUNT(*) FROM rounds").fetchone()[0] == 1
@@ -163,7 +164,7 @@ def test_a_v1_database_is_migrated_keeping_members_and_credits(tmp_path: Path) -
 def test_a_database_of_a_newer_release_is_refused_with_the_reason(tmp_path: Path) -> None:
     CoordinatorStore(tmp_path).close()
     conn = sqlite3.connect(tmp_path / DB_NAME)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StoreCorrupt, match="newer than this release understands"):
         CoordinatorStore(tmp_path)

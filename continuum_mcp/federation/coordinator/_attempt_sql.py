@@ -16,6 +16,8 @@ number, the unique index one message per sender and phase.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,4 +79,39 @@ def prune(conn: Any, session_id: str) -> int:
     return int(conn.execute("DELETE FROM secagg_log WHERE session_id=?", (session_id,)).rowcount)
 
 
-__all__ = ["ATTEMPT_SCHEMA", "LogRecord", "append", "prune", "records_after", "senders"]
+#: ``<label>/r<round>/a<attempt>``: a release round's session id (label = the federation id,
+#: ``participant.round_params``) or a learning session round's (label = ``<federation>/<proposal>``)
+_SESSION_ID = re.compile(r"^(?P<label>.+)/r(?P<round>[0-9]+)/a(?P<attempt>[0-9]+)$")
+
+
+def ended_sessions(logged: Iterable[str], federation_id: str, running: set[str]) -> list[str]:
+    """The session ids among ``logged`` whose attempt is over, i.e. whose log :func:`prune` would
+    have deleted had it existed when the attempt ended (a store written before it still has them).
+
+    Kept: every ``running`` attempt (the one restart recovery replays, of the release round and
+    of each session), and a learning session's attempt that a later attempt of the same round
+    follows (logged or running): the session code keeps a retried attempt's log, keys only, as the
+    record of the retry. Over: every other release attempt (its round released or aborted, or the
+    attempt superseded after a restart), the last attempt of a session round that is no longer
+    running, and a session id of no known form (nothing replays it)."""
+    parsed: dict[str, tuple[str, int, int]] = {}
+    for sid in set(logged) | running:
+        m = _SESSION_ID.match(sid)
+        if m is not None:
+            parsed[sid] = (m["label"], int(m["round"]), int(m["attempt"]))
+    last: dict[tuple[str, int], int] = {}
+    for label, r, a in parsed.values():
+        last[(label, r)] = max(a, last.get((label, r), -1))
+
+    def kept(sid: str) -> bool:
+        if sid in running:
+            return True
+        if sid not in parsed or parsed[sid][0] == federation_id:
+            return False
+        label, r, a = parsed[sid]
+        return a < last[(label, r)]
+
+    return sorted(s for s in set(logged) if not kept(s))
+
+
+__all__ = ["ATTEMPT_SCHEMA", "LogRecord", "append", "ended_sessions", "prune", "records_after", "senders"]

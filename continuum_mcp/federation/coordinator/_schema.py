@@ -1,4 +1,4 @@
-"""The coordinator database's schema (version 2): what is stored, and why nothing more.
+"""The coordinator database's schema (version 3): what is stored, and why nothing more.
 
 What is stored is exactly what instances sent (slot, confidence, opaque phrase and statement
 tokens, ciphertexts they encrypted with a key the coordinator never sees) plus what the
@@ -9,13 +9,26 @@ Version 2 (protocol v2): ``submissions.statement_token``, the ``invite_journal``
 database is migrated by :func:`migrate`: members, admission tokens, rounds, credits and ledgers
 are kept; every ciphertext-bearing row is dropped, because protocol v1 ciphertexts (random nonce,
 bound to a round, no token) cannot be opened by v2 members, who would silently drop them all.
+
+Version 3 (no new table): the secure-aggregation log of an attempt is deleted in the transaction
+that ends it (:func:`._attempt_sql.prune`). A version 2 database, written before that, still holds
+the log of every attempt that ever ran, most of its size; :func:`migrate` deletes, once, exactly
+the logs the new code would have deleted (:func:`._attempt_sql.ended_sessions` says which).
 """
 
+import json
 from typing import Any
 
+from continuum_mcp.errors import StoreCorrupt
+from continuum_mcp.federation.coordinator import _attempt_sql as asql
 from continuum_mcp.federation.coordinator._attempt_sql import ATTEMPT_SCHEMA
+from continuum_mcp.federation.governance.guarantee import session_label
+from continuum_mcp.federation.protocol import SECAGG_PHASES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: the store's component name on PostgreSQL (``store.DB_NAME`` without ``.db``): its write lock
+_COMPONENT = "coordinator"
 
 #: tables whose rows hold or derive from protocol v1 ciphertexts (children before parents)
 _V1_CIPHERTEXT_TABLES = ("released_statements", "released_phrases", "released_slots", "patterns", "verifications",
@@ -154,6 +167,10 @@ BEGIN SELECT RAISE(ABORT, 'the invite journal is append-only'); END;
 def migrate(conn: Any, found: int) -> None:
     """Bring a database of schema ``found`` to SCHEMA_VERSION (inside the opening transaction;
     the schema's CREATE ... IF NOT EXISTS statements run afterwards and add new tables)."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        # the opening holds only the schema lock while processes of the old release may still be
+        # writing: the store's own lock keeps an attempt one of them opens now from being read as over
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_COMPONENT,))
     if found == 1:
         for table in _V1_CIPHERTEXT_TABLES:
             conn.execute(f"DELETE FROM {table}")
@@ -161,4 +178,70 @@ def migrate(conn: Any, found: int) -> None:
         conn.execute("INSERT INTO meta VALUES ('migrated_from_v1', "
                      "'protocol v1 ciphertexts dropped: v2 members cannot open them') "
                      "ON CONFLICT (key) DO UPDATE SET value=excluded.value")
+    if found <= 2:
+        drop_ended_logs(conn)
 
+
+def drop_ended_logs(conn: Any) -> int:
+    """Delete the secure-aggregation logs of the attempts that are over (what the coordinator now
+    deletes when it ends an attempt); returns the rows deleted.
+
+    What "over" means, from the stored state: an attempt runs only if restart recovery would
+    replay it, i.e. the release attempt the newest ``rounds`` row names while that row is in a
+    secure-aggregation phase (the session id in its ``params_json``, as ``RoundEngine._sync``
+    reads it), and, for each proposal with ``gov_proposals.in_round`` > 0, attempt ``in_round - 1``
+    of its round ``finished_rounds + 1`` (as ``SessionRounds.current`` reads it). Every other
+    attempt was released, aborted or superseded. :func:`._attempt_sql.ended_sessions` applies this
+    to the logged session ids, keeping as the session code does a retried session attempt's
+    (keys-only) log. The older ``secagg_messages`` table (coordinators before the log) is read
+    only for the newest round's current attempt (to charge a lost attempt's masked inputs), so
+    every other row of it goes too.
+
+    Cost: a few statements whatever the log's size (one ``DELETE ... IN`` per 500 ended attempts;
+    no loop per row): 3.3 s for a 432 MB log of 300,000 rows on SQLite, 1.2 s on PostgreSQL. The
+    space is reused by the store's next writes; the file does not shrink (SQLite: ``VACUUM`` with
+    the coordinator stopped; PostgreSQL: ``VACUUM FULL``), as rewriting the whole database is what
+    must not happen while members wait."""
+    tables = _tables(conn)
+    cur = conn.execute("SELECT round_id, attempt, phase, params_json FROM rounds ORDER BY round_id DESC LIMIT 1"
+                       ).fetchone()
+    aggregating = cur is not None and cur[2] in SECAGG_PHASES
+    deleted = 0
+    if "secagg_messages" in tables:
+        if aggregating:
+            deleted += int(conn.execute("DELETE FROM secagg_messages WHERE round_id <> ? OR attempt <> ?",
+                                        (cur[0], cur[1])).rowcount)
+        else:
+            deleted += int(conn.execute("DELETE FROM secagg_messages").rowcount)
+    fed = conn.execute("SELECT value FROM meta WHERE key='federation_id'").fetchone()
+    if "secagg_log" not in tables or fed is None:  # no log yet; or no node ever ran rounds here
+        return deleted
+    federation = str(fed[0])
+    running: set[str] = set()
+    if aggregating and cur[3] is not None:  # what RoundEngine._sync replays
+        try:
+            sid = json.loads(cur[3]).get("session_id")
+        except (ValueError, AttributeError):
+            sid = None
+        if not isinstance(sid, str):
+            raise StoreCorrupt(f"round {cur[0]}'s parameters name no secure-aggregation session, so which log is "
+                               "running cannot be told; nothing was changed")
+        running.add(sid)
+    if "gov_proposals" in tables:  # what SessionRounds.current replays: in_round = the running attempt + 1
+        rows = conn.execute("SELECT proposal_id, finished_rounds, in_round FROM gov_proposals WHERE in_round > 0")
+        running |= {f"{session_label(federation, str(p))}/r{int(r) + 1}/a{int(a) - 1}" for p, r, a in rows.fetchall()}
+    logged = [str(r[0]) for r in conn.execute("SELECT DISTINCT session_id FROM secagg_log").fetchall()]
+    ended = asql.ended_sessions(logged, federation, running)
+    for start in range(0, len(ended), 500):
+        batch = ended[start:start + 500]
+        deleted += int(conn.execute(f"DELETE FROM secagg_log WHERE session_id IN ({', '.join('?' * len(batch))})",
+                                    batch).rowcount)
+    return deleted
+
+
+def _tables(conn: Any) -> set[str]:
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+    else:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {str(r[0]) for r in rows.fetchall()}
