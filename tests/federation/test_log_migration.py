@@ -60,6 +60,22 @@ def _submit_all(e: Any, who: list[Identity], round_id: int) -> None:
             slot=2, confidence=0.9, phrases=[PhraseSubmission(token="ab" * 32, ciphertext="Y3Q=")])]))
 
 
+def _post(e: Any, round_id: int, kind: str, clients: dict[str, SecAggClient], members: list[str],
+          xs: dict[str, Any] | None = None) -> None:
+    """``members`` post their ``kind`` message of ``round_id`` to engine ``e`` (inputs ``xs``)."""
+    for m in members:
+        c = clients[m]
+        if kind == "advertise":
+            msg = c.advertise_keys()
+        elif kind == "share_keys":
+            msg = c.share_keys(e.key_roster(round_id, m))
+        elif kind == "masked_input":
+            msg = c.masked_input(e.inbox(round_id, m), xs[m])  # type: ignore[index]
+        else:
+            msg = c.unmask(e.survivors(round_id, m))
+        e.receive(round_id, kind, m, msg)
+
+
 def test_an_old_store_drops_ended_attempts_logs_keeps_the_running_one_and_the_round_completes(
         tmp_path: Path, backend: str | None) -> None:
     who = [Identity.generate() for _ in range(4)]
@@ -69,17 +85,13 @@ def test_an_old_store_drops_ended_attempts_logs_keeps_the_running_one_and_the_ro
     p0 = e.current_params()
     assert p0 is not None
     c0 = {m.instance_id: SecAggClient(m, p0) for m in who}
-    for m in c0:
-        e.receive(0, "advertise", m, c0[m].advertise_keys())
-    for m in c0:
-        e.receive(0, "share_keys", m, c0[m].share_keys(e.key_roster(0, m)))
-    for m, x in zip(c0, inputs(p0, 4), strict=True):
-        e.receive(0, "masked_input", m, c0[m].masked_input(e.inbox(0, m), x))
+    x0 = dict(zip(sorted(c0), inputs(p0, 4), strict=True))
     *first, last = sorted(c0)
-    for m in first:
-        e.receive(0, "unmask", m, c0[m].unmask(e.survivors(0, m)))
+    for kind in ("advertise", "share_keys", "masked_input"):
+        _post(e, 0, kind, c0, sorted(c0), x0)
+    _post(e, 0, "unmask", c0, first)
     ended_log = _rows(e.store, _ROWS)
-    e.receive(0, "unmask", last, c0[last].unmask(e.survivors(0, last)))
+    _post(e, 0, "unmask", c0, [last])
     assert e.state(None, 0).phase == "released" and _rows(e.store, _ROWS) == []  # the new code pruned it
 
     # round 1 is running when the coordinator stops: keys advertised, two of four shares in (other
@@ -92,10 +104,9 @@ def test_an_old_store_drops_ended_attempts_logs_keeps_the_running_one_and_the_ro
     p1 = e.current_params()
     assert p1 is not None and p1.session_id == f"{FED}/r1/a0"
     c1 = {m.instance_id: SecAggClient(m, p1) for m in who}
-    for m in c1:
-        e.receive(1, "advertise", m, c1[m].advertise_keys())
-    for m in sorted(c1)[:2]:
-        e.receive(1, "share_keys", m, c1[m].share_keys(e.key_roster(1, m)))
+    x1 = dict(zip(sorted(c1), inputs(p1, 4), strict=True))
+    _post(e, 1, "advertise", c1, sorted(c1))
+    _post(e, 1, "share_keys", c1, sorted(c1)[:2])
     running_log = _rows(e.store, _ROWS)
     assert {r[0] for r in running_log} == {p1.session_id} and len(running_log) == 8
 
@@ -130,12 +141,9 @@ def test_an_old_store_drops_ended_attempts_logs_keeps_the_running_one_and_the_ro
     # restart recovery continues round 1 from its log, and it completes
     st = again.state(None)
     assert (st.round_id, st.phase, st.attempt) == (1, "share_keys", 0)
-    for m in sorted(c1)[2:]:
-        again.receive(1, "share_keys", m, c1[m].share_keys(again.key_roster(1, m)))
-    for m, x in zip(c1, inputs(p1, 4), strict=True):
-        again.receive(1, "masked_input", m, c1[m].masked_input(again.inbox(1, m), x))
-    for m in c1:
-        again.receive(1, "unmask", m, c1[m].unmask(again.survivors(1, m)))
+    _post(again, 1, "share_keys", c1, sorted(c1)[2:])
+    for kind in ("masked_input", "unmask"):
+        _post(again, 1, kind, c1, sorted(c1), x1)
     assert again.state(None, 1).phase == "released"
     assert {r[0] for r in _rows(again.store, _ROWS)} == set(kept_sessions)
     again.store.close()
