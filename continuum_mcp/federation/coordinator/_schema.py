@@ -17,15 +17,17 @@ the logs the new code would have deleted (:func:`._attempt_sql.ended_sessions` s
 """
 
 import json
+import logging
 from typing import Any
 
-from continuum_mcp.errors import StoreCorrupt
 from continuum_mcp.federation.coordinator import _attempt_sql as asql
 from continuum_mcp.federation.coordinator._attempt_sql import ATTEMPT_SCHEMA
 from continuum_mcp.federation.governance.guarantee import session_label
 from continuum_mcp.federation.protocol import SECAGG_PHASES
 
 SCHEMA_VERSION = 3
+
+logger = logging.getLogger(__name__)
 
 #: the store's component name on PostgreSQL (``store.DB_NAME`` without ``.db``): its write lock
 _COMPONENT = "coordinator"
@@ -223,9 +225,9 @@ def drop_ended_logs(conn: Any) -> int:
             sid = json.loads(cur[3]).get("session_id")
         except (ValueError, AttributeError):
             sid = None
-        if not isinstance(sid, str):
-            raise StoreCorrupt(f"round {cur[0]}'s parameters name no secure-aggregation session, so which log is "
-                               "running cannot be told; nothing was changed")
+        if not isinstance(sid, str):  # which log is running cannot be told: keep every log (only space is lost)
+            logger.warning("round %s's parameters name no secure-aggregation session: old logs kept", cur[0])
+            return deleted
         running.add(sid)
     if "gov_proposals" in tables:  # what SessionRounds.current replays: in_round = the running attempt + 1
         rows = conn.execute("SELECT proposal_id, finished_rounds, in_round FROM gov_proposals WHERE in_round > 0")
