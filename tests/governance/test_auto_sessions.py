@@ -273,3 +273,4 @@ def test_the_next_pass_comes_at_the_interval_or_when_a_session_asks_for_it() -> 
     assert next_pass_seconds(result(None, 5000), 900) == 900
     assert next_pass_seconds(result(None, 120.0), 900) == 120.0  # a discussion ending in two minutes
     assert next_pass_seconds(result(0.0, 120.0), 900) == MIN_PAUSE_SECONDS  # a session still running
+    assert next_pass_seconds(result(0.0), 0.6) == 0.6  # a shorter interval stays what it is

@@ -23,17 +23,18 @@ from continuum_mcp.federation.client._models import AutoSyncSettings, SyncResult
 
 logger = logging.getLogger(__name__)
 
-#: the shortest pause between two passes (a pass asking for the next one at once still pauses)
+#: the shortest pause a pass may ask for (one asking for the next pass at once still pauses)
 MIN_PAUSE_SECONDS = 1.0
 #: how often a pause looks at ``watch()`` (a local file read)
 WATCH_SECONDS = 5.0
 
 
 def next_pass_seconds(result: object, interval_seconds: float) -> float:
-    """The interval, or sooner when one of the pass's sessions asks for it."""
+    """The interval, or sooner (but not under :data:`MIN_PAUSE_SECONDS`) when one of the pass's
+    sessions asks for it."""
     asked = [s.next_check_seconds for s in result.sessions if s.next_check_seconds is not None] \
         if isinstance(result, SyncResult) else []
-    return max(MIN_PAUSE_SECONDS, min([interval_seconds, *asked]))
+    return min([interval_seconds, *(max(MIN_PAUSE_SECONDS, a) for a in asked)])
 
 
 class AutoSync:
