@@ -13,7 +13,7 @@ from continuum_mcp.federation.client._facade import FEDERATION_DIR, VERIFY_THRES
 from continuum_mcp.federation.client._membership import MODE_ORDER, MembershipFile
 from continuum_mcp.federation.client._models import (
     AutoSyncSettings, ContributionResult, DeletionResult, DownloadResult, FederatedPattern, FederationStateError,
-    FederationStatus, JoinResult, LeaveResult, Membership, SyncResult, VerifyResult, VoteResult)
+    FederationStatus, JoinResult, LeaveResult, Membership, SessionSync, SyncResult, VerifyResult, VoteResult)
 from continuum_mcp.federation.client._outbox import Outbox
 from continuum_mcp.federation.client._query import (
     QUERY_PADDED_SLOTS, QUERY_TOP_SLOTS, RELEVANCE_FLOOR, RELEVANCE_SPAN, FederatedQuery, decoy_secret,
@@ -26,6 +26,6 @@ __all__ = [
     "VERIFY_THRESHOLD", "AutoSync", "AutoSyncSettings", "BeforePost", "CachedPattern", "ContributionResult",
     "DeletionResult", "DownloadResult", "FederatedPattern", "FederatedQuery", "FederationClient",
     "FederationStateError", "FederationStatus", "JoinResult", "LeaveResult", "LedgerCharge", "Membership", "MembershipFile",
-    "OutgoingPattern", "Outbox", "PatternCache", "SyncResult", "VerifyResult", "VoteResult", "decoy_secret",
-    "federated_confidence", "open_released", "pad_with_decoys", "run_round", "step",
+    "OutgoingPattern", "Outbox", "PatternCache", "SessionSync", "SyncResult", "VerifyResult", "VoteResult",
+    "decoy_secret", "federated_confidence", "open_released", "pad_with_decoys", "run_round", "step",
 ]

@@ -15,7 +15,6 @@ State in ``<data_dir>/federation/``: ``identity.key``, ``membership.json``, ``le
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable
@@ -46,14 +45,15 @@ from continuum_mcp.federation.submission import ContributionPlan, plan_contribut
 from continuum_mcp.memory.store import MemoryStore
 from continuum_mcp.federation.governance import GovernanceRules
 from continuum_mcp.federation.client._governance import follow_adopted, join_adopted, load_adopted
+from continuum_mcp.federation.client._seats import SessionSeats
+from continuum_mcp.federation.client._session_sync import auto_sync_pass, standing_opt_ins
+from continuum_mcp.federation.client._session_sync import note_sessions as _note_sessions
 from continuum_mcp.privacy.codebook import Codebook
 from continuum_mcp.privacy.generalize import Generalizer
 from continuum_mcp.privacy.ledger import PrivacyLedger
 from continuum_mcp.privacy.modes import PrivacyMode, PrivacyPolicy, default_policy
 from continuum_mcp.privacy.scrub import Scrubber
 from continuum_mcp.secagg import SecAggClient
-
-logger = logging.getLogger(__name__)
 
 FEDERATION_DIR = "federation"
 #: a released pattern counts as supported by this instance's memory (``verify``) when a
@@ -91,7 +91,8 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         self._secagg: dict[str, SecAggClient] = {}  # session id -> this attempt's secagg state
         self._sync_lock = threading.Lock()  # one contribute/sync at a time
         self._closing = threading.Event()  # set by close(): a waiting sync stops promptly
-        self._auto = AutoSync(self._membership, self.auto_sync_once)
+        self._auto = AutoSync(self._membership, self.auto_sync_once, watch=lambda: standing_opt_ins(self.dir))
+        self.session_seats = SessionSeats(self.dir)  # one turn per learning session at a time (auto-sync, take-part)
 
     # ----- plumbing ------------------------------------------------------------------------
     @property
@@ -213,9 +214,12 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         return RoundParticipant(self.identity, expect, lambda p: secagg_input(
             self._outbox.submitted(p.round_id, up_to=True), fed.slots, fed.dim, p.clip_norm), sessions=self._secagg)
 
-    def sync(self, timeout_seconds: float | None = None, fetch_new: bool | None = None) -> SyncResult:
+    def sync(self, timeout_seconds: float | None = None, fetch_new: bool | None = None,
+             note_sessions: bool = True) -> SyncResult:
         """Drain the outbox, take part in the current round's secure aggregation until it is
-        released (or ``timeout_seconds``), and refresh the cache of released patterns."""
+        released (or ``timeout_seconds``), and refresh the cache of released patterns. Learning
+        sessions are not waited for: ``note_sessions`` says which of the member's run (auto-sync
+        takes part in them, ``_session_sync``)."""
         m = self._membership.require()
         result = SyncResult()
         charge = LedgerCharge(lambda: self.ledger(m), self._mode(m).round_spend(), m.federation_id)
@@ -248,7 +252,7 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         result.withdrawn_from_cache = self._query(m).refresh(fetch_new)
         result.cache_patterns = self.cache_size()
         result.message = result.message or result.summary()
-        return result
+        return _note_sessions(self, result) if note_sessions else result
 
     # ----- query and the cache ---------------------------------------------------------------
     def query(self, query: str, min_confidence: float = 0.8, max_results: int = 10) -> list[FederatedPattern]:
@@ -354,14 +358,7 @@ class FederationClient(AbstractContextManager["FederationClient"]):
         planned = self.plan(min_confidence, None, m).planned
         return bool(planned) and sorted(p.pattern_id for p in planned) != sorted(m.last_contributed_ids)
 
-    def auto_sync_once(self) -> SyncResult | None:
-        """One auto-sync pass: contribute when there are new patterns, then sync."""
-        m = self.membership()
-        if m is None:
-            return None
-        if m.auto_sync.contribute_on_sync and self.has_new_patterns():
-            try:
-                self.contribute()
-            except PrivacyBudgetExceeded as exc:
-                logger.info("auto-sync: not contributing: %s", exc.message)
-        return self.sync(fetch_new=m.auto_sync.query_on_sync)
+    def auto_sync_once(self, stop: threading.Event | None = None) -> SyncResult | None:
+        """One auto-sync pass: contribute, the release sync, and a turn in each running session the
+        member opted in to (``_session_sync.auto_sync_pass``); ``stop`` set ends it early."""
+        return auto_sync_pass(self, stop)

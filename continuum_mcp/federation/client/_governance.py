@@ -20,12 +20,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from continuum_mcp._governance_app import consents as _consents
 from continuum_mcp._governance_app import set_consent as _set_consent
 from continuum_mcp.crypto.identity import Identity
 from continuum_mcp.errors import CryptoError, InvalidInput, NotFound, WrongPhase
 from continuum_mcp.federation.api import CoordinatorAPI
 from continuum_mcp.federation.client._governance_log import OwnStatements
 from continuum_mcp.federation.client._rounds import LedgerCharge, run_round
+from continuum_mcp.federation.client._seats import SessionSeats
 from continuum_mcp.federation.governance import (
     AdoptionStatement,
     BallotStatement,
@@ -49,6 +51,7 @@ from continuum_mcp.federation.governance.guarantee import (
 from continuum_mcp.federation.participant import RoundOutcome, RoundParticipant
 from continuum_mcp.federation.protocol import SESSION_ROUTES
 from continuum_mcp.privacy.ledger import LedgerStatus, PrivacyLedger
+from continuum_mcp.secagg import SecAggClient
 
 #: a client's own rules: the card's thresholds, which no coordinator can relax; the discussion
 #: minimum and the cap are taken from the federation when they are stricter
@@ -83,6 +86,9 @@ class SessionTurn(BaseModel):
     proposal_id: str
     rounds_taken: list[int] = Field(default_factory=list)
     refused: str = ""
+    refused_code: str = Field(default="", description="The error code of a refusal (``not_opted_in`` when this "
+                                                      "member is not among the session's participants).")
+    session_over: bool = Field(default=False, description="The session ended (completed, rejected, halted).")
     outcomes: list[RoundOutcome] = Field(default_factory=list)
 
 
@@ -94,8 +100,9 @@ class Governance:
                  ledger: Callable[[], PrivacyLedger], inputs: Callable[[str, Any], Any],
                  initial_context: Callable[[str], Any], *, rules: GovernanceRules = CLIENT_RULES,
                  now: Callable[[], float] = time.time, poll_seconds: float = 0.2,
-                 consent_dir: Path | None = None) -> None:
+                 consent_dir: Path | None = None, seats: SessionSeats | None = None) -> None:
         self._api, self.identity, self.federation_id, self._consent_dir = api, identity, federation_id, consent_dir
+        self._seats = seats or SessionSeats(consent_dir)
         self._ledger, self._inputs, self._initial = ledger, inputs, initial_context
         self.own_rules, self.now, self._poll = rules, now, poll_seconds
         self.own = OwnStatements(consent_dir)  #: what this member signed and the coordinator accepted
@@ -244,32 +251,59 @@ class Governance:
         return v
 
     # ------------------------------------------------------------------------------ rounds
-    def participate(self, proposal_id: str, *, timeout_seconds: float, sleep: Callable[[float], Any] = time.sleep
-                    ) -> SessionTurn:
+    def standing_opt_ins(self) -> list[str]:
+        """The sessions this member stands opted in to, as recorded on this machine (opt-in records,
+        opt-out and the end of a session drop); the signed tally decides whether it takes part."""
+        return [] if self._consent_dir is None else sorted(_consents(self._consent_dir))
+
+    def session_over(self, proposal_id: str) -> None:
+        """The session ended: drop the standing opt-in (local recording for it stops)."""
+        _set_consent(self._consent_dir, proposal_id, None)
+
+    def participate(self, proposal_id: str, *, timeout_seconds: float,
+                    sleep: Callable[[float], bool | None] = time.sleep) -> SessionTurn:
         """Take part in the session's rounds until it ends, this member is not in a round's roster
-        any more, or ``timeout_seconds`` pass. Every round is checked first (own tally approves,
-        not halted, this member still opted in) and charged to the own ledger before its masked
-        input is sent."""
+        any more, ``timeout_seconds`` pass, or ``sleep`` returns True (a closing client's
+        ``Event.wait``). Every round is checked first (own tally approves, not halted, this member
+        still opted in) and charged to the own ledger before its masked input is sent. One turn per
+        session at a time on this instance (:class:`SessionSeats`)."""
+        turn = SessionTurn(proposal_id=proposal_id)
+        with self._seats.seat(proposal_id) as secagg:
+            if secagg is None:
+                turn.refused, turn.refused_code = ("this instance is already taking part in this session (auto-sync "
+                                                   "or another take-part call)"), "busy"
+                return turn
+            self._turn(turn, time.monotonic() + timeout_seconds, sleep, secagg)
+        return turn
+
+    def _turn(self, turn: SessionTurn, deadline: float, sleep: Callable[[float], bool | None],
+              secagg: dict[str, SecAggClient]) -> None:
         from continuum_mcp.federation.learning import SESSION_KINDS, session_expectations
 
-        turn = SessionTurn(proposal_id=proposal_id)
-        deadline = time.monotonic() + timeout_seconds
-        rules = self.rules()
-        while time.monotonic() < deadline:
+        proposal_id, rules, stopped = turn.proposal_id, self.rules(), False
+
+        def nap(seconds: float) -> bool:
+            nonlocal stopped
+            stopped = stopped or bool(sleep(seconds))
+            return stopped
+
+        while not stopped and time.monotonic() < deadline:
             try:
                 v = self.verified(proposal_id, rules)
             except CryptoError as exc:
-                turn.refused = exc.message
-                return turn
+                turn.refused, turn.refused_code = exc.message, exc.code
+                return
             phase, t = v.report.summary.phase, v.tally
             if phase in ("rejected", "refused", "completed", "halted") or t.halted:
-                _set_consent(self._consent_dir, proposal_id, None)  # the session is over: stop recording for it
-                return turn
+                self.session_over(proposal_id)
+                turn.session_over = True
+                return
             if self.identity.instance_id not in t.participants:
                 turn.refused = turn.refused or "not opted in (or opted out)"
-                return turn
+                turn.refused_code = turn.refused_code or "not_opted_in"
+                return
             if phase != "running" or t.decision != "approved":
-                sleep(self._poll)
+                nap(self._poll)
                 continue
             prop = open_proposal(v.report.proposal, self.federation_id)
             params, kind = proposal_params(prop), SESSION_KINDS[prop.kind]
@@ -278,17 +312,17 @@ class Governance:
             label = session_label(self.federation_id, proposal_id)
             expect = session_expectations(label, kind.layout(ctx).dim, params)
             inputs = self._inputs(prop.kind, ctx)
-            part = RoundParticipant(self.identity, expect, lambda _p: kind.local_vector(inputs, ctx, params))
+            part = RoundParticipant(self.identity, expect, lambda _p: kind.local_vector(inputs, ctx, params),
+                                    sessions=secagg)
             charge = LedgerCharge(lambda: self.learning_ledger(rules), params.round_spend(), self.federation_id)
             out = run_round(SessionAPI(self._api(), proposal_id), part,  # type: ignore[arg-type]
                             timeout_seconds=max(1.0, deadline - time.monotonic()), poll_seconds=self._poll,
-                            before_post=charge)
+                            sleep=nap, before_post=charge)
             turn.outcomes.append(out)
             if out.took_part is not None:
                 turn.rounds_taken.append(out.took_part)
             else:
-                sleep(self._poll)
-        return turn
+                nap(self._poll)
 
 
 def _halt_round(report: SessionReport, t: Tally) -> int:
@@ -379,7 +413,7 @@ def member_governance(client: Any) -> Governance:
         return SessionContext(codebook=client.codebook) if kind == "codebook_refinement" else SessionContext()
 
     return Governance(lambda: client.api(m), client.identity, m.federation_id, lambda: client.ledger(m), inputs,
-                      initial, poll_seconds=client._poll, consent_dir=client.dir,
+                      initial, poll_seconds=client._poll, consent_dir=client.dir, seats=client.session_seats,
                       rules=client.governance_rules or CLIENT_RULES)
-__all__ = ["ADOPTED_FILE", "CLIENT_RULES", "CODEBOOKS_DIR", "Governance", "SessionAPI", "SessionTurn", "VerifiedSession",
-           "follow_adopted", "join_adopted", "load_adopted", "member_governance", "save_adopted"]
+__all__ = ["ADOPTED_FILE", "CLIENT_RULES", "CODEBOOKS_DIR", "Governance", "SessionAPI", "SessionSeats", "SessionTurn",
+           "VerifiedSession", "follow_adopted", "join_adopted", "load_adopted", "member_governance", "save_adopted"]

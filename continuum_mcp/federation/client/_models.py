@@ -53,6 +53,26 @@ class ContributionResult(BaseModel):
                         "credits are pending until the round is released")
 
 
+class SessionSync(BaseModel):
+    """What a sync did about one learning session this member stands opted in to.
+
+    ``took_part``: an auto-sync pass took part (``rounds_taken``: the rounds it posted in); ``running``:
+    a manual sync found it running and left it (the note says how to take part); ``waiting``: not
+    started yet (discussion, approved); ``over``: ended, the standing opt-in is dropped; ``refused``:
+    this client does not take part (its own count contradicts the coordinator, a statement of its
+    own is not published, not in the roster); ``failed``: could not be counted or taken part in."""
+
+    proposal_id: str
+    status: Literal["took_part", "running", "waiting", "over", "refused", "failed"]
+    phase: str | None = Field(default=None, description="The session's phase, when it could be counted.")
+    rounds_taken: list[int] = Field(default_factory=list)
+    error: str | None = Field(default=None, description="The error code of a refusal or failure.")
+    next_check_seconds: float | None = Field(
+        default=None, description="When auto-sync should look again, sooner than its interval: at the end of the "
+                                  "discussion, or at once while the session runs.")
+    note: str = ""
+
+
 class SyncResult(BaseModel):
     outbox_sent: int = 0
     outbox_waiting: int = 0
@@ -63,6 +83,11 @@ class SyncResult(BaseModel):
     privacy_spent_round: bool = False
     cache_patterns: int = 0
     withdrawn_from_cache: int = 0
+    sessions: list[SessionSync] = Field(default_factory=list, description="The learning sessions this member "
+                                        "stands opted in to: auto-sync takes part in running ones, a manual sync "
+                                        "only says they run.")
+    release_error: str | None = Field(default=None, description="The error code of an auto-sync pass's release "
+                                      "sync that failed (its sessions were still taken part in).")
     message: str = ""
 
     def summary(self) -> str:
