@@ -1,4 +1,4 @@
-"""The coordinator database's schema (version 3): what is stored, and why nothing more.
+"""The coordinator database's schema (version 4): what is stored, and why nothing more.
 
 What is stored is exactly what instances sent (slot, confidence, opaque phrase and statement
 tokens, ciphertexts they encrypted with a key the coordinator never sees) plus what the
@@ -14,6 +14,12 @@ Version 3 (no new table): the secure-aggregation log of an attempt is deleted in
 that ends it (:func:`._attempt_sql.prune`). A version 2 database, written before that, still holds
 the log of every attempt that ever ran, most of its size; :func:`migrate` deletes, once, exactly
 the logs the new code would have deleted (:func:`._attempt_sql.ended_sessions` says which).
+
+Version 4: the ``address_buckets`` table, the per-address token buckets of callers that are not
+members, shared by every coordinator process on the database (so N processes hold one limit, not
+N). A row is a client address as the coordinator saw it, kept only while its bucket refills (rows
+untouched for a minute are pruned). Nothing to migrate: the schema's ``CREATE TABLE IF NOT
+EXISTS`` adds it to a version 3 database, and a missing row is a full bucket.
 """
 
 import json
@@ -25,7 +31,7 @@ from continuum_mcp.federation.coordinator._attempt_sql import ATTEMPT_SCHEMA
 from continuum_mcp.federation.governance.guarantee import session_label
 from continuum_mcp.federation.protocol import SECAGG_PHASES
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +169,12 @@ CREATE TRIGGER IF NOT EXISTS invite_journal_no_update BEFORE UPDATE ON invite_jo
 BEGIN SELECT RAISE(ABORT, 'the invite journal is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS invite_journal_no_delete BEFORE DELETE ON invite_journal
 BEGIN SELECT RAISE(ABORT, 'the invite journal is append-only'); END;
+CREATE TABLE IF NOT EXISTS address_buckets (
+    address TEXT PRIMARY KEY,           -- a client address with its route class, e.g. admin:203.0.113.7
+    tokens REAL NOT NULL,               -- what was left at updated_at (refilled by the next take)
+    updated_at REAL NOT NULL            -- wall time of the last take (the engine's clock)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS address_buckets_updated ON address_buckets (updated_at);
 """ + ATTEMPT_SCHEMA  # the durable secure-aggregation attempts (their own module)
 
 
@@ -182,6 +194,7 @@ def migrate(conn: Any, found: int) -> None:
                      "ON CONFLICT (key) DO UPDATE SET value=excluded.value")
     if found <= 2:
         drop_ended_logs(conn)
+    # 3 -> 4 adds only a table (address_buckets), which the schema's CREATE ... IF NOT EXISTS makes
 
 
 def drop_ended_logs(conn: Any) -> int:

@@ -7,6 +7,12 @@ parsed against the route's pydantic model, and handed to :class:`CoordinatorServ
 refusal is an ``ErrorBody`` whose code and status come from :mod:`continuum_mcp.errors` -- never a
 5xx for bad input. One handler per route name below; each only translates.
 
+Callers that are not members are limited by client address at two levels (:class:`AddressLimit`):
+this process's bucket, then the bucket in the database that every coordinator process shares, so N
+processes behind nginx hold one limit together (one database statement per such request).
+``GET /v1/health`` is charged to this process's bucket only: it is probed by the supervisor and by
+load balancers, and must stay cheap and never write to the database.
+
 Replay nonces of callers that are not members are kept in memory only (bounded): a flood of
 join attempts from fresh keys cannot grow the persisted replay database. A successful join
 records its nonce durably.
@@ -46,7 +52,7 @@ from continuum_mcp.errors import (
 )
 from continuum_mcp.federation.coordinator._governance_http import GOVERNANCE_HANDLERS
 from continuum_mcp.federation.coordinator.openapi import openapi_document
-from continuum_mcp.federation.coordinator.ratelimit import TokenBucket
+from continuum_mcp.federation.coordinator.ratelimit import AddressLimit, TokenBucket
 from continuum_mcp.federation.coordinator.service import CoordinatorService
 from continuum_mcp.federation.coordinator.store import Member
 from continuum_mcp.federation.protocol import (
@@ -209,7 +215,7 @@ class HttpAdapter:
         self._durable_replay = durable_replay
         self._admin_token = admin_token
         self._identity_rate = TokenBucket(identity_rate, what="identity")
-        self._address_rate = TokenBucket(address_rate, what="client address")
+        self._address_rate = AddressLimit(address_rate, service.store, service.engine.now)
 
     async def _read_body(self, request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -268,8 +274,8 @@ class HttpAdapter:
         call = Call(caller="", body=None, params=dict(request.path_params))
         envelope: Envelope | None = None
         check_protocol(spec, request.headers)
-        if spec.auth in ("none", "admin"):
-            self._address_rate.take(f"{spec.auth}:{address}")
+        if spec.auth in ("none", "admin"):  # health: this process's bucket only (no database write per probe)
+            self._address_rate.take(f"{spec.auth}:{address}", shared=spec.name != "health")
             if spec.auth == "admin":
                 self._check_admin(request)
         else:

@@ -25,17 +25,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
+import sqlite3
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Self
 
 from continuum_mcp._db import Connection, SqlDatabase, insert_rows, open_database
-from continuum_mcp.errors import BadInvite, Conflict, InvalidInput, StoreCorrupt, TooLarge
+from continuum_mcp.errors import BadInvite, Conflict, CoordinatorUnavailable, InvalidInput, StoreCorrupt, TooLarge
 from continuum_mcp.federation.coordinator._schema import SCHEMA, SCHEMA_VERSION, migrate
 from continuum_mcp.federation.protocol import PatternSubmission
 
@@ -43,7 +45,18 @@ DB_NAME = "coordinator.db"
 REPLAY_DB_NAME = "replay.db"
 LEDGER_DB_NAME = "ledger.db"
 
+logger = logging.getLogger(__name__)
 
+#: one take from a shared token bucket, refill and all: inserted full minus one, or refilled (elapsed
+#: time clamped at 0, so a clock behind the row's adds nothing; capped at capacity) and decremented
+#: only WHERE a token is there, so a refusal returns no row and writes nothing
+_REFILLED = ("address_buckets.tokens + (CASE WHEN excluded.updated_at > address_buckets.updated_at "
+             "THEN excluded.updated_at - address_buckets.updated_at ELSE 0 END) * ?")
+_TAKE_TOKEN = (
+    "INSERT INTO address_buckets (address, tokens, updated_at) VALUES (?, ?, ?) "
+    f"ON CONFLICT (address) DO UPDATE SET tokens = CASE WHEN {_REFILLED} > ? THEN ? ELSE {_REFILLED} END - 1, "
+    "updated_at = CASE WHEN excluded.updated_at > address_buckets.updated_at THEN excluded.updated_at "
+    f"ELSE address_buckets.updated_at END WHERE {_REFILLED} >= 1 RETURNING tokens")
 
 def hash_token(token: str) -> str:
     """Admission tokens are stored hashed: a copy of the database admits nobody."""
@@ -411,6 +424,42 @@ class CoordinatorStore(_Storage):
         cur = conn.execute("DELETE FROM submissions WHERE round_id=? AND status='pending' AND (slot<? OR slot>=?)",
                            (round_id, first, end))
         return int(cur.rowcount)
+
+    # ----------------------------------------------------------------------------- address limits
+
+    def take_token(self, address: str, capacity: float, rate: float, now: float) -> bool:
+        """Take one token from ``address``'s bucket (``capacity`` tokens, ``rate`` per second), shared
+        by every process on this database; False if it has none. One statement (an UPSERT whose
+        refill is computed by the database), atomic on its own: no transaction and no store lock,
+        so it never queues behind (or blocks) the store's writers on PostgreSQL.
+
+        A database failure is ``CoordinatorUnavailable`` (503, retried by clients), never a bare 500."""
+        with self._unavailable_on_error("checking the address limit"):
+            rows = self._db.execute(_TAKE_TOKEN, (address, float(capacity) - 1.0, float(now), float(rate),
+                                                  float(capacity), float(capacity), float(rate), float(rate)))
+            return rows.fetchone() is not None
+
+    def prune_tokens(self, before: float) -> int:
+        """Forget the buckets untouched since ``before`` (full again: a missing bucket is a full one),
+        so the table holds only addresses seen lately. Returns how many went."""
+        with self._unavailable_on_error("pruning the address limits"):
+            return int(self._db.execute("DELETE FROM address_buckets WHERE updated_at < ?", (float(before),)).rowcount)
+
+    @contextmanager
+    def _unavailable_on_error(self, what: str) -> Iterator[None]:
+        """The driver's errors as the taxonomy's 503, as the PostgreSQL pool already turns a lost server."""
+        errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+        if self.dialect == "postgresql":
+            import psycopg
+
+            errors = (psycopg.Error,)
+        try:
+            yield
+        except errors as exc:
+            first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            logger.warning("the coordinator's database failed while %s: %s", what, first)
+            raise CoordinatorUnavailable(f"the coordinator's database failed while {what} ({first}); nothing "
+                                         "was changed, retry later") from exc
 
     # ----------------------------------------------------------------------------- misc
 
