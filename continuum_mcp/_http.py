@@ -12,16 +12,26 @@ import time
 
 import uvicorn
 
+from continuum_mcp.errors import InvalidInput
+
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on ``host:port`` (IPv6 when the host is one)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    """A listening-ready TCP socket on ``host:port`` (IPv6 when the host is one). A port in use, an
+    address not on this machine or a port below 1024 without the right is ``InvalidInput`` naming
+    the address: the user's ``--host``/``--port`` cannot be served, which is a one-line error, not a
+    traceback."""
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InvalidInput(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError:
+    except (OSError, OverflowError) as exc:
         sock.close()
-        raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(f"cannot listen on {host}:{port} ({reason}); pick another --port "
+                           "(0 picks a free one)") from None
     return sock
 
 

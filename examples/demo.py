@@ -170,7 +170,7 @@ def start_coordinator(work: Path, admin_token: str, mode: str) -> tuple[subproce
     proc = subprocess.Popen(
         [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--host", "127.0.0.1", "--port", str(port),
          "--storage", str(work / "coordinator"), "--min-contributors", str(MIN_CONTRIBUTORS), "--privacy-mode", mode,
-         "--federation-id", FEDERATION_ID, "--admin-token", admin_token, "--phase-timeout", "120"],
+         "--federation-id", FEDERATION_ID, f"--admin-token={admin_token}", "--phase-timeout", "120"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -14,7 +14,6 @@ from continuum_mcp._http import bind, start_in_thread
 from continuum_mcp.app import Continuum
 from continuum_mcp.dashboard._guard import TOKEN_QUERY, check_loopback, new_token
 from continuum_mcp.dashboard._routes import build_app
-from continuum_mcp.errors import InvalidInput
 
 
 class Dashboard:
@@ -24,11 +23,7 @@ class Dashboard:
         self.host = check_loopback(host)
         self.token = token or new_token()
         self.asgi = build_app(app, self.token)
-        try:
-            self._sock = bind(self.host, port)
-        except OSError as exc:
-            raise InvalidInput(f"cannot listen on {self.host}:{port} ({exc.strerror}); pick another --port "
-                               "(0 picks a free one)") from None
+        self._sock = bind(self.host, port)  # InvalidInput naming the address when it cannot be served
         self.port = int(self._sock.getsockname()[1])
         cfg = uvicorn.Config(self.asgi, log_level="warning", access_log=False, lifespan="off",
                              timeout_graceful_shutdown=2)

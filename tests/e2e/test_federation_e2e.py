@@ -121,7 +121,7 @@ class CoordinatorProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--port", str(self.port),
              "--storage", str(self.storage), "--min-contributors", "3", "--privacy-mode", "open",
-             "--federation-id", FED, "--admin-token", self.admin_token, "--phase-timeout", "6"],
+             "--federation-id", FED, f"--admin-token={self.admin_token}", "--phase-timeout", "6"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

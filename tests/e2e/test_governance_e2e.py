@@ -80,14 +80,17 @@ class Coordinators:
         proc = subprocess.Popen(
             [sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--port", str(port), "--storage",
              str(self.tmp / f"coordinator-{port}"), "--privacy-mode", "open", "--federation-id", FED,
-             "--admin-token", token, "--governance", json.dumps(governance), *options],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             f"--admin-token={token}", "--governance", json.dumps(governance), *options],
+            stdout=subprocess.DEVNULL, stderr=(log := open(self.tmp / f"coordinator-{port}.log", "wb")))
+        log.close()  # the child has its own descriptor
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         self.storage[url] = self.tmp / f"coordinator-{port}"
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "coordinator did not start"
+            if proc.poll() is not None or time.monotonic() >= deadline:
+                tail = (self.tmp / f"coordinator-{port}.log").read_text(errors="replace")[-2000:]
+                raise AssertionError(f"coordinator did not start (exit {proc.poll()}):\n{tail}")
             try:
                 with CoordinatorAPI(url, None, timeout_seconds=1, max_retries=0) as probe:
                     probe.health()

@@ -50,7 +50,7 @@ from continuum_mcp.errors import (
     RateLimited,
     WrongPhase,
 )
-from continuum_mcp.federation.coordinator import FederationCoordinator, main, openapi_document
+from continuum_mcp.federation.coordinator import CoordinatorStore, FederationCoordinator, main, openapi_document
 from continuum_mcp.federation.protocol import (
     ADMIN_TOKEN_HEADER,
     MAX_BODY_BYTES,
@@ -173,6 +173,34 @@ def test_cli_invite_tokens_admit(make_coord: Any, tmp_path: Path, capsys: pytest
     Member(member_api(coord.url)).join(tokens[0])
     with pytest.raises(BadInvite):
         Member(member_api(coord.url)).join(tokens[0])
+
+
+def test_admission_tokens_never_start_with_a_dash(tmp_path: Path) -> None:
+    """A token is typed on a command line (`federation join --token T`), where one starting with
+    '-' is read as an option: 1 in 64 URL-safe strings start so, so 2,000 old tokens held ~31."""
+    store = CoordinatorStore(tmp_path)
+    tokens = store.create_admission_tokens(2000)
+    store.close()
+    assert len(set(tokens)) == 2000 and not [t for t in tokens if t.startswith("-")]
+
+
+def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    """The coordinator cannot serve its --port: exit 2 (invalid_input) with one line naming the
+    address, not a traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = subprocess.run([sys.executable, "-m", "continuum_mcp.cli.main", "coordinator", "--port", str(port),
+                            "--storage", str(tmp_path / "c"), "--federation-id", "fed-port", "--privacy-mode", "open"],
+                           capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "Traceback" not in p.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in p.stderr and "pick another --port" in p.stderr
 
 
 @pytest.mark.slow

@@ -58,6 +58,15 @@ _TAKE_TOKEN = (
     "updated_at = CASE WHEN excluded.updated_at > address_buckets.updated_at THEN excluded.updated_at "
     f"ELSE address_buckets.updated_at END WHERE {_REFILLED} >= 1 RETURNING tokens")
 
+def admission_token() -> str:
+    """A fresh admission token (192 random bits, URL-safe base64) that never starts with ``-``:
+    tokens are passed on command lines (``federation join --token T``), where one starting with
+    ``-`` would be read as an option (1 in 64 of ``token_urlsafe``'s do)."""
+    while (token := secrets.token_urlsafe(24)).startswith("-"):
+        continue
+    return token
+
+
 def hash_token(token: str) -> str:
     """Admission tokens are stored hashed: a copy of the database admits nobody."""
     return hashlib.sha256(("continuum-mcp/admission-token/v1\n" + token).encode("utf-8")).hexdigest()
@@ -228,7 +237,7 @@ class CoordinatorStore(_Storage):
         possible sybil, so ``max_per_day`` caps what the last 24 hours may mint (``TooLarge`` past it)."""
         if not 1 <= n <= 10_000:
             raise InvalidInput("mint between 1 and 10000 admission tokens at a time")
-        tokens = [secrets.token_urlsafe(24) for _ in range(n)]
+        tokens = [admission_token() for _ in range(n)]
         now = time.time() if now is None else now
         with self.transaction() as conn:
             if max_per_day is not None:
