@@ -68,3 +68,33 @@ def test_adoption_is_counted_once_per_statement_in_every_node_and_a_late_joiner_
             assert late.codebook.version == version
     finally:
         kit.close()
+
+
+def test_the_adoption_key_moves_with_every_admission_and_departure(tmp_path: Path, backend: str | None) -> None:
+    """The key every request reads (one statement, never a count of the members table) is the same
+    while nothing changes and new after each admission and each departure, in any process."""
+    from continuum_mcp.federation.coordinator import CoordinatorStore
+    from continuum_mcp.federation.coordinator import _governance_sql as gsql
+
+    store, other = CoordinatorStore(tmp_path, database=backend), CoordinatorStore(tmp_path, database=backend)
+    try:
+        with store.transaction() as conn:  # the governance tables, as the coordinator's governance creates them
+            gsql.ensure_schema(conn)
+        def key(s: CoordinatorStore = store) -> tuple[object, ...]:
+            with s.reading() as conn:
+                return gsql.adoption_key(conn)
+
+        seen = [key()]
+        assert key() == seen[0] == key(other)
+        for who in ("member-a", "member-b"):
+            store.admit(who, bytes(32), "standard", "open", None, private=False, now=1.0)
+            seen.append(key(other))
+        with store.transaction() as conn:
+            store.remove_member(conn, "member-a")
+        seen.append(key(other))
+        store.admit("member-a", bytes(32), "standard", "open", None, private=False, now=1.0)  # same as two steps back
+        seen.append(key(other))
+        assert len(set(seen)) == len(seen) == 5 and key() == seen[-1]
+    finally:
+        store.close()
+        other.close()

@@ -121,16 +121,29 @@ def add_statement(conn: Any, proposal_id: str, type_: str, signer: str, signed_j
     return int(seq)
 
 
+#: the ``meta`` row that every admission and departure moves on (``bump_members_version``)
+MEMBERS_VERSION = "members_version"
+
+
+def bump_members_version(conn: Any) -> None:
+    """In the transaction that admits or removes a member: the adoption key's membership part."""
+    conn.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO UPDATE "
+                 "SET value = CAST(CAST(meta.value AS BIGINT) + 1 AS TEXT)", (MEMBERS_VERSION,))
+
+
 def adoption_key(conn: Any) -> tuple[Any, ...]:
     """What an adoption count depends on, read from the database (so it is the same key in every
     coordinator process on it): the last statement's sequence number (any new ballot, vote or
-    opt-out), the codebook sessions completed, and the admitted members (a departed member's
-    votes stop counting; a new member's count)."""
-    seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM gov_statements").fetchone()[0]
-    done = conn.execute("SELECT COUNT(*) FROM gov_proposals WHERE kind = ? AND phase = ?",
-                        ("codebook_refinement", "completed")).fetchone()[0]
-    members = conn.execute("SELECT COUNT(*), COALESCE(MAX(joined_at), 0) FROM members").fetchone()
-    return int(seq), int(done), int(members[0]), float(members[1])
+    opt-out), the codebook sessions completed, and the membership's version (``MEMBERS_VERSION``,
+    moved on by every admission and departure: a departed member's votes stop counting, a new
+    member's count). One statement on every request, and none that reads the members table:
+    counting a million members per request is what the key is there to avoid."""
+    row = conn.execute(
+        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM gov_statements), "
+        "(SELECT COUNT(*) FROM gov_proposals WHERE kind = ? AND phase = ?), "
+        "(SELECT value FROM meta WHERE key = ?)",
+        ("codebook_refinement", "completed", MEMBERS_VERSION)).fetchone()
+    return int(row[0]), int(row[1]), row[2]
 
 
 def statements(conn: Any, proposal_id: str) -> list[str]:
@@ -154,5 +167,6 @@ def rounds(conn: Any, proposal_id: str) -> list[RoundRecord]:
     return [RoundRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
 
-__all__ = ["SCHEMA", "ProposalRow", "RoundRecord", "add_statement", "adoption_key", "ensure_schema", "insert_proposal", "proposals",
+__all__ = ["MEMBERS_VERSION", "SCHEMA", "ProposalRow", "RoundRecord", "add_statement", "adoption_key",
+           "bump_members_version", "ensure_schema", "insert_proposal", "proposals",
            "record_round", "rounds", "set_proposal", "statements"]

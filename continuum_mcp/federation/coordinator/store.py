@@ -38,6 +38,7 @@ from typing import Any, Self
 
 from continuum_mcp._db import Connection, SqlDatabase, insert_rows, open_database
 from continuum_mcp.errors import BadInvite, Conflict, CoordinatorUnavailable, InvalidInput, StoreCorrupt, TooLarge
+from continuum_mcp.federation.coordinator._governance_sql import bump_members_version
 from continuum_mcp.federation.coordinator._schema import SCHEMA, SCHEMA_VERSION, migrate
 from continuum_mcp.federation.protocol import PatternSubmission
 
@@ -278,6 +279,7 @@ class CoordinatorStore(_Storage):
         """End a membership: its votes and verifications go too (submissions are deleted first)."""
         for table in ("votes", "verifications", "members"):
             conn.execute(f"DELETE FROM {table} WHERE instance_id=?", (instance_id,))
+        bump_members_version(conn)
 
     def admit(
         self, instance_id: str, public_key: bytes, level: str, mode: str, token: str | None, *, private: bool,
@@ -314,6 +316,7 @@ class CoordinatorStore(_Storage):
                 "INSERT INTO members (instance_id, public_key, level, mode, joined_at) VALUES (?,?,?,?,?)",
                 (instance_id, public_key, level, mode, now),
             )
+            bump_members_version(conn)
             return Member(instance_id, public_key, level, mode, now), True
 
     # ----------------------------------------------------------------------------- rounds
