@@ -35,7 +35,7 @@ from threadpoolctl import ThreadpoolController
 
 from continuum_mcp._sqlite import atomic_write
 from continuum_mcp.memory._probe import (
-    PROBE_MIN, PROBE_NPROBE, PROBE_REGROW, Probe, SideIndex, nearest_exact, nearest_ivf,
+    PROBE_MIN, PROBE_REGROW, Probe, SideIndex, nearest_exact, nearest_ivf,
 )
 
 log = logging.getLogger(__name__)
